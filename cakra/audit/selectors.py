@@ -1,0 +1,51 @@
+"""Reading and checking the audit chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cakra.audit.hashing import event_hash
+from cakra.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from cakra.audit.services import CHAIN
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    broken_seq: int | None = None
+    reason: str = ""
+
+
+def audit_verify_chain(*, batch_size: int = 2000) -> ChainReport:
+    """Walk the chain in order; report the first event whose link does not hold."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    events = AuditEvent.objects.order_by("seq").iterator(chunk_size=batch_size)
+    for event in events:
+        if event.seq != expected_seq:
+            return ChainReport(False, checked, expected_seq, f"event #{expected_seq} is missing")
+        if event.prev_hash != expected_prev:
+            return ChainReport(False, checked, event.seq, "does not link to its predecessor")
+        recomputed = event_hash(
+            seq=event.seq,
+            created_at=event.created_at,
+            actor_type=event.actor_type,
+            actor_id=event.actor_id,
+            action=event.action,
+            object_type=event.object_type,
+            object_id=event.object_id,
+            region_code=event.region_code,
+            data=event.data,
+            prev_hash=event.prev_hash,
+        )
+        if recomputed != event.hash:
+            return ChainReport(False, checked, event.seq, "content does not match its hash")
+        expected_prev = event.hash
+        expected_seq += 1
+        checked += 1
+    head = AuditChainHead.objects.filter(name=CHAIN).first()
+    if head is not None and (head.seq != checked or head.hash != expected_prev):
+        return ChainReport(False, checked, checked + 1, "events after the last intact one were removed")
+    return ChainReport(True, checked)

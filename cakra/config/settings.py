@@ -1,0 +1,240 @@
+"""Django settings, read from the environment.
+
+Defaults give the embedded system (SQLite, a filesystem broker, simulators) so
+that ``make run`` needs no server; production sets ``CAKRA_ENV=production``
+and names every secret and server in the environment (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from cakra.config.secrets import load_secrets
+
+
+def _env_bool(name: str, *, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+CAKRA_ENV = os.environ.get("CAKRA_ENV", "dev")
+PRODUCTION = CAKRA_ENV == "production"
+DATA_DIR = Path(os.environ.get("CAKRA_DATA_DIR", Path.cwd() / "var")).resolve()
+_SECRETS = load_secrets(production=PRODUCTION, data_dir=DATA_DIR)
+
+SECRET_KEY = _SECRETS["SECRET_KEY"]
+DEBUG = _env_bool("CAKRA_DEBUG", default=False)
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "" if PRODUCTION else "127.0.0.1,localhost,testserver")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "ninja",
+    "cakra.security",
+    "cakra.audit",
+    "cakra.registry",
+    "cakra.enforcement",
+    "cakra.delivery",
+    "cakra.api",
+    "cakra.backoffice",
+    "cakra.portal",
+    "cakra.simulators",
+    "cakra.demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "cakra.security.middleware.SecurityHeadersMiddleware",
+]
+
+ROOT_URLCONF = "cakra.config.urls"
+WSGI_APPLICATION = "cakra.config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "cakra.portal.context.official_identity",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'cakra.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and scheduler share one file: WAL lets readers run beside the
+    # writer, IMMEDIATE transactions take the write lock up front (no upgrade
+    # deadlocks), and the timeout makes a busy writer wait instead of failing.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    }
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (rate limits) ----------------------------------------------------
+# Rate-limit counters must be shared by every web process: Redis in production,
+# the database on the embedded default.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "cakra_cache",
+        }
+    }
+
+# --- Auth -----------------------------------------------------------------
+AUTH_USER_MODEL = "backoffice.Officer"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "backoffice:login"
+OTP_TOTP_ISSUER = "Cakra ETLE"
+
+# --- Sessions, cookies, transport security ---------------------------------
+SECURE = _env_bool("CAKRA_SECURE_COOKIES", default=PRODUCTION)
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 60 * 60 * 8
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+CSRF_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = _env_bool("CAKRA_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+# The number of reverse proxies in front of the web process; 0 means REMOTE_ADDR
+# is the client. Rate limits key on the client address this yields.
+CAKRA_TRUSTED_PROXIES = int(os.environ.get("CAKRA_TRUSTED_PROXIES", "0"))
+
+# Requests larger than this are refused before parsing (evidence is capped
+# separately per image in cakra.enforcement.evidence).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("CAKRA_MAX_REQUEST_BYTES", str(12 * 1024 * 1024)))
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+# --- I18N -----------------------------------------------------------------
+LANGUAGE_CODE = "id"
+LANGUAGES = [("id", "Bahasa Indonesia"), ("en", "English")]
+LOCALE_PATHS = [Path(__file__).resolve().parent.parent / "locale"]
+TIME_ZONE = "Asia/Jakarta"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# --- Storage: evidence is private, never served as a static file ----------
+EVIDENCE_ROOT = Path(os.environ.get("CAKRA_EVIDENCE_ROOT", DATA_DIR / "evidence"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": DATA_DIR / "files"}},
+    "evidence": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": EVIDENCE_ROOT, "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- Field encryption (see cakra.security.crypto) --------------------------
+CAKRA_FIELD_KEYS = _SECRETS["CAKRA_FIELD_KEYS"]
+CAKRA_FIELD_KEY_ACTIVE = os.environ.get("CAKRA_FIELD_KEY_ACTIVE", "")
+CAKRA_LOOKUP_KEY = _SECRETS["CAKRA_LOOKUP_KEY"]
+
+# --- Official identity: what citizens are told to trust ---------------------
+CAKRA_PORTAL_BASE_URL = os.environ.get("CAKRA_PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+CAKRA_OFFICIAL_DOMAIN = os.environ.get("CAKRA_OFFICIAL_DOMAIN", "etle.korlantas.polri.go.id")
+
+# --- Channels ---------------------------------------------------------------
+# Only channels listed here enter a delivery plan; a region's channel order is
+# filtered by it. More channels arrive with their adapters.
+CAKRA_ENABLED_CHANNELS = _env_list("CAKRA_ENABLED_CHANNELS", "email")
+CAKRA_EMAIL = {
+    "HOST": os.environ.get("CAKRA_SMTP_HOST", "127.0.0.1"),
+    "PORT": int(os.environ.get("CAKRA_SMTP_PORT", "1025")),
+    "USERNAME": os.environ.get("CAKRA_SMTP_USERNAME", ""),
+    "PASSWORD": os.environ.get("CAKRA_SMTP_PASSWORD", ""),
+    "SECURITY": os.environ.get("CAKRA_SMTP_SECURITY", "starttls" if PRODUCTION else "none"),
+    "TIMEOUT": float(os.environ.get("CAKRA_SMTP_TIMEOUT", "10")),
+    "DKIM_SELECTOR": os.environ.get("CAKRA_DKIM_SELECTOR", "cakra1"),
+    "DKIM_PRIVATE_KEY": _SECRETS["CAKRA_DKIM_PRIVATE_KEY"],
+}
+CAKRA_SINK = {
+    "SMTP_PORT": int(os.environ.get("CAKRA_SINK_SMTP_PORT", "1025")),
+    "HTTP_PORT": int(os.environ.get("CAKRA_SINK_HTTP_PORT", "8025")),
+    "MAILDIR": Path(os.environ.get("CAKRA_SINK_MAILDIR", DATA_DIR / "sink" / "mail")),
+}
+
+# --- Celery -------------------------------------------------------------------
+_BROKER_DIR = DATA_DIR / "broker"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    (_BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
+    (_BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Logging: structured, and never personal data ----------------------------
+LOGGING_CONFIG = None
+from cakra.config.logging import configure_logging  # noqa: E402
+
+configure_logging(json_output=PRODUCTION, level=os.environ.get("CAKRA_LOG_LEVEL", "INFO"))

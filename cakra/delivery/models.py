@@ -1,0 +1,90 @@
+"""Deliveries (one per channel step of a notice's plan) and their attempts.
+
+Channel-agnostic: the adapter for ``channel`` decides how a delivery is sent;
+every provider call leaves an attempt row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+from django.db import models
+
+
+class Channel(models.TextChoices):
+    WHATSAPP = "whatsapp", "WhatsApp"
+    SMS = "sms", "SMS"
+    EMAIL = "email", "Email"
+    POST = "post", "Post"
+
+
+# Which kind of contact point each channel needs.
+CHANNEL_CONTACT_KIND = {
+    Channel.WHATSAPP: "mobile",
+    Channel.SMS: "mobile",
+    Channel.EMAIL: "email",
+    Channel.POST: "postal",
+}
+
+
+class Delivery(models.Model):
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned (a later step of the plan)"
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        READ = "read", "Read"
+        FAILED_TEMPORARY = "failed_temporary", "Failed, will retry"
+        FAILED_PERMANENT = "failed_permanent", "Failed permanently"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    notice = models.ForeignKey("enforcement.Notice", on_delete=models.PROTECT, related_name="deliveries")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    step = models.PositiveSmallIntegerField(help_text="Position in the notice's delivery plan, from 1.")
+    contact_point = models.ForeignKey("registry.ContactPoint", on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    provider = models.CharField(max_length=32, blank=True)
+    provider_reference = models.CharField(max_length=128, blank=True, db_index=True)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["notice", "step"], name="delivery_step_unique"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [models.Index(fields=["status", "updated_at"])]
+
+    def __str__(self) -> str:
+        return f"Delivery {self.id} ({self.channel})"
+
+
+class DeliveryAttempt(models.Model):
+    class Outcome(models.TextChoices):
+        SENT = "sent", "Accepted by the provider"
+        RETRYABLE = "retryable", "Retryable error"
+        THROTTLED = "throttled", "Throttled"
+        PERMANENT = "permanent", "Permanent error"
+        DUPLICATE = "duplicate", "Duplicate"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    provider = models.CharField(max_length=32)
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of {self.delivery_id}"

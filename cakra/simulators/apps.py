@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SimulatorsConfig(AppConfig):
+    name = "cakra.simulators"
+    label = "simulators"

@@ -1,0 +1,52 @@
+"""Shared fixtures. The database is SQLite by default and PostgreSQL when
+DATABASE_URL is set (``make test`` runs both)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# An isolated data dir per test run: dev secrets, evidence, broker, sink.
+# (Set before Django settings load; pytest-django loads them after conftest.)
+os.environ.setdefault("CAKRA_DATA_DIR", tempfile.mkdtemp(prefix="cakra-test-"))
+
+import pytest
+
+from tests.factories import (
+    ApiKeyFactory,
+    OfficerFactory,
+    RegionFactory,
+    VehicleFactory,
+)
+
+
+@pytest.fixture
+def region(db):
+    return RegionFactory(code="METRO", name="Polda Metro Jaya", plate_prefixes=["B"])
+
+
+@pytest.fixture
+def other_region(db):
+    return RegionFactory(code="JABAR", name="Polda Jawa Barat", plate_prefixes=["D"])
+
+
+@pytest.fixture
+def vehicle(region):
+    return VehicleFactory(plate="B 1234 XYZ")
+
+
+@pytest.fixture
+def officer(region):
+    return OfficerFactory(region=region)
+
+
+@pytest.fixture
+def api_key(region):
+    """(ApiKey row, raw token)."""
+    return ApiKeyFactory.with_token(region=region)
+
+
+@pytest.fixture
+def pre_validated_key(region):
+    return ApiKeyFactory.with_token(region=region, pre_validated=True)
+

@@ -1,0 +1,88 @@
+"""factory_boy factories for synthetic test data (Faker id_ID)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+from faker import Faker
+
+from cakra.api.services import apikey_create
+from cakra.backoffice.models import Officer
+from cakra.enforcement.models import Region
+from cakra.registry.models import Owner, Vehicle
+from cakra.registry.services import owner_create, vehicle_register
+
+fake = Faker("id_ID")
+OFFICER_PASSWORD = "correct horse battery staple 42"
+
+
+class RegionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Region
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"R{n}")
+    name = factory.LazyAttribute(lambda o: f"Polda {o.code}")
+    plate_prefixes = factory.LazyFunction(lambda: ["B"])
+    channel_order = factory.LazyFunction(lambda: ["whatsapp", "sms", "email", "post"])
+    email_from_address = factory.LazyAttribute(lambda o: f"etle-{o.code.lower()}@korlantas.polri.go.id")
+    email_from_name = factory.LazyAttribute(lambda o: f"ETLE {o.name}")
+    whatsapp_sender = "+62 811 1500 669"
+    sms_sender_id = "POLRI-ETLE"
+    letterhead = factory.LazyAttribute(lambda o: f"KEPOLISIAN NEGARA REPUBLIK INDONESIA\n{o.name.upper()}")
+    signatory_name = "AKBP Contoh Penandatangan"
+    signatory_title = "Kasubdit Gakkum"
+
+
+def make_owner(**overrides: Any) -> Owner:
+    values: dict[str, Any] = {
+        "name": fake.name(),
+        "nik": fake.numerify("################"),
+        "address": fake.address().replace("\n", ", "),
+        "mobile": "+62812" + fake.numerify("########"),
+        "email": fake.user_name() + "@example.co.id",
+    }
+    values.update(overrides)
+    return owner_create(**values)
+
+
+class VehicleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Vehicle
+
+    plate = factory.Sequence(lambda n: f"B {1000 + n} ABC")
+    owner = factory.LazyFunction(make_owner)
+    vehicle_type = Vehicle.Type.CAR
+    make = "Toyota"
+    model = "Avanza"
+    colour = "Hitam"
+    year = 2020
+    chassis_number = factory.LazyFunction(lambda: fake.bothify("MHF##??#########").upper())
+    engine_number = factory.LazyFunction(lambda: fake.bothify("1NR#######").upper())
+
+    @classmethod
+    def _create(cls, model_class: type[Vehicle], *args: Any, **kwargs: Any) -> Vehicle:
+        return vehicle_register(**kwargs)
+
+
+class OfficerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Officer
+
+    username = factory.Sequence(lambda n: f"officer{n}")
+    first_name = "Petugas"
+    role = Officer.Role.VALIDATOR
+    password = factory.PostGenerationMethodCall("set_password", OFFICER_PASSWORD)
+
+    @classmethod
+    def _after_postgeneration(cls, instance: Officer, create: bool, results: Any = None) -> None:
+        if create:
+            instance.save()
+
+
+class ApiKeyFactory:
+    @staticmethod
+    def with_token(*, region: Region, pre_validated: bool = False) -> tuple[Any, str]:
+        issued = apikey_create(region_code=region.code, name="ETLE back office", pre_validated=pre_validated)
+        return issued.key, issued.token
