@@ -49,4 +49,3 @@ def api_key(region):
 @pytest.fixture
 def pre_validated_key(region):
     return ApiKeyFactory.with_token(region=region, pre_validated=True)
-

@@ -14,7 +14,10 @@ from cakra.registry.models import Owner
 def test_personal_fields_are_encrypted_at_rest(vehicle):
     owner = Owner.objects.get(pk=vehicle.owner_id)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT name, nik FROM registry_owner WHERE id = %s", [owner.pk.hex if connection.vendor == "sqlite" else owner.pk])
+        cursor.execute(
+            "SELECT name, nik FROM registry_owner WHERE id = %s",
+            [owner.pk.hex if connection.vendor == "sqlite" else owner.pk],
+        )
         raw_name, raw_nik = cursor.fetchone()
     assert owner.name not in raw_name
     assert raw_name.startswith("dev1$")

@@ -15,7 +15,7 @@ from cakra.enforcement.errors import NotFoundError
 from cakra.enforcement.models import Region
 from cakra.security.crypto import constant_time_equals
 
-TOKEN_PREFIX = "cakra"
+TOKEN_PREFIX = "cakra"  # noqa: S105 - the public marker of a token, not a secret
 
 
 @dataclass(frozen=True)

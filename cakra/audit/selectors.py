@@ -9,7 +9,7 @@ from cakra.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 from cakra.audit.services import CHAIN
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChainReport:
     ok: bool
     checked: int
@@ -25,9 +25,13 @@ def audit_verify_chain(*, batch_size: int = 2000) -> ChainReport:
     events = AuditEvent.objects.order_by("seq").iterator(chunk_size=batch_size)
     for event in events:
         if event.seq != expected_seq:
-            return ChainReport(False, checked, expected_seq, f"event #{expected_seq} is missing")
+            return ChainReport(
+                ok=False, checked=checked, broken_seq=expected_seq, reason=f"event #{expected_seq} is missing"
+            )
         if event.prev_hash != expected_prev:
-            return ChainReport(False, checked, event.seq, "does not link to its predecessor")
+            return ChainReport(
+                ok=False, checked=checked, broken_seq=event.seq, reason="does not link to its predecessor"
+            )
         recomputed = event_hash(
             seq=event.seq,
             created_at=event.created_at,
@@ -41,11 +45,15 @@ def audit_verify_chain(*, batch_size: int = 2000) -> ChainReport:
             prev_hash=event.prev_hash,
         )
         if recomputed != event.hash:
-            return ChainReport(False, checked, event.seq, "content does not match its hash")
+            return ChainReport(
+                ok=False, checked=checked, broken_seq=event.seq, reason="content does not match its hash"
+            )
         expected_prev = event.hash
         expected_seq += 1
         checked += 1
     head = AuditChainHead.objects.filter(name=CHAIN).first()
     if head is not None and (head.seq != checked or head.hash != expected_prev):
-        return ChainReport(False, checked, checked + 1, "events after the last intact one were removed")
-    return ChainReport(True, checked)
+        return ChainReport(
+            ok=False, checked=checked, broken_seq=checked + 1, reason="events after the last intact one were removed"
+        )
+    return ChainReport(ok=True, checked=checked)

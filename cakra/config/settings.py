@@ -54,10 +54,14 @@ INSTALLED_APPS = [
     "cakra.portal",
     "cakra.simulators",
     "cakra.demo",
+    "cakra.ops",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the few CSS files from the web process itself (no separate file
+    # server to run for the embedded default; behind a CDN in production).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -169,6 +173,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+WHITENOISE_USE_FINDERS = not PRODUCTION
 
 # --- Storage: evidence is private, never served as a static file ----------
 EVIDENCE_ROOT = Path(os.environ.get("CAKRA_EVIDENCE_ROOT", DATA_DIR / "evidence"))
@@ -178,7 +183,13 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": EVIDENCE_ROOT, "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
     },
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Production serves hashed, compressed copies made by collectstatic; the
+    # embedded default serves straight from the apps (no build step).
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
 }
 
 # --- Field encryption (see cakra.security.crypto) --------------------------

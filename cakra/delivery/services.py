@@ -19,7 +19,7 @@ def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:
     from cakra.delivery.tasks import delivery_send_task  # tasks import services: import late
 
     delivery_id, queue = str(delivery.id), delivery.channel
-    transaction.on_commit(lambda: delivery_send_task.apply_async(args=[delivery_id], queue=queue))
+    transaction.on_commit(lambda: delivery_send_task.apply_async(args=(delivery_id,), queue=queue))
 
 
 def delivery_plan_create(*, notice: Notice) -> list[Delivery]:
@@ -33,15 +33,15 @@ def delivery_plan_create(*, notice: Notice) -> list[Delivery]:
     for channel in notice.region.channel_order:
         if channel not in settings.CAKRA_ENABLED_CHANNELS or channel not in Channel.values:
             continue
-        contact = contacts.get(CHANNEL_CONTACT_KIND[Channel(channel)])
-        if contact is None:
+        chosen = contacts.get(CHANNEL_CONTACT_KIND[Channel(channel)])
+        if chosen is None:
             continue
         deliveries.append(
             Delivery(
                 notice=notice,
                 channel=channel,
                 step=len(deliveries) + 1,
-                contact_point=contact,
+                contact_point=chosen,
                 status=Delivery.Status.PENDING if not deliveries else Delivery.Status.PLANNED,
             )
         )

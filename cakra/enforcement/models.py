@@ -41,9 +41,7 @@ class Region(models.Model):
     plate_prefixes = models.JSONField(default=_default_plate_prefixes)
     # Deadlines, in days
     confirmation_days = models.PositiveSmallIntegerField(default=8)
-    confirmation_basis = models.CharField(
-        max_length=16, choices=DeadlineBasis.choices, default=DeadlineBasis.ISSUE
-    )
+    confirmation_basis = models.CharField(max_length=16, choices=DeadlineBasis.choices, default=DeadlineBasis.ISSUE)
     payment_days = models.PositiveSmallIntegerField(default=7)
     # Delivery policy
     channel_order = models.JSONField(default=_default_channel_order)

@@ -37,11 +37,7 @@ def notice_number_clean(raw: str) -> str:
 
 
 def notice_number_is_valid(number: str) -> bool:
-    return (
-        len(number) == NUMBER_RANDOM_DIGITS + 2
-        and number.isdigit()
-        and int(number) % 97 == 1
-    )
+    return len(number) == NUMBER_RANDOM_DIGITS + 2 and number.isdigit() and int(number) % 97 == 1
 
 
 def notice_number_display(number: str) -> str:

@@ -6,6 +6,8 @@ schedules side effects (sending) only after commit.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -25,7 +27,7 @@ def verification_code_hash(*, number: str, code: str) -> str:
     return lookup_hash(f"{number}:{code.upper()}", purpose="notice-verification-code")
 
 
-def _officer_violation_for_update(*, officer: Officer, violation_id: object) -> Violation:
+def _officer_violation_for_update(*, officer: Officer, violation_id: UUID | str) -> Violation:
     """The one way an officer's write loads a violation: same answer for
     "doesn't exist" and "another region's"."""
     if officer.region_id is None:
@@ -86,7 +88,7 @@ def notice_issue(*, violation: Violation, actor_type: str, actor_id: str) -> Not
 
 
 @transaction.atomic
-def violation_validate(*, officer: Officer, violation_id: object) -> Notice:
+def violation_validate(*, officer: Officer, violation_id: UUID | str) -> Notice:
     violation = _officer_violation_for_update(officer=officer, violation_id=violation_id)
     return _validate(violation=violation, actor_type="officer", actor_id=str(officer.pk), officer=officer)
 
@@ -126,7 +128,7 @@ def _validate(*, violation: Violation, actor_type: str, actor_id: str, officer: 
 
 
 @transaction.atomic
-def violation_reject(*, officer: Officer, violation_id: object, reason: str) -> Violation:
+def violation_reject(*, officer: Officer, violation_id: UUID | str, reason: str) -> Violation:
     reason = reason.strip()
     if not reason:
         raise InvalidStateError("a reason is required to reject a violation", field="reason")

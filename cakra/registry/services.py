@@ -24,9 +24,7 @@ def owner_create(
     mobile: str = "",
     email: str = "",
 ) -> Owner:
-    owner = Owner.objects.create(
-        kind=kind, name=name, nik=nik, nik_hash=lookup_hash(nik, purpose="nik") if nik else ""
-    )
+    owner = Owner.objects.create(kind=kind, name=name, nik=nik, nik_hash=lookup_hash(nik, purpose="nik") if nik else "")
     for contact_kind, value in (
         (ContactPoint.Kind.POSTAL, address),
         (ContactPoint.Kind.MOBILE, mobile),

@@ -20,7 +20,7 @@ class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
     description = "Text encrypted with AES-256-GCM in the application"
 
     def _context(self) -> str:
-        return f"{self.model._meta.db_table}.{self.column}"
+        return f"{self.model._meta.db_table}.{self.column}"  # noqa: SLF001 - Django's documented Options API
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str | None:
         if value is None or value == "":

@@ -9,19 +9,29 @@ from django.db import migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 SQLITE_UP = [
-    "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_auditevent "
-    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END",
-    "CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_auditevent "
-    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END",
+    (
+        "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_auditevent "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    ),
+    (
+        "CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_auditevent "
+        "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+    ),
 ]
 SQLITE_DOWN = ["DROP TRIGGER audit_event_no_update", "DROP TRIGGER audit_event_no_delete"]
 POSTGRES_UP = [
-    "CREATE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'audit events are append-only'; END $$",
-    "CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON audit_auditevent "
-    "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
-    "CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_auditevent "
-    "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()",
+    (
+        "CREATE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'audit events are append-only'; END $$"
+    ),
+    (
+        "CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON audit_auditevent "
+        "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
+    ),
+    (
+        "CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_auditevent "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only()"
+    ),
 ]
 POSTGRES_DOWN = [
     "DROP TRIGGER audit_event_no_truncate ON audit_auditevent",

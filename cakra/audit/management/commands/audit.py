@@ -19,6 +19,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         report = audit_verify_chain()
         if not report.ok:
-            msg = f"audit chain BROKEN at event #{report.broken_seq}: {report.reason} ({report.checked} intact before it)"
+            msg = (
+                f"audit chain BROKEN at event #{report.broken_seq}: {report.reason} ({report.checked} intact before it)"
+            )
             raise CommandError(msg)
         self.stdout.write(f"audit chain OK: {report.checked} events verified")

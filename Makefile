@@ -1,0 +1,58 @@
+# Cakra — one command to run, one to test. Everything this project needs is
+# installed from here (Python packages into .venv, Debian packages via
+# scripts/install-system-deps), so a fresh machine needs nothing by hand.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/cakra
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+PYTEST_ARGS ?=
+
+.PHONY: run test lint test-sqlite test-postgres messages venv system-deps demo clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@py=$$(scripts/find-python) || exit 1; \
+	  echo "make: using Python $$($$py -c 'import sys; print(sys.version.split()[0])') at $$py"; \
+	  [ -x $(BIN)/python ] || $$py -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@scripts/install-system-deps
+
+# Translations are compiled, not committed (.mo files are build output).
+messages: $(STAMP) system-deps
+	@cd cakra && ../$(BIN)/cakra compilemessages --verbosity 0
+
+run: messages
+	$(BIN)/cakra migrate --no-input --verbosity 0
+	$(BIN)/cakra demo
+	PORT=$(PORT) $(BIN)/cakra run --port $(PORT)
+
+demo: messages
+	$(BIN)/cakra migrate --no-input --verbosity 0
+	$(BIN)/cakra demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cakra tests
+
+test-sqlite: messages
+	@echo "== tests on SQLite + filesystem broker (embedded default) =="
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: messages
+	@scripts/services-up
+	@echo "== tests on PostgreSQL + RabbitMQ =="
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint test-sqlite test-postgres
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache

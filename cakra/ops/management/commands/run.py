@@ -1,0 +1,104 @@
+"""``cakra run``: the whole system in one terminal, for the embedded default.
+
+Starts the web server, the Celery worker, the Celery scheduler and the
+provider simulators as child processes, prefixes their output, and stops all
+of them on Ctrl-C (or when any one of them dies, so a half-running system is
+never mistaken for a working one). Production runs the same commands as
+separate services instead (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+WORKER_QUEUES = "email,evidence,celery"
+
+
+def process_commands(*, port: int, host: str) -> dict[str, list[str]]:
+    python = sys.executable
+    celery = [python, "-m", "celery", "--app", "cakra.config.celery"]
+    return {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "cakra.config.wsgi:application",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms',
+        ],
+        "worker": [*celery, "worker", "--queues", WORKER_QUEUES, "--concurrency", "2", "--loglevel", "INFO"],
+        "scheduler": [*celery, "beat", "--loglevel", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+        "sink": [python, "-m", "cakra.cli", "sink"],
+    }
+
+
+class Command(BaseCommand):
+    help = "Run web, worker, scheduler and simulators together (embedded default); Ctrl-C stops all."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default="127.0.0.1")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        commands = process_commands(port=options["port"], host=options["host"])
+        children: dict[str, subprocess.Popen[bytes]] = {}
+        selector = selectors.DefaultSelector()
+        width = max(len(name) for name in commands)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name, command in commands.items():
+            child = subprocess.Popen(  # noqa: S603 - fixed argument lists, no shell
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            children[name] = child
+            assert child.stdout is not None  # noqa: S101 - PIPE was requested
+            selector.register(child.stdout, selectors.EVENT_READ, name)
+
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping:
+                for key, _ in selector.select(timeout=0.5):
+                    line = key.fileobj.readline()  # type: ignore[union-attr]
+                    if line:
+                        self.stdout.write(f"{key.data:<{width}} | {line.decode(errors='replace').rstrip()}")
+                dead = [name for name, child in children.items() if child.poll() is not None]
+                if dead:
+                    self.stderr.write(f"{', '.join(dead)} stopped; stopping everything")
+                    break
+        finally:
+            self._stop_all(children)
+
+    def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        self.stdout.write("all processes stopped")
