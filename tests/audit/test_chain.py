@@ -1,0 +1,118 @@
+"""The audit trail is append-only and hash-chained; `cakra audit verify` finds tampering."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+
+from cakra.audit.models import AuditEvent
+from cakra.audit.selectors import audit_verify_chain
+from cakra.audit.services import audit_record
+
+pytestmark = pytest.mark.django_db
+
+
+def _record_events(count: int) -> None:
+    for n in range(count):
+        with transaction.atomic():
+            audit_record(
+                actor_type="system",
+                action="test.event",
+                object_type="thing",
+                object_id=str(n),
+                data={"n": n, "note": "ünïcode"},
+            )
+
+
+def _disable_triggers() -> None:
+    """What an attacker with DDL rights could do first."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("DROP TRIGGER audit_event_no_update")
+            cursor.execute("DROP TRIGGER audit_event_no_delete")
+        else:
+            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
+
+
+def test_verify_passes_on_an_intact_chain(capsys):
+    _record_events(5)
+    call_command("audit", "verify")
+    assert "audit chain OK: 5 events verified" in capsys.readouterr().out
+
+
+def test_events_link_to_their_predecessor():
+    _record_events(3)
+    first, second, third = AuditEvent.objects.order_by("seq")
+    assert second.prev_hash == first.hash
+    assert third.prev_hash == second.hash
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_record_refuses_to_run_outside_a_transaction():
+    with pytest.raises(RuntimeError):
+        audit_record(actor_type="system", action="x", object_type="y", object_id="1")
+
+
+def test_the_application_cannot_change_or_delete_an_event():
+    _record_events(1)
+    event = AuditEvent.objects.get()
+    event.action = "forged"
+    with pytest.raises(PermissionError):
+        event.save()
+    with pytest.raises(PermissionError):
+        event.delete()
+
+
+def test_the_database_refuses_update_and_delete():
+    _record_events(1)
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditEvent.objects.update(action="forged")
+    with pytest.raises(DatabaseError), transaction.atomic():
+        AuditEvent.objects.all().delete()
+    assert AuditEvent.objects.get().action == "test.event"
+
+
+def test_verify_fails_on_a_tampered_row_and_names_it():
+    _record_events(5)
+    _disable_triggers()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET object_id = %s WHERE seq = %s", ["tampered", 3])
+    report = audit_verify_chain()
+    assert not report.ok
+    assert report.broken_seq == 3
+    assert report.checked == 2
+    with pytest.raises(CommandError, match=r"BROKEN at event #3"):
+        call_command("audit", "verify")
+
+
+def test_verify_fails_when_a_row_is_deleted():
+    _record_events(4)
+    _disable_triggers()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq = %s", [2])
+    report = audit_verify_chain()
+    assert not report.ok
+    assert report.broken_seq == 2
+    assert "missing" in report.reason
+
+
+def test_verify_fails_when_the_newest_rows_are_cut_off():
+    _record_events(4)
+    _disable_triggers()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq = %s", [4])
+    report = audit_verify_chain()
+    assert not report.ok
+    assert report.broken_seq == 4
+
+
+def test_verify_fails_when_a_hash_is_recomputed_without_relinking():
+    """Rewriting one event and its own hash still breaks the next link."""
+    _record_events(3)
+    _disable_triggers()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET hash = %s WHERE seq = %s", ["f" * 64, 2])
+    report = audit_verify_chain()
+    assert not report.ok
+    assert report.broken_seq == 2
