@@ -27,7 +27,7 @@ system-deps:
 
 # Translations are compiled, not committed (.mo files are build output).
 messages: $(STAMP) system-deps
-	@cd cakra && ../$(BIN)/cakra compilemessages --verbosity 0
+	@$(BIN)/cakra compilemessages --verbosity 0 --ignore ".venv" --ignore "var" --ignore "build"
 
 run: messages
 	$(BIN)/cakra migrate --no-input --verbosity 0

@@ -3,12 +3,8 @@ DATABASE_URL is set (``make test`` runs both)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# An isolated data dir per test run: dev secrets, evidence, broker, sink.
-# (Set before Django settings load; pytest-django loads them after conftest.)
-os.environ.setdefault("CAKRA_DATA_DIR", tempfile.mkdtemp(prefix="cakra-test-"))
+# The data dir of a test run (dev secrets, SQLite test database, evidence,
+# broker, sink) is chosen in cakra.config.test_settings.
 
 import pytest
 from django.db import connection

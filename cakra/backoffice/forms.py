@@ -1,0 +1,58 @@
+"""Back-office forms: input validation only, no business logic."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from cakra.enforcement.services import MAX_REASON_LENGTH
+
+OTP_PATTERN = re.compile(r"^[0-9]{6}$")
+
+
+class LoginForm(forms.Form):
+    username = forms.CharField(
+        label=_("Username"),
+        max_length=150,
+        widget=forms.TextInput(attrs={"autocomplete": "username", "autofocus": True}),
+    )
+    password = forms.CharField(
+        label=_("Password"),
+        max_length=4096,  # bound the work an attacker can ask of the hasher
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    next = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput)
+
+
+class OtpForm(forms.Form):
+    token = forms.CharField(
+        label=_("6-digit code"),
+        max_length=16,
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "pattern": "[0-9 ]*",
+                "autofocus": True,
+            }
+        ),
+    )
+
+    def clean_token(self) -> str:
+        # Authenticator apps show "123 456": accept the space, nothing else.
+        token = "".join(str(self.cleaned_data["token"]).split())
+        if not OTP_PATTERN.fullmatch(token):
+            raise forms.ValidationError(_("Enter the 6 digits shown by your authenticator app."))
+        return token
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(
+        label=_("Reason for rejection"),
+        max_length=MAX_REASON_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "maxlength": MAX_REASON_LENGTH}),
+        error_messages={"required": _("A reason is required to reject a violation.")},
+    )

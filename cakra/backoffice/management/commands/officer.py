@@ -1,0 +1,95 @@
+"""``cakra officer create | reset-otp | unlock``: officer account administration.
+
+    cakra officer create --username budi --region METRO [--role validator]
+                         [--first-name Budi] [--last-name Santoso] [--password-stdin]
+    cakra officer reset-otp --username budi
+    cakra officer unlock --username budi
+
+Without ``--password-stdin`` a strong password is generated and printed once;
+hand it over in person. Passwords are never accepted as an argument (they
+would sit in shell history and in the process list).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from cakra.backoffice.models import Officer
+from cakra.backoffice.services import officer_create, officer_otp_reset, officer_unlock
+from cakra.enforcement.errors import DomainError
+
+
+class Command(BaseCommand):
+    help = "Create officers, reset their authenticator, lift a lockout."
+    # Tests pass a StringIO here; on the command line it is sys.stdin.
+    stealth_options = ("stdin",)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,reset-otp,unlock}")
+
+        create = actions.add_parser("create", help="Create an officer in a region.")
+        create.add_argument("--username", required=True)
+        create.add_argument("--region", required=True, help="Region code, e.g. METRO.")
+        create.add_argument("--role", default=Officer.Role.VALIDATOR, choices=Officer.Role.values)
+        create.add_argument("--first-name", default="")
+        create.add_argument("--last-name", default="")
+        create.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="Read the password from the first line of standard input instead of generating one.",
+        )
+
+        reset = actions.add_parser("reset-otp", help="Remove the officer's authenticator; they enrol again.")
+        reset.add_argument("--username", required=True)
+
+        unlock = actions.add_parser("unlock", help="Lift a lockout after failed sign-ins.")
+        unlock.add_argument("--username", required=True)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        try:
+            if action == "create":
+                self._create(options)
+            elif action == "reset-otp":
+                removed = officer_otp_reset(username=options["username"])
+                self.stdout.write(
+                    f"Removed {removed} authenticator device(s); the officer sets up a new one at next sign-in."
+                )
+            elif action == "unlock":
+                was_locked = officer_unlock(username=options["username"])
+                self.stdout.write("Unlocked." if was_locked else "The account was not locked.")
+            else:  # argparse already refuses other values
+                raise CommandError(f"unknown action {action!r}")
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+
+    def _create(self, options: dict[str, Any]) -> None:
+        password = ""
+        if options["password_stdin"]:
+            stream: TextIO = options.get("stdin") or sys.stdin
+            password = stream.readline().rstrip("\r\n")
+            if not password:
+                raise CommandError("no password on standard input")
+        try:
+            created = officer_create(
+                username=options["username"],
+                region_code=options["region"],
+                role=options["role"],
+                first_name=options["first_name"],
+                last_name=options["last_name"],
+                password=password,
+            )
+        except ValidationError as exc:
+            raise CommandError("password refused: " + " ".join(exc.messages)) from exc
+        officer = created.officer
+        self.stdout.write(
+            f"Created officer {officer.username} (id {officer.pk}, role {officer.role}, region {options['region']})."
+        )
+        if created.generated_password:
+            self.stdout.write("Password (shown once, hand it over in person):")
+            self.stdout.write(created.generated_password)
+        self.stdout.write("At first sign-in the officer sets up an authenticator app (TOTP).")

@@ -1,0 +1,317 @@
+"""Writes on officer accounts: sign-in (password, TOTP), lockout, enrolment, administration.
+
+Lockout: ``LOCKOUT_THRESHOLD`` consecutive failures (password or one-time
+code, counted together so a stolen password does not buy unlimited code
+guesses) lock the account for ``LOCKOUT_DURATION``. Counters move by
+conditional ``UPDATE`` statements, never read-modify-write, so concurrent
+attempts cannot lose a failure or lock twice.
+
+Password hashing (Argon2, ~0.15 s) runs *outside* any transaction: on SQLite
+a transaction takes the write lock up front, and no write should wait for a
+hash.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import django_otp
+import structlog
+from django.contrib.auth import password_validation
+from django.contrib.auth.hashers import make_password
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from cakra.audit.services import audit_record
+from cakra.backoffice.models import Officer
+from cakra.enforcement.errors import ConflictError, InvalidStateError, NotFoundError
+from cakra.enforcement.models import Region
+
+logger = structlog.get_logger(__name__)
+
+LOCKOUT_THRESHOLD = 5
+LOCKOUT_DURATION = timedelta(minutes=15)
+USERNAME_MAX_LENGTH = 150
+GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters, ~144 bits
+
+DECIDING_ROLES = frozenset({Officer.Role.VALIDATOR, Officer.Role.SUPERVISOR, Officer.Role.ADMIN})
+
+
+class OtpOutcome(enum.Enum):
+    VERIFIED = "verified"
+    INVALID = "invalid"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True)
+class OtpResult:
+    outcome: OtpOutcome
+    device: TOTPDevice | None = None
+
+
+def officer_can_decide(officer: Officer) -> bool:
+    """Auditors read; every other role may validate or reject."""
+    return officer.role in DECIDING_ROLES
+
+
+def officer_is_locked(officer: Officer, *, now: datetime | None = None) -> bool:
+    return officer.locked_until is not None and officer.locked_until > (now or timezone.now())
+
+
+def _region_code(officer: Officer | None) -> str:
+    region = officer.region if officer is not None else None
+    return region.code if region is not None else ""
+
+
+def _audit_login_failed(*, officer: Officer | None, stage: str, reason: str) -> None:
+    # Never the attempted username (it may be a mistyped password) nor anything typed.
+    audit_record(
+        actor_type="officer",
+        actor_id=str(officer.pk) if officer else "",
+        action="officer.login_failed",
+        object_type="officer",
+        object_id=str(officer.pk) if officer else "",
+        region_code=_region_code(officer),
+        data={"stage": stage, "reason": reason},
+    )
+
+
+def _officer_failure_record(*, officer: Officer, stage: str, reason: str) -> bool:
+    """Count one failure; return True when this failure locked the account."""
+    with transaction.atomic():
+        Officer.objects.filter(pk=officer.pk).update(failed_login_count=F("failed_login_count") + 1)
+        # Only the update that crosses the threshold locks (and resets the
+        # count for the next window): a concurrent failure finds the count
+        # already reset and does not lock or audit a second time.
+        locked = Officer.objects.filter(pk=officer.pk, failed_login_count__gte=LOCKOUT_THRESHOLD).update(
+            failed_login_count=0, locked_until=timezone.now() + LOCKOUT_DURATION
+        )
+        _audit_login_failed(officer=officer, stage=stage, reason=reason)
+        if locked:
+            audit_record(
+                actor_type="officer",
+                actor_id=str(officer.pk),
+                action="officer.locked",
+                object_type="officer",
+                object_id=str(officer.pk),
+                region_code=_region_code(officer),
+                data={"minutes": int(LOCKOUT_DURATION.total_seconds() // 60)},
+            )
+    logger.info("backoffice.login_failed", officer_id=officer.pk, stage=stage, locked=bool(locked))
+    return bool(locked)
+
+
+def officer_password_check(*, username: str, password: str) -> Officer | None:
+    """The first sign-in step. Returns the officer only if the password is right
+    and the account may sign in; otherwise None, for every reason alike
+    (unknown, wrong password, locked, inactive), so the caller cannot tell
+    them apart and neither can the person at the keyboard."""
+    officer = Officer.objects.select_related("region").filter(username=username).first()
+    if officer is None:
+        # Hash anyway, so an unknown username costs the same time as a known one.
+        make_password(password)
+        with transaction.atomic():
+            _audit_login_failed(officer=None, stage="password", reason="unknown")
+        logger.info("backoffice.login_failed", officer_id=None, stage="password")
+        return None
+    password_ok = officer.check_password(password)
+    if officer_is_locked(officer):
+        # A locked account does not count more failures: that would only
+        # extend the lock an attacker is already causing.
+        with transaction.atomic():
+            _audit_login_failed(officer=officer, stage="password", reason="locked")
+        return None
+    if not officer.is_active or officer.region_id is None:
+        with transaction.atomic():
+            _audit_login_failed(officer=officer, stage="password", reason="inactive")
+        return None
+    if not password_ok:
+        _officer_failure_record(officer=officer, stage="password", reason="bad_password")
+        return None
+    return officer
+
+
+def officer_confirmed_device(*, officer: Officer) -> TOTPDevice | None:
+    return TOTPDevice.objects.filter(user=officer, confirmed=True).order_by("pk").first()
+
+
+def officer_otp_enrol_start(*, officer: Officer) -> TOTPDevice:
+    """A fresh, unconfirmed TOTP device for the officer to scan. Earlier
+    unconfirmed devices are removed: only the secret shown last can be confirmed."""
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=officer, confirmed=False).delete()
+        device = TOTPDevice.objects.create(user=officer, name="Cakra", confirmed=False)
+        audit_record(
+            actor_type="officer",
+            actor_id=str(officer.pk),
+            action="officer.otp_enrolment_started",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+        )
+    return device
+
+
+def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpResult:
+    """The second sign-in step: a TOTP code against the officer's device.
+
+    ``django_otp.verify_token`` locks the device row and accepts each time
+    step at most once (``last_t``), so a code seen over a shoulder or in a
+    proxy log cannot be replayed. On an unconfirmed device a valid code
+    completes enrolment.
+    """
+    officer.refresh_from_db(fields=["failed_login_count", "locked_until", "is_active"])
+    if officer_is_locked(officer) or not officer.is_active:
+        with transaction.atomic():
+            _audit_login_failed(officer=officer, stage="otp", reason="locked")
+        return OtpResult(OtpOutcome.LOCKED)
+    device = django_otp.verify_token(officer, device_id, token)
+    if not isinstance(device, TOTPDevice):
+        locked = _officer_failure_record(officer=officer, stage="otp", reason="bad_code")
+        return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
+    with transaction.atomic():
+        if not device.confirmed:
+            TOTPDevice.objects.filter(pk=device.pk, confirmed=False).update(confirmed=True)
+            device.confirmed = True
+            audit_record(
+                actor_type="officer",
+                actor_id=str(officer.pk),
+                action="officer.otp_enrolled",
+                object_type="officer",
+                object_id=str(officer.pk),
+                region_code=_region_code(officer),
+            )
+        Officer.objects.filter(pk=officer.pk).update(failed_login_count=0, locked_until=None)
+        audit_record(
+            actor_type="officer",
+            actor_id=str(officer.pk),
+            action="officer.login_succeeded",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+        )
+    logger.info("backoffice.login_succeeded", officer_id=officer.pk)
+    return OtpResult(OtpOutcome.VERIFIED, device)
+
+
+def officer_logout_record(*, officer: Officer) -> None:
+    with transaction.atomic():
+        audit_record(
+            actor_type="officer",
+            actor_id=str(officer.pk),
+            action="officer.logged_out",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+        )
+
+
+# --- Administration (the ``cakra officer`` command) ----------------------------
+
+
+@dataclass(frozen=True)
+class CreatedOfficer:
+    officer: Officer
+    generated_password: str  # empty when the password was supplied
+
+
+def officer_create(
+    *,
+    username: str,
+    region_code: str,
+    role: str = Officer.Role.VALIDATOR,
+    first_name: str = "",
+    last_name: str = "",
+    password: str = "",
+    actor_id: str = "cli",
+) -> CreatedOfficer:
+    """Create an officer. Without a password a strong one is generated and
+    returned once; a supplied one must pass the configured validators."""
+    username = username.strip()
+    if not username or len(username) > USERNAME_MAX_LENGTH:
+        raise InvalidStateError(f"invalid username: 1 to {USERNAME_MAX_LENGTH} characters", field="username")
+    try:
+        Officer.username_validator(username)
+    except ValidationError as exc:
+        raise InvalidStateError("invalid username: " + " ".join(exc.messages), field="username") from exc
+    if role not in Officer.Role.values:
+        raise InvalidStateError(f"unknown role {role!r}", field="role")
+    region = Region.objects.filter(code=region_code.strip().upper()).first()
+    if region is None:
+        raise NotFoundError(f"unknown region {region_code!r}", field="region")
+    generated = "" if password else secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+    officer = Officer(
+        username=username, region=region, role=role, first_name=first_name.strip(), last_name=last_name.strip()
+    )
+    # Raises django.core.exceptions.ValidationError with every failed rule.
+    password_validation.validate_password(password or generated, user=officer)
+    officer.set_password(password or generated)  # hashing outside the transaction
+    with transaction.atomic():
+        # Usernames differing only in case would confuse people reading the audit trail.
+        if Officer.objects.filter(username__iexact=username).exists():
+            raise ConflictError("an officer with this username already exists", field="username")
+        officer.save()
+        audit_record(
+            actor_type="system",
+            actor_id=actor_id,
+            action="officer.created",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=region.code,
+            data={"role": role},
+        )
+    return CreatedOfficer(officer=officer, generated_password=generated)
+
+
+def _officer_by_username(username: str) -> Officer:
+    officer = Officer.objects.select_related("region").filter(username=username.strip()).first()
+    if officer is None:
+        raise NotFoundError("no officer with this username", field="username")
+    return officer
+
+
+@transaction.atomic
+def officer_otp_reset(*, username: str, actor_id: str = "cli") -> int:
+    """Remove every TOTP device: the officer enrols again at next sign-in, and
+    sessions verified with the old device stop being verified at once
+    (django-otp resolves the session's device on every request)."""
+    officer = _officer_by_username(username)
+    removed, _ = TOTPDevice.objects.filter(user=officer).delete()
+    audit_record(
+        actor_type="system",
+        actor_id=actor_id,
+        action="officer.otp_reset",
+        object_type="officer",
+        object_id=str(officer.pk),
+        region_code=_region_code(officer),
+        data={"devices_removed": removed},
+    )
+    return int(removed)
+
+
+@transaction.atomic
+def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
+    """Lift a lockout now and clear counted failures; returns whether there
+    was anything to clear (a running lock or failures towards one)."""
+    officer = _officer_by_username(username)
+    was_locked = bool(
+        Officer.objects.filter(pk=officer.pk)
+        .filter(Q(locked_until__gt=timezone.now()) | Q(failed_login_count__gt=0))
+        .update(failed_login_count=0, locked_until=None)
+    )
+    audit_record(
+        actor_type="system",
+        actor_id=actor_id,
+        action="officer.unlocked",
+        object_type="officer",
+        object_id=str(officer.pk),
+        region_code=_region_code(officer),
+        data={"was_locked": was_locked},
+    )
+    return was_locked

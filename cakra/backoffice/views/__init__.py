@@ -1,0 +1,1 @@
+"""Officer pages: sign-in in ``login``, review and decisions in ``review``."""

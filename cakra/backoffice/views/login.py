@@ -1,0 +1,178 @@
+"""Sign-in (password, then TOTP enrolment or verification) and sign-out."""
+
+from __future__ import annotations
+
+from base64 import b32encode
+
+import django_otp
+import segno
+from django.contrib import messages
+from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from cakra.backoffice.access import (
+    PendingLogin,
+    pending_login_clear,
+    pending_login_get,
+    pending_login_start,
+    safe_next_url,
+    verified_officer,
+)
+from cakra.backoffice.forms import LoginForm, OtpForm
+from cakra.backoffice.models import Officer
+from cakra.backoffice.services import (
+    OtpOutcome,
+    officer_confirmed_device,
+    officer_logout_record,
+    officer_otp_enrol_start,
+    officer_otp_verify,
+    officer_password_check,
+)
+from cakra.security.ratelimit import Limit, client_address, hit
+
+# Per client address, password and code attempts together. Generous enough for
+# a police station behind one NAT address; tight enough to stop password
+# spraying across many accounts, which the per-account lockout does not see.
+LOGIN_RATE_LIMIT = Limit(scope="backoffice-login", count=30, seconds=15 * 60)
+HTTP_TOO_MANY_REQUESTS = 429
+
+
+def _login_failed_text() -> str:
+    # One message for unknown user, wrong password, locked and inactive
+    # accounts: the page must not tell which usernames exist.
+    return _("Sign-in failed: the username or password is wrong, or the account is locked for a while.")
+
+
+def _rate_limited_text() -> str:
+    return _("Too many sign-in attempts from this address. Wait 15 minutes and try again.")
+
+
+@require_http_methods(["GET", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    if verified_officer(request) is not None:
+        return redirect("backoffice:queue")
+    if request.method == "GET":
+        form = LoginForm(initial={"next": safe_next_url(request, request.GET.get("next", ""))})
+        return render(request, "backoffice/login.html", {"form": form})
+    form = LoginForm(request.POST)
+    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
+        form.is_valid()
+        form.add_error(None, _rate_limited_text())
+        return render(request, "backoffice/login.html", {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
+    if not form.is_valid():
+        return render(request, "backoffice/login.html", {"form": form}, status=400)
+    officer = officer_password_check(username=form.cleaned_data["username"], password=form.cleaned_data["password"])
+    if officer is None:
+        form.add_error(None, _login_failed_text())
+        return render(request, "backoffice/login.html", {"form": form})
+    device = officer_confirmed_device(officer=officer)
+    enrolling = device is None
+    if device is None:
+        device = officer_otp_enrol_start(officer=officer)
+    pending_login_start(
+        request,
+        officer_id=officer.pk,
+        device_id=device.persistent_id,
+        enrolling=enrolling,
+        next_url=safe_next_url(request, form.cleaned_data.get("next") or ""),
+    )
+    return redirect("backoffice:otp")
+
+
+def _enrolment_context(device: TOTPDevice) -> dict[str, str]:
+    secret = b32encode(device.bin_key).decode()
+    return {
+        # A data: URI image: the CSP allows img-src data: but no inline markup styles.
+        "qr_data_uri": segno.make(device.config_url, error="m").svg_data_uri(scale=5, border=4, light="#fff"),
+        "secret_grouped": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+    }
+
+
+def _restart_sign_in(request: HttpRequest) -> HttpResponse:
+    pending_login_clear(request)
+    messages.error(request, _("Your sign-in expired or was not started. Please sign in again."))
+    return redirect("backoffice:login")
+
+
+def _pending_officer_and_device(request: HttpRequest) -> tuple[PendingLogin, Officer, TOTPDevice] | None:
+    """The pending sign-in with its officer and device, or None when it expired,
+    or the device was reset or confirmed elsewhere meanwhile."""
+    pending = pending_login_get(request)
+    if pending is None:
+        return None
+    officer = Officer.objects.select_related("region").filter(pk=pending.officer_id).first()
+    device = TOTPDevice.objects.filter(user_id=pending.officer_id, pk=_device_pk(pending.device_id)).first()
+    if officer is None or device is None or device.confirmed == pending.enrolling:
+        return None
+    return pending, officer, device
+
+
+@require_http_methods(["GET", "POST"])
+def otp_view(request: HttpRequest) -> HttpResponse:
+    """Second step: enrol an authenticator (first sign-in) or verify a code."""
+    loaded = _pending_officer_and_device(request)
+    if loaded is None:
+        return _restart_sign_in(request)
+    pending, officer, device = loaded
+    template = "backoffice/otp_enrol.html" if pending.enrolling else "backoffice/otp_verify.html"
+    form = OtpForm(request.POST or None)
+    context: dict[str, object] = {"form": form}
+    if pending.enrolling:
+        context.update(_enrolment_context(device))
+    if request.method == "GET":
+        return render(request, template, context)
+    return _otp_submit(request, pending=pending, officer=officer, form=form, template=template, context=context)
+
+
+def _otp_submit(
+    request: HttpRequest,
+    *,
+    pending: PendingLogin,
+    officer: Officer,
+    form: OtpForm,
+    template: str,
+    context: dict[str, object],
+) -> HttpResponse:
+    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
+        form.is_valid()
+        form.add_error(None, _rate_limited_text())
+        return render(request, template, context, status=HTTP_TOO_MANY_REQUESTS)
+    if not form.is_valid():
+        return render(request, template, context, status=400)
+    result = officer_otp_verify(officer=officer, device_id=pending.device_id, token=form.cleaned_data["token"])
+    if result.outcome is OtpOutcome.LOCKED:
+        pending_login_clear(request)
+        messages.error(request, _login_failed_text())
+        return redirect("backoffice:login")
+    if result.outcome is not OtpOutcome.VERIFIED or result.device is None:
+        form.add_error("token", _("That code is not valid. Codes change every 30 seconds and work only once."))
+        return render(request, template, context, status=400)
+    pending_login_clear(request)
+    # Rotates the session key (Django's login), then marks the session
+    # verified with this device (django-otp).
+    auth_login(request, officer, backend="django.contrib.auth.backends.ModelBackend")
+    django_otp.login(request, result.device)
+    if pending.enrolling:
+        messages.success(request, _("Your authenticator app is set up. Use it at every sign-in."))
+    return redirect(pending.next_url or "backoffice:queue")
+
+
+def _device_pk(persistent_id: str) -> int:
+    # "otp_totp.totpdevice/<pk>", written by us into the server-side session.
+    _, _, pk = persistent_id.rpartition("/")
+    return int(pk) if pk.isdigit() else 0
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    officer = request.user if isinstance(request.user, Officer) and request.user.is_authenticated else None
+    auth_logout(request)  # flushes the session, pending sign-in included
+    if officer is not None:
+        officer_logout_record(officer=officer)
+    messages.success(request, _("You are signed out."))
+    return redirect("backoffice:login")

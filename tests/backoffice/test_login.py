@@ -1,0 +1,334 @@
+"""Officer sign-in: password, then mandatory TOTP (enrolment or verification),
+lockout, rate limit, no username enumeration, no half-signed-in access."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from cakra.audit.models import AuditEvent
+from cakra.backoffice import services
+from cakra.backoffice.access import PENDING_LOGIN_KEY, PENDING_LOGIN_SECONDS
+from cakra.backoffice.models import Officer
+from cakra.backoffice.services import officer_otp_reset
+from cakra.backoffice.views.login import LOGIN_RATE_LIMIT
+from cakra.security.ratelimit import hit
+from tests.backoffice.conftest import totp_code
+from tests.factories import OFFICER_PASSWORD
+
+LOGIN = reverse("backoffice:login")
+OTP = reverse("backoffice:otp")
+QUEUE = reverse("backoffice:queue")
+LOGIN_FAILED = "Sign-in failed: the username or password is wrong, or the account is locked for a while."
+BAD_CODE = "That code is not valid."
+
+
+@pytest.fixture(autouse=True)
+def _no_otp_throttle_delay(settings):
+    # django-otp adds an exponential delay after a wrong code (1 s, 2 s, ...).
+    # It stays on in production; here it would make "wrong code, then right
+    # code" depend on the wall clock. Lockout is tested on our own counter.
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0
+
+
+def password_step(client, username, password=OFFICER_PASSWORD, **extra):
+    return client.post(LOGIN, {"username": username, "password": password, **extra})
+
+
+def officer_state(officer):
+    officer.refresh_from_db()
+    return officer.failed_login_count, officer.locked_until
+
+
+def actions(officer=None):
+    events = AuditEvent.objects.all()
+    if officer is not None:
+        events = events.filter(actor_id=str(officer.pk))
+    return list(events.values_list("action", flat=True))
+
+
+def test_first_sign_in_enrols_an_authenticator_then_verifies_the_session(client, officer):
+    client.get(LOGIN)
+    before = client.cookies["sessionid"].value if "sessionid" in client.cookies else ""
+
+    response = password_step(client, officer.username)
+    assert response.status_code == 302
+    assert response["Location"] == OTP
+
+    # The enrolment page shows the QR code as a data: image and the key for typing.
+    page = client.get(OTP)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'src="data:image/svg+xml' in html
+    device = TOTPDevice.objects.get(user=officer)
+    assert device.confirmed is False
+    assert page.context["secret_grouped"].replace(" ", "") in html.replace(" ", "")
+
+    # Password alone opens nothing but this step.
+    assert client.get(QUEUE)["Location"].startswith(LOGIN)
+
+    response = client.post(OTP, {"token": totp_code(device)})
+    assert response.status_code == 302
+    assert response["Location"] == QUEUE
+    device.refresh_from_db()
+    assert device.confirmed is True
+    assert client.get(QUEUE).status_code == 200
+    # Each privilege step got a new session key (no fixation).
+    assert client.cookies["sessionid"].value != before
+    assert PENDING_LOGIN_KEY not in client.session
+    assert actions(officer) == [
+        "officer.otp_enrolment_started",
+        "officer.otp_enrolled",
+        "officer.login_succeeded",
+    ]
+
+
+def test_sign_in_with_an_existing_device_asks_for_a_code_and_no_enrolment(client, officer, otp_device):
+    response = password_step(client, officer.username)
+    assert response["Location"] == OTP
+    page = client.get(OTP)
+    assert "data:image/svg+xml" not in page.content.decode()
+    assert TOTPDevice.objects.filter(user=officer).count() == 1
+
+    response = client.post(OTP, {"token": totp_code(otp_device)})
+    assert response["Location"] == QUEUE
+    assert client.get(QUEUE).status_code == 200
+
+
+def test_a_code_typed_with_a_space_is_accepted(client, officer, otp_device):
+    password_step(client, officer.username)
+    code = totp_code(otp_device)
+    response = client.post(OTP, {"token": f"{code[:3]} {code[3:]}"})
+    assert response["Location"] == QUEUE
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(client, officer, monkeypatch):
+    hashed = []
+    real_make_password = services.make_password
+
+    def counting_make_password(password, *args, **kwargs):
+        hashed.append(True)
+        return real_make_password(password, *args, **kwargs)
+
+    monkeypatch.setattr(services, "make_password", counting_make_password)
+
+    wrong = password_step(client, officer.username, "not the password at all")
+    unknown = password_step(client, "no-such-officer", "not the password at all")
+
+    for response in (wrong, unknown):
+        assert response.status_code == 200
+        assert LOGIN_FAILED in response.content.decode()
+        assert PENDING_LOGIN_KEY not in client.session
+    # The unknown username still paid for a password hash (no timing oracle).
+    assert hashed == [True]
+    assert officer_state(officer)[0] == 1
+    failures = AuditEvent.objects.filter(action="officer.login_failed").order_by("seq")
+    assert [e.actor_id for e in failures] == [str(officer.pk), ""]
+    # Nothing typed is kept: not the unknown username, not the password.
+    for event in failures:
+        assert "no-such-officer" not in str(event.data)
+        assert "not the password" not in str(event.data)
+
+
+def test_inactive_or_regionless_officers_get_the_same_answer(client, officer, region):
+    Officer.objects.filter(pk=officer.pk).update(is_active=False)
+    assert LOGIN_FAILED in password_step(client, officer.username).content.decode()
+    Officer.objects.filter(pk=officer.pk).update(is_active=True, region=None)
+    assert LOGIN_FAILED in password_step(client, officer.username).content.decode()
+    assert PENDING_LOGIN_KEY not in client.session
+
+
+def test_wrong_code_is_refused_and_counted(client, officer, otp_device):
+    password_step(client, officer.username)
+    good = totp_code(otp_device)
+    wrong = f"{(int(good) + 1) % 1_000_000:06d}"
+    response = client.post(OTP, {"token": wrong})
+    assert response.status_code == 400
+    assert BAD_CODE in response.content.decode()
+    assert officer_state(officer)[0] == 1
+    assert client.get(QUEUE)["Location"].startswith(LOGIN)
+    # Garbage is a form error, not a verification attempt.
+    assert client.post(OTP, {"token": "12ab56"}).status_code == 400
+    assert officer_state(officer)[0] == 1
+    # The right code still works, and success clears the counter.
+    assert client.post(OTP, {"token": good})["Location"] == QUEUE
+    assert officer_state(officer) == (0, None)
+
+
+def test_a_code_cannot_be_replayed(client, officer, otp_device):
+    password_step(client, officer.username)
+    code = totp_code(otp_device)
+    assert client.post(OTP, {"token": code})["Location"] == QUEUE
+    client.post(reverse("backoffice:logout"))
+
+    password_step(client, officer.username)
+    response = client.post(OTP, {"token": code})
+    assert response.status_code == 400
+    assert BAD_CODE in response.content.decode()
+    assert client.get(QUEUE)["Location"].startswith(LOGIN)
+    # The next time step's code is fine.
+    assert client.post(OTP, {"token": totp_code(otp_device, steps_ahead=1)})["Location"] == QUEUE
+
+
+def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(client, officer, otp_device):
+    for _ in range(5):
+        password_step(client, officer.username, "wrong password, again")
+    count, locked_until = officer_state(officer)
+    assert count == 0  # reset for the next window
+    assert locked_until is not None
+    assert timedelta(minutes=14) < locked_until - timezone.now() <= timedelta(minutes=15)
+    assert actions(officer).count("officer.locked") == 1
+
+    # Locked: even the right password gets the same answer as a wrong one.
+    response = password_step(client, officer.username)
+    assert LOGIN_FAILED in response.content.decode()
+    assert PENDING_LOGIN_KEY not in client.session
+    # Attempts during the lock do not extend it.
+    assert officer_state(officer)[1] == locked_until
+
+    # Once the window has passed (time moved by editing locked_until), sign-in works.
+    Officer.objects.filter(pk=officer.pk).update(locked_until=timezone.now() - timedelta(seconds=1))
+    assert password_step(client, officer.username)["Location"] == OTP
+    assert client.post(OTP, {"token": totp_code(otp_device)})["Location"] == QUEUE
+    assert officer_state(officer) == (0, None)
+
+
+def test_password_and_code_failures_count_together_towards_the_lock(client, officer, otp_device):
+    password_step(client, officer.username, "wrong password one")
+    password_step(client, officer.username, "wrong password two")
+    password_step(client, officer.username)
+    good = totp_code(otp_device)
+    wrong = f"{(int(good) + 1) % 1_000_000:06d}"
+    assert client.post(OTP, {"token": wrong}).status_code == 400
+    assert client.post(OTP, {"token": wrong}).status_code == 400
+    response = client.post(OTP, {"token": wrong})  # the fifth failure
+    assert response.status_code == 302
+    assert response["Location"] == LOGIN
+    assert officer_state(officer)[1] is not None
+    assert PENDING_LOGIN_KEY not in client.session
+    # A good password now gets the locked answer; the good code is never asked for.
+    assert LOGIN_FAILED in password_step(client, officer.username).content.decode()
+
+
+def test_the_code_step_refuses_a_locked_account(client, officer, otp_device):
+    password_step(client, officer.username)
+    Officer.objects.filter(pk=officer.pk).update(locked_until=timezone.now() + timedelta(minutes=10))
+    response = client.post(OTP, {"token": totp_code(otp_device)})
+    assert response["Location"] == LOGIN
+    assert client.get(QUEUE)["Location"].startswith(LOGIN)
+    otp_device.refresh_from_db()
+    assert otp_device.last_t == -1  # the code was not even checked (nor used up)
+
+
+def test_the_half_signed_in_state_expires(client, officer, otp_device):
+    password_step(client, officer.username)
+    session = client.session
+    session[PENDING_LOGIN_KEY] = {**session[PENDING_LOGIN_KEY], "started": time.time() - PENDING_LOGIN_SECONDS - 1}
+    session.save()
+    response = client.post(OTP, {"token": totp_code(otp_device)})
+    assert response["Location"] == LOGIN
+    assert client.get(QUEUE)["Location"].startswith(LOGIN)
+    otp_device.refresh_from_db()
+    assert otp_device.last_t == -1
+
+
+def test_the_code_step_without_a_password_step_sends_back_to_sign_in(client, officer, otp_device):
+    assert client.get(OTP)["Location"] == LOGIN
+    assert client.post(OTP, {"token": totp_code(otp_device)})["Location"] == LOGIN
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "backoffice:queue",
+        ("backoffice:violation", "6d3b0a9e-3b1f-4e0c-9d55-3a1e8f0c2b11"),
+        ("backoffice:evidence", "6d3b0a9e-3b1f-4e0c-9d55-3a1e8f0c2b11"),
+        ("backoffice:notice", "1234567890123456"),
+    ],
+)
+def test_pages_refuse_a_password_only_session(client, officer, otp_device, path):
+    url = reverse(path) if isinstance(path, str) else reverse(path[0], args=[path[1]])
+    password_step(client, officer.username)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(LOGIN)
+
+
+def test_pages_refuse_an_authenticated_session_without_otp(client, officer, otp_device, make_violation):
+    violation = make_violation()
+    client.force_login(officer)  # a Django session with no verified device
+    assert client.get(QUEUE)["Location"].startswith(LOGIN)
+    response = client.post(reverse("backoffice:validate", args=[violation.id]))
+    assert response["Location"].startswith(LOGIN)
+    violation.refresh_from_db()
+    assert violation.status == "received"
+
+
+def test_resetting_the_authenticator_ends_verified_sessions(officer_client, officer):
+    assert officer_client.get(QUEUE).status_code == 200
+    officer_otp_reset(username=officer.username)
+    assert officer_client.get(QUEUE)["Location"].startswith(LOGIN)
+
+
+def test_sign_in_returns_to_the_requested_back_office_page_only(client, officer, otp_device, make_violation):
+    violation = make_violation()
+    target = reverse("backoffice:violation", args=[violation.id])
+    assert client.get(target)["Location"] == f"{LOGIN}?next={target}"
+    password_step(client, officer.username, next=target)
+    assert client.post(OTP, {"token": totp_code(otp_device)})["Location"] == target
+
+    client.post(reverse("backoffice:logout"))
+    password_step(client, officer.username, next="https://evil.example/phish")
+    assert client.post(OTP, {"token": totp_code(otp_device, steps_ahead=1)})["Location"] == QUEUE
+
+
+def test_sign_in_is_rate_limited_per_client_address(client, officer):
+    for _ in range(LOGIN_RATE_LIMIT.count):
+        hit(LOGIN_RATE_LIMIT, "127.0.0.1")
+    response = password_step(client, officer.username)
+    assert response.status_code == 429
+    assert PENDING_LOGIN_KEY not in client.session
+    # Refused before the password was even checked: nothing counted or audited.
+    assert officer_state(officer) == (0, None)
+    assert actions(officer) == []
+
+
+def test_logout_is_post_only_and_ends_the_session(officer_client, officer):
+    assert officer_client.get(reverse("backoffice:logout")).status_code == 405
+    assert officer_client.get(QUEUE).status_code == 200
+    response = officer_client.post(reverse("backoffice:logout"))
+    assert response["Location"] == LOGIN
+    assert officer_client.get(QUEUE)["Location"].startswith(LOGIN)
+    assert actions(officer) == ["officer.logged_out"]
+
+
+def test_logout_requires_csrf(csrf_client, officer, otp_device):
+    from tests.backoffice.conftest import sign_in
+
+    sign_in(csrf_client, officer, otp_device)
+    assert csrf_client.post(reverse("backoffice:logout")).status_code == 403
+    assert csrf_client.get(QUEUE).status_code == 200
+
+
+def test_login_pages_follow_the_content_security_policy(client, officer):
+    page = client.get(LOGIN)
+    assert "default-src 'none'" in page["Content-Security-Policy"]
+    password_step(client, officer.username)
+    enrol = client.get(OTP)
+    for response in (page, enrol):
+        html = response.content.decode()
+        assert "style=" not in html
+        assert "<style" not in html
+        assert "<script" not in html
+        assert response["Cache-Control"] == "no-store"
+
+
+def test_the_stylesheet_is_a_static_file():
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("backoffice/backoffice.css")

@@ -1,0 +1,109 @@
+"""``cakra officer create | reset-otp | unlock``."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from cakra.audit.models import AuditEvent
+from cakra.backoffice.models import Officer
+
+
+def run(*args, stdin=None):
+    out = io.StringIO()
+    kwargs = {"stdout": out}
+    if stdin is not None:
+        kwargs["stdin"] = io.StringIO(stdin)
+    call_command("officer", *args, **kwargs)
+    return out.getvalue()
+
+
+def test_create_generates_a_strong_password_and_prints_it_once(region):
+    output = run("create", "--username", "budi", "--region", "metro", "--first-name", "Budi")
+    officer = Officer.objects.get(username="budi")
+    lines = output.splitlines()
+    password = lines[lines.index("Password (shown once, hand it over in person):") + 1]
+    assert len(password) >= 20
+    assert officer.check_password(password)
+    assert officer.region == region
+    assert officer.role == "validator"
+    assert officer.first_name == "Budi"
+    event = AuditEvent.objects.get(action="officer.created")
+    assert event.object_id == str(officer.pk)
+    assert password not in str(event.data)
+    assert "budi" not in str(event.data).lower()
+
+
+def test_create_reads_the_password_from_stdin(region):
+    output = run(
+        "create",
+        "--username",
+        "siti",
+        "--region",
+        "METRO",
+        "--role",
+        "auditor",
+        "--password-stdin",
+        stdin="Lampu merah di Sudirman 2026\n",
+    )
+    officer = Officer.objects.get(username="siti")
+    assert officer.check_password("Lampu merah di Sudirman 2026")
+    assert officer.role == "auditor"
+    assert "Lampu merah" not in output
+    assert "shown once" not in output
+
+
+def test_create_refuses_a_weak_password(region):
+    with pytest.raises(CommandError, match="password refused"):
+        run("create", "--username", "weak", "--region", "METRO", "--password-stdin", stdin="password\n")
+    assert not Officer.objects.filter(username="weak").exists()
+
+
+def test_create_refuses_an_unknown_region(region):
+    with pytest.raises(CommandError, match="unknown region"):
+        run("create", "--username", "nobody", "--region", "ATLANTIS")
+    assert not Officer.objects.filter(username="nobody").exists()
+
+
+def test_create_refuses_a_username_that_differs_only_in_case(officer):
+    with pytest.raises(CommandError, match="already exists"):
+        run("create", "--username", officer.username.upper(), "--region", "METRO")
+
+
+def test_reset_otp_removes_devices_so_the_officer_enrols_again(officer):
+    TOTPDevice.objects.create(user=officer, name="phone", confirmed=True)
+    output = run("reset-otp", "--username", officer.username)
+    assert "Removed 1" in output
+    assert not TOTPDevice.objects.filter(user=officer).exists()
+    event = AuditEvent.objects.get(action="officer.otp_reset")
+    assert event.object_id == str(officer.pk)
+
+
+def test_unlock_lifts_a_lockout(officer):
+    Officer.objects.filter(pk=officer.pk).update(
+        locked_until=timezone.now() + timedelta(minutes=10), failed_login_count=3
+    )
+    assert "Unlocked." in run("unlock", "--username", officer.username)
+    officer.refresh_from_db()
+    assert officer.locked_until is None
+    assert officer.failed_login_count == 0
+    assert "not locked" in run("unlock", "--username", officer.username)
+
+
+def test_unknown_username_is_a_command_error(db):
+    with pytest.raises(CommandError, match="no officer"):
+        run("reset-otp", "--username", "ghost")
+    with pytest.raises(CommandError, match="no officer"):
+        run("unlock", "--username", "ghost")
+
+
+def test_create_refuses_a_malformed_username(region):
+    with pytest.raises(CommandError, match="invalid username"):
+        run("create", "--username", "budi santoso<script>", "--region", "METRO")
+    assert not Officer.objects.exists()
