@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from cakra.api.models import ApiKey
@@ -80,3 +82,19 @@ def apikey_authenticate(*, token: str) -> ApiKey | None:
     if key is None or not matches:
         return None
     return key
+
+
+def apikey_touch(*, key: ApiKey, resolution: timedelta) -> None:
+    """Record that the key was used, at most once per ``resolution``.
+
+    At hundreds of requests a second a write per request would serialise
+    every intake on one row; the conditional update (no audit event: this is
+    bookkeeping, not a change of what the key may do) keeps it cheap and
+    race-free.
+    """
+    now = timezone.now()
+    if key.last_used_at is not None and now - key.last_used_at < resolution:
+        return
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - resolution)
+    ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now)
+    key.last_used_at = now

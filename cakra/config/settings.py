@@ -106,6 +106,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
     }
+    # A file, not memory, for the test database: end-to-end tests run a real
+    # worker process that must see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -173,6 +176,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise expects it to exist
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
 # --- Storage: evidence is private, never served as a static file ----------
@@ -249,3 +253,31 @@ LOGGING_CONFIG = None
 from cakra.config.logging import configure_logging  # noqa: E402
 
 configure_logging(json_output=PRODUCTION, level=os.environ.get("CAKRA_LOG_LEVEL", "INFO"))
+
+# --- Evidence intake (api slice: cakra.enforcement.evidence) -----------------
+# Per image, checked on the decoded bytes (the request cap above bounds the sum).
+CAKRA_EVIDENCE_MAX_BYTES = int(os.environ.get("CAKRA_EVIDENCE_MAX_BYTES", str(5 * 1024 * 1024)))
+# Width x height above this is refused from the header alone (decompression
+# bombs); 40 MP is far above any ETLE camera and below Pillow's own warning.
+CAKRA_EVIDENCE_MAX_PIXELS = int(os.environ.get("CAKRA_EVIDENCE_MAX_PIXELS", str(40_000_000)))
+
+# --- Citizen portal (portal slice: cakra.portal) ------------------------------
+# Lookup rate limits as (attempts, window seconds). Per client address: every
+# lookup counts; mobile carriers put many citizens behind one address (CGNAT),
+# so watch the 429 counts and raise these if real users hit them. Per notice
+# number: failed tries only, counted whether or not the number exists (see
+# cakra.portal.lookup for why).
+CAKRA_PORTAL_RATE_LIMITS = {
+    "client_burst": (int(os.environ.get("CAKRA_PORTAL_LOOKUPS_PER_MINUTE", "10")), 60),
+    "client_daily": (int(os.environ.get("CAKRA_PORTAL_LOOKUPS_PER_DAY", "100")), 86400),
+    "number_failures": (int(os.environ.get("CAKRA_PORTAL_FAILURES_PER_NUMBER_HOUR", "10")), 3600),
+}
+# How long a successful lookup opens its notice to this browser session.
+CAKRA_PORTAL_GRANT_SECONDS = int(os.environ.get("CAKRA_PORTAL_GRANT_SECONDS", str(30 * 60)))
+# The language choice cookie gets the same flags as the session cookie (scanners flag it otherwise).
+LANGUAGE_COOKIE_SECURE = SECURE
+LANGUAGE_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+# A CSRF refusal shows citizens (and officers) a plain bilingual "please try
+# again" page rather than Django's technical one.
+CSRF_FAILURE_VIEW = "cakra.portal.views.csrf_failure"

@@ -11,7 +11,7 @@ import tempfile
 
 os.environ.setdefault("CAKRA_DATA_DIR", tempfile.mkdtemp(prefix="cakra-test-"))
 
-from cakra.config.settings import *  # noqa: E402, F403
+from cakra.config.settings import *  # noqa: F403
 
 # Argon2 still, with a small memory and time cost: the production parameters
 # (100 MiB per hash) would make each officer-login test take a quarter second.

@@ -10,4 +10,7 @@ def official_identity(request: HttpRequest) -> dict[str, str]:
     return {
         "official_domain": settings.CAKRA_OFFICIAL_DOMAIN,
         "portal_base_url": settings.CAKRA_PORTAL_BASE_URL,
+        # Where the language switch returns to: this page, without its query
+        # string (a page that needs its query back passes its own value).
+        "language_next": request.path,
     }
