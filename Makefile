@@ -11,7 +11,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/cakra
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgres messages venv system-deps demo clean
+.PHONY: run test lint test-sqlite test-postgres messages venv system-deps browser demo clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@py=$$(scripts/find-python) || exit 1; \
@@ -43,11 +43,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cakra tests
 
-test-sqlite: messages
+browser:
+	@scripts/install-system-deps --with-browser
+
+test-sqlite: messages browser
 	@echo "== tests on SQLite + filesystem broker (embedded default) =="
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgres: messages
+test-postgres: messages browser
 	@scripts/services-up
 	@echo "== tests on PostgreSQL + RabbitMQ =="
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(BIN)/pytest $(PYTEST_ARGS)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 # The data dir of a test run (dev secrets, SQLite test database, evidence,
 # broker, sink) is chosen in cakra.config.test_settings.
+import importlib
 
 import pytest
 from django.db import connection
 
+from cakra.audit.models import AuditChainHead
 from cakra.audit.triggers import audit_triggers_install, audit_triggers_remove
-
+from cakra.enforcement.models import Article
 from tests.factories import (
     ApiKeyFactory,
     OfficerFactory,
@@ -18,20 +20,36 @@ from tests.factories import (
     VehicleFactory,
 )
 
+DB_FIXTURES = {"db", "transactional_db", "live_server"}
+
+
+def _reference_data_ensure() -> None:
+    """Rows the migrations seed (articles, the audit chain head). A
+    transactional test ends by emptying every table, so put them back."""
+    from django.apps import apps
+
+    load_articles = importlib.import_module("cakra.enforcement.migrations.0002_articles").load_articles
+    if not Article.objects.exists():
+        load_articles(apps, None)
+    AuditChainHead.objects.get_or_create(name="main")
+
 
 @pytest.fixture(autouse=True)
-def _audit_triggers_allow_flush(request):
-    """Transactional tests end by emptying every table, which the audit
-    table's append-only triggers refuse: lift them for that flush only."""
-    transactional = {"transactional_db", "live_server"} & set(request.fixturenames)
-    if not transactional and not request.node.get_closest_marker("django_db", None):
+def _database_baseline(request):
+    """Every database test starts with the reference data and the audit
+    table's append-only triggers; a transactional test lifts the triggers
+    again at the end, for the flush that empties every table."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool({"transactional_db", "live_server"} & set(request.fixturenames)) or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+    uses_db = transactional or marker is not None or bool(DB_FIXTURES & set(request.fixturenames))
+    if not uses_db:
         yield
         return
-    marker = request.node.get_closest_marker("django_db")
-    transactional = transactional or bool(marker and marker.kwargs.get("transaction"))
-    if transactional:
-        request.getfixturevalue("transactional_db")
-        audit_triggers_install(connection)
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    audit_triggers_install(connection)
+    _reference_data_ensure()
     yield
     if transactional:
         audit_triggers_remove(connection)

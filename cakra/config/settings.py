@@ -232,10 +232,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     (_BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
     (_BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
+    (_BROKER_DIR / "control").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
+        # Broadcast (pidbox) exchanges; kombu's default is ./control in the cwd.
+        "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
@@ -247,6 +250,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# A queue message is only a trigger: sweepers find work whose trigger was lost.
+CELERY_BEAT_SCHEDULE = {
+    "evidence-derive-sweep": {"task": "cakra.enforcement.tasks.evidence_derive_sweep_task", "schedule": 600.0},
+}
 
 # --- Logging: structured, and never personal data ----------------------------
 LOGGING_CONFIG = None

@@ -1,0 +1,51 @@
+"""Bearer authentication with API keys, rate-limited per client address on failure.
+
+Only the ``Authorization: Bearer <token>`` header is read: session cookies
+(an officer logged into the back office in the same browser) never
+authenticate an API call, so ninja's CSRF handling has nothing to protect
+and no cross-site request can ride on ambient credentials.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from cakra.api.errors import RateLimitedError
+from cakra.api.models import ApiKey
+from cakra.api.services import apikey_authenticate, apikey_touch
+from cakra.security.ratelimit import Limit, client_address, hit, is_limited
+
+# Tokens carry 256 random bits, so this is not about guessing one: it stops a
+# client from hammering the key lookup and makes scanners stand out.
+AUTH_FAILURE_LIMIT = Limit(scope="api-auth-failure", count=20, seconds=60)
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_HEADER_LENGTH = 256
+
+
+class ApiKeyAuth(HttpBearer):
+    def __call__(self, request: HttpRequest) -> ApiKey | None:
+        # Replaces HttpBearer.__call__, which logs a malformed header (the
+        # token itself) when DEBUG is on.
+        address = client_address(request)
+        if is_limited(AUTH_FAILURE_LIMIT, address):
+            raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
+        header = request.headers.get(self.header, "")
+        scheme, _, token = header.partition(" ")
+        key = None
+        if scheme.lower() == self.openapi_scheme and token.strip() and len(header) <= MAX_HEADER_LENGTH:
+            key = self.authenticate(request, token.strip())
+        if key is None:
+            # Missing, malformed, wrong and revoked keys count alike and get the same 401.
+            if not hit(AUTH_FAILURE_LIMIT, address):
+                raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
+            return None
+        return key
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        key = apikey_authenticate(token=token)
+        if key is not None:
+            apikey_touch(key=key, resolution=LAST_USED_RESOLUTION)
+        return key

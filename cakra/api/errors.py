@@ -1,0 +1,160 @@
+"""One JSON shape for every error the API answers: ``{"error": {"code", "message", "field"?}}``.
+
+Registered on the NinjaAPI in ``cakra.api.api``: domain errors, schema
+errors, authentication, rate limits, oversized bodies and unexpected
+failures all leave as this shape, never as an HTML page or a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from cakra.api.schemas import ErrorDetailOut, ErrorOut, FieldErrorOut
+from cakra.enforcement.errors import ConflictError, DomainError, NotFoundError
+from cakra.enforcement.evidence import EvidenceError
+
+logger = structlog.get_logger(__name__)
+
+# The whole response for an unknown, malformed or another region's id: one
+# constant, so the answers cannot differ by a byte.
+NOT_FOUND_MESSAGE = "not found"
+
+
+class RateLimitedError(Exception):
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__("too many requests")
+        self.retry_after = retry_after
+
+
+class MethodNotAllowedError(Exception):
+    def __init__(self, *, allowed: list[str]) -> None:
+        super().__init__("method not allowed")
+        self.allowed = allowed
+
+
+def error_body(*, code: str, message: str, field: str = "", fields: list[FieldErrorOut] | None = None) -> Any:
+    detail = ErrorDetailOut(code=code, message=message, field=field or None, fields=fields)
+    return ErrorOut(error=detail).model_dump(exclude_none=True)
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "payload", "evidence", 0, "content_base64")`` → ``"evidence[0].content_base64"``."""
+    parts = list(loc)
+    if parts and parts[0] in {"body", "path", "query", "header", "cookie", "form", "file"}:
+        parts = parts[1:]
+    if parts and parts[0] == "payload":
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _domain_status(exc: DomainError) -> int:
+    if isinstance(exc, EvidenceError):
+        return exc.status
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    return 422
+
+
+def _respond(api: NinjaAPI, request: HttpRequest, status: int, body: Any) -> HttpResponse:
+    return api.create_response(request, body, status=status)
+
+
+def _on_domain_error(request: HttpRequest, exc: DomainError, *, api: NinjaAPI) -> HttpResponse:
+    if isinstance(exc, NotFoundError):
+        return _respond(api, request, 404, error_body(code="not_found", message=NOT_FOUND_MESSAGE))
+    code = "conflict" if isinstance(exc, ConflictError) else exc.code
+    return _respond(api, request, _domain_status(exc), error_body(code=code, message=exc.message, field=exc.field))
+
+
+def _on_validation_error(request: HttpRequest, exc: ValidationError, *, api: NinjaAPI) -> HttpResponse:
+    fields = [
+        FieldErrorOut(
+            field=_field_path(item.get("loc", ())),
+            code=str(item.get("type", "invalid")),
+            message=str(item.get("msg", "")),
+        )
+        for item in exc.errors
+    ]
+    # A plate problem gets its own code; everything else is a schema error.
+    code = fields[0].code if len(fields) == 1 and fields[0].code == "invalid_plate" else "validation_error"
+    first = fields[0] if fields else None
+    message = f"{first.field}: {first.message}" if first else "the request does not match the schema"
+    body = error_body(code=code, message=message, field=first.field if first else "", fields=fields)
+    return _respond(api, request, 422, body)
+
+
+def _on_http_error(request: HttpRequest, exc: HttpError, *, api: NinjaAPI) -> HttpResponse:
+    if isinstance(exc, AuthenticationError):
+        body = error_body(code="unauthorized", message="a valid API key is required")
+        response = _respond(api, request, 401, body)
+        response["WWW-Authenticate"] = 'Bearer realm="cakra"'
+        return response
+    if exc.status_code == HTTPStatus.BAD_REQUEST:  # ninja's only 400: the body is not JSON
+        body = error_body(code="malformed_json", message="the body is not valid JSON", field="body")
+        return _respond(api, request, 400, body)
+    if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+        return _respond(api, request, 429, error_body(code="rate_limited", message="too many requests"))
+    return _respond(api, request, exc.status_code, error_body(code="http_error", message=str(exc)))
+
+
+def _on_rate_limited(request: HttpRequest, exc: RateLimitedError, *, api: NinjaAPI) -> HttpResponse:
+    body = error_body(code="rate_limited", message="too many failed authentications; wait and retry")
+    response = _respond(api, request, 429, body)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _on_too_big(request: HttpRequest, exc: RequestDataTooBig, *, api: NinjaAPI) -> HttpResponse:
+    body = error_body(code="request_too_large", message="the request body is too large", field="body")
+    return _respond(api, request, 413, body)
+
+
+def _on_not_found(request: HttpRequest, exc: Http404, *, api: NinjaAPI) -> HttpResponse:
+    return _respond(api, request, 404, error_body(code="not_found", message=NOT_FOUND_MESSAGE))
+
+
+def _on_method_not_allowed(request: HttpRequest, exc: MethodNotAllowedError, *, api: NinjaAPI) -> HttpResponse:
+    response = _respond(api, request, 405, error_body(code="method_not_allowed", message="method not allowed"))
+    response["Allow"] = ", ".join(exc.allowed)
+    return response
+
+
+def _on_unexpected(request: HttpRequest, exc: Exception, *, api: NinjaAPI) -> HttpResponse:
+    # The route pattern, not the path: paths carry notice numbers.
+    route = request.resolver_match.route if request.resolver_match else ""
+    logger.error("api.unhandled_error", route=route, method=request.method, exc_info=exc)
+    return _respond(api, request, 500, error_body(code="internal_error", message="internal error"))
+
+
+_HANDLERS: list[tuple[type[Exception], Callable[..., HttpResponse]]] = [
+    (DomainError, _on_domain_error),
+    (ValidationError, _on_validation_error),
+    (HttpError, _on_http_error),
+    (RateLimitedError, _on_rate_limited),
+    (RequestDataTooBig, _on_too_big),
+    (Http404, _on_not_found),
+    (MethodNotAllowedError, _on_method_not_allowed),
+    (Exception, _on_unexpected),
+]
+
+
+def install_error_handlers(api: NinjaAPI) -> None:
+    for exc_class, handler in _HANDLERS:
+        api.add_exception_handler(exc_class, partial(handler, api=api))

@@ -1,0 +1,219 @@
+"""Input and output schemas of the public API; every field is described for OpenAPI.
+
+Inputs are strict (no type coercion: ``"80"`` is not a speed, ``true`` is not
+a number) and closed (an unknown field is an error, not silently dropped).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Literal
+
+from django.utils import timezone
+from ninja import Field, Schema
+from pydantic import AwareDatetime, ConfigDict, field_validator
+from pydantic_core import PydanticCustomError
+
+from cakra.registry.plates import InvalidPlateError, plate_normalise
+
+CAPTURE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+MAX_CAPTURE_AGE = timedelta(days=90)
+# Indonesia's bounding box with a margin (Sabang to Merauke, Miangas to Rote).
+LATITUDE_RANGE = (-11.5, 6.5)
+LONGITUDE_RANGE = (94.5, 141.5)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+# The start of a JPEG file in base64 (an example, not a whole image).
+EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n..."
+
+
+class _Input(Schema):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EvidenceIn(_Input):
+    kind: Literal["vehicle", "plate", "context"] = Field(
+        description="What the image shows: the whole vehicle, a close-up of the plate, or the scene.",
+        examples=["vehicle"],
+    )
+    content_base64: str = Field(
+        min_length=4,
+        description=(
+            "The image file, standard base64 without line breaks. JPEG or PNG only, identified by its "
+            "content (magic bytes), at most CAKRA_EVIDENCE_MAX_BYTES decoded (default 5 MiB) and 40 "
+            "megapixels. Stored byte for byte with its SHA-256; citizens only see a re-encoded copy "
+            "without metadata."
+        ),
+        examples=[EXAMPLE_IMAGE_BASE64],
+    )
+
+
+class ViolationIn(_Input):
+    capture_id: str = Field(
+        pattern=CAPTURE_ID_PATTERN,
+        description=(
+            "The camera system's unique id of this capture (1-64 characters of A-Z a-z 0-9 . _ : -). "
+            "Idempotency key: the same capture sent again with the same content answers 200 with the "
+            "violation already stored; with different content, 409."
+        ),
+        examples=["ETLE-MJ-0042:20261129T081503.120"],
+    )
+    camera_id: str = Field(
+        pattern=CAPTURE_ID_PATTERN,
+        description="The camera's id in the ETLE back office (1-64 characters of A-Z a-z 0-9 . _ : -).",
+        examples=["CAM-SUDIRMAN-03"],
+    )
+    captured_at: AwareDatetime = Field(
+        description=(
+            "When the camera captured the violation: ISO 8601 with a UTC offset (a time without one is "
+            "refused). At most 5 minutes in the future and 90 days in the past."
+        ),
+        examples=["2026-11-29T08:15:03.120+07:00"],
+    )
+    location: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Where it happened, as printed on the notice (street, direction, city).",
+        examples=["Jl. Jend. Sudirman (arah Blok M), Jakarta Selatan"],
+    )
+    latitude: float | None = Field(
+        default=None,
+        ge=LATITUDE_RANGE[0],
+        le=LATITUDE_RANGE[1],
+        allow_inf_nan=False,
+        description="WGS 84 latitude of the camera, within Indonesia; stored to 6 decimals.",
+        examples=[-6.224524],
+    )
+    longitude: float | None = Field(
+        default=None,
+        ge=LONGITUDE_RANGE[0],
+        le=LONGITUDE_RANGE[1],
+        allow_inf_nan=False,
+        description="WGS 84 longitude of the camera, within Indonesia; stored to 6 decimals.",
+        examples=[106.807145],
+    )
+    plate: str = Field(
+        max_length=16,
+        description=(
+            "The registration plate read by the camera (TNKB), e.g. 'B 1234 XYZ'; spaces and case do not "
+            "matter. Matched against the vehicle registry at intake."
+        ),
+        examples=["B 1234 XYZ"],
+    )
+    article: str = Field(
+        max_length=16,
+        description="The violated article of UU 22/2009, e.g. '287(1)' (signs and markings), '287(5)' (speeding).",
+        examples=["287(1)"],
+    )
+    measured_speed_kmh: int | None = Field(
+        default=None, ge=0, le=400, description="Measured speed in km/h (speeding only).", examples=[92]
+    )
+    speed_limit_kmh: int | None = Field(
+        default=None, ge=1, le=200, description="The speed limit in force, km/h (speeding only).", examples=[60]
+    )
+    evidence: list[EvidenceIn] = Field(
+        min_length=1, max_length=4, description="One to four evidence images, in the order they are shown."
+    )
+
+    @field_validator("captured_at", mode="before")
+    @classmethod
+    def _parse_timestamp(cls, value: object) -> object:
+        # Strict mode wants a datetime object; JSON carries a string. Numbers
+        # (epoch seconds) are refused: their offset is a guess.
+        if not isinstance(value, str):
+            raise PydanticCustomError("datetime_type", "must be an ISO 8601 string with a UTC offset")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise PydanticCustomError("datetime_parsing", "must be an ISO 8601 string with a UTC offset") from exc
+
+    @field_validator("captured_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        now = timezone.now()
+        if value > now + MAX_FUTURE_SKEW:
+            raise PydanticCustomError("datetime_future", "is in the future")
+        if value < now - MAX_CAPTURE_AGE:
+            raise PydanticCustomError("datetime_too_old", "is more than 90 days ago")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        value = value.strip()
+        if not value or _CONTROL_CHARACTERS.search(value):
+            raise PydanticCustomError("string_invalid", "must be printable text")
+        return value
+
+    @field_validator("plate")
+    @classmethod
+    def _plate(cls, value: str) -> str:
+        try:
+            return plate_normalise(value)
+        except InvalidPlateError as exc:
+            raise PydanticCustomError("invalid_plate", str(exc)) from exc
+
+
+class DeliveryOut(Schema):
+    channel: str = Field(description="whatsapp, sms, email or post.", examples=["whatsapp"])
+    step: int = Field(description="Position in the notice's delivery plan, from 1.", examples=[1])
+    status: str = Field(
+        description="planned, pending, sending, sent, delivered, read, failed_temporary or failed_permanent.",
+        examples=["delivered"],
+    )
+    sent_at: datetime | None = Field(description="When the provider accepted the message.")
+    delivered_at: datetime | None = Field(description="When delivery was confirmed (receipt or tracking).")
+
+
+class ViolationOut(Schema):
+    id: uuid.UUID = Field(description="Cakra's id of the violation.")
+    capture_id: str = Field(description="The capture id the back office sent.", examples=["ETLE-MJ-0042:1"])
+    status: str = Field(description="received (waiting for an officer), validated or rejected.", examples=["received"])
+    plate: str = Field(description="The plate, normalised.", examples=["B 1234 XYZ"])
+    article: str = Field(description="The article code.", examples=["287(1)"])
+    registry_match: bool = Field(description="Whether the plate matched a vehicle in the registry at intake.")
+    received_at: datetime = Field(description="When Cakra received the capture.")
+    decided_at: datetime | None = Field(description="When it was validated or rejected.")
+    notice_number: str | None = Field(
+        description="The notice number, once a notice is issued.", examples=["4719203385617203"]
+    )
+
+
+class NoticeOut(Schema):
+    number: str = Field(description="The notice number (16 digits, the last two are check digits).")
+    status: str = Field(description="issued, notified, confirmed or cancelled.", examples=["notified"])
+    issued_at: datetime = Field(description="When the notice was issued.")
+    confirm_by: date = Field(description="The last day the owner can confirm.")
+    fine_amount: int = Field(description="The deposit in rupiah (the statutory maximum).", examples=[500000])
+    article: str = Field(description="The article code.", examples=["287(1)"])
+    deliveries: list[DeliveryOut] = Field(description="The delivery plan and how far each step got.")
+
+
+class FieldErrorOut(Schema):
+    field: str = Field(description="Where in the request, e.g. 'evidence[0].content_base64'.")
+    code: str = Field(description="A stable machine-readable reason.", examples=["missing"])
+    message: str = Field(description="A human-readable reason (English).")
+
+
+class ErrorDetailOut(Schema):
+    code: str = Field(
+        description=(
+            "Stable machine-readable error code: malformed_json, validation_error, invalid_plate, "
+            "unknown_article, invalid_base64, invalid_image, unsupported_media_type, image_too_large, "
+            "image_dimensions_exceeded, request_too_large, unauthorized, not_found, conflict, "
+            "rate_limited, method_not_allowed, internal_error."
+        ),
+        examples=["invalid_image"],
+    )
+    message: str = Field(description="A human-readable explanation (English).")
+    field: str | None = Field(
+        default=None, description="The request field at fault, if any.", examples=["evidence[0].content_base64"]
+    )
+    fields: list[FieldErrorOut] | None = Field(default=None, description="For schema errors: every field at fault.")
+
+
+class ErrorOut(Schema):
+    error: ErrorDetailOut = Field(description="Every error has this one shape.")

@@ -1,0 +1,14 @@
+"""Reads on API keys (never the secret: only its hash is stored anyway)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from cakra.api.models import ApiKey
+
+
+def apikey_list(*, region_code: str = "") -> QuerySet[ApiKey]:
+    keys = ApiKey.objects.select_related("region").order_by("region__code", "created_at")
+    if region_code:
+        keys = keys.filter(region__code=region_code)
+    return keys

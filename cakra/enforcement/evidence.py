@@ -1,0 +1,316 @@
+"""Evidence images: inspected at intake, stored untouched, shown only as a clean derivative.
+
+Intake (``evidence_inspect``) runs for every camera capture, at up to
+hundreds of requests a second, so it never decodes pixel data: it identifies
+the format by its magic bytes (a declared type is never trusted), reads the
+header with Pillow's JPEG or PNG parser only, refuses dimensions above a
+pixel cap (decompression bombs) and checks the structure cheaply (JPEG end
+marker, PNG chunk checksums). The original bytes are then kept exactly as
+received, with their SHA-256, for the chain of custody.
+
+What anyone is shown is the derivative (``evidence_derive``, run by a worker
+after commit): decoded, turned upright, converted to RGB, bounded to 1600 px
+and re-encoded as a JPEG that carries no metadata at all: a camera's EXIF,
+GPS position, ICC profile or comments never reach a citizen's browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import structlog
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
+
+from cakra.audit.services import audit_record
+from cakra.enforcement.errors import DomainError
+from cakra.enforcement.models import Evidence, evidence_storage
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+logger = structlog.get_logger(__name__)
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+DERIVATIVE_MAX_SIDE = 1600
+DERIVATIVE_QUALITY = 82
+DERIVATIVE_CONTENT_TYPE = "image/jpeg"
+
+# Pillow raises many exception types on hostile input; every one of them
+# means "not a valid image" here. (SyntaxError is how Pillow's parsers say
+# "not my format"; struct.error comes from truncated headers.)
+_PARSE_ERRORS = (SyntaxError, OSError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError)
+
+
+class EvidenceError(DomainError):
+    """An evidence item was refused; ``status`` is the HTTP status the API answers with."""
+
+    code = "invalid_image"
+    status = 422
+
+
+class EvidenceEncodingError(EvidenceError):
+    code = "invalid_base64"
+
+
+class EvidenceTooLargeError(EvidenceError):
+    code = "image_too_large"
+    status = 413
+
+
+class EvidenceDimensionsError(EvidenceError):
+    code = "image_dimensions_exceeded"
+    status = 422
+
+
+class EvidenceUnsupportedTypeError(EvidenceError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class EvidenceIntegrityError(Exception):
+    """A stored original no longer matches its recorded SHA-256."""
+
+
+@dataclass(frozen=True)
+class _Format:
+    name: str
+    content_type: str
+    extension: str
+    parser: type[ImageFile.ImageFile]
+
+
+JPEG = _Format("JPEG", "image/jpeg", "jpg", JpegImagePlugin.JpegImageFile)
+PNG = _Format("PNG", "image/png", "png", PngImagePlugin.PngImageFile)
+
+
+@dataclass(frozen=True)
+class InspectedImage:
+    """An image that passed intake checks, with everything its Evidence row records."""
+
+    content: bytes
+    sha256: str
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.content)
+
+
+def evidence_decode_base64(*, text: str, field: str) -> bytes:
+    """Strict base64 (no whitespace, no URL alphabet): anything else is refused."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise EvidenceEncodingError("the image is not valid base64", field=field) from exc
+
+
+def _sniff(content: bytes, *, field: str) -> _Format:
+    if content.startswith(JPEG_MAGIC):
+        return JPEG
+    if content.startswith(PNG_MAGIC):
+        return PNG
+    raise EvidenceUnsupportedTypeError("the image must be a JPEG or PNG file", field=field)
+
+
+def _open_header(content: bytes, image_format: _Format, *, field: str) -> ImageFile.ImageFile:
+    """Parse the header with exactly one Pillow plugin; no pixel data is decoded.
+
+    The plugin class is called directly instead of ``Image.open``: no other
+    format's parser ever sees the bytes, and Pillow's own decompression-bomb
+    check (a process-global warning) is replaced by the explicit cap below,
+    which is thread-safe and lower.
+    """
+    try:
+        image = image_format.parser(io.BytesIO(content))
+    except _PARSE_ERRORS as exc:
+        raise EvidenceError("the image is damaged or not a valid JPEG/PNG file", field=field) from exc
+    width, height = image.size
+    if width * height > settings.CAKRA_EVIDENCE_MAX_PIXELS:
+        image.close()
+        raise EvidenceDimensionsError(
+            f"the image declares {width}x{height} pixels; at most {settings.CAKRA_EVIDENCE_MAX_PIXELS} are accepted",
+            field=field,
+        )
+    return image
+
+
+def evidence_inspect(*, content: bytes, field: str) -> InspectedImage:
+    """Check one evidence image without decoding its pixels; raise EvidenceError naming ``field``."""
+    max_bytes = settings.CAKRA_EVIDENCE_MAX_BYTES
+    if len(content) > max_bytes:
+        raise EvidenceTooLargeError(f"the image is larger than {max_bytes} bytes", field=field)
+    image_format = _sniff(content, field=field)
+    image = _open_header(content, image_format, field=field)
+    try:
+        width, height = image.size
+        if image_format is PNG:
+            # Walks every chunk and checks its CRC without inflating the pixel
+            # data: catches truncation and "PNG header followed by garbage".
+            image.verify()
+        elif not content.rstrip(b"\x00").endswith(JPEG_END):
+            # A truncated upload (or a header glued to something else) has no
+            # end-of-image marker; cameras pad with zero bytes at most.
+            raise EvidenceError("the JPEG image is truncated", field=field)
+    except _PARSE_ERRORS as exc:
+        raise EvidenceError("the image is damaged or not a valid JPEG/PNG file", field=field) from exc
+    finally:
+        image.close()
+    return InspectedImage(
+        content=content,
+        sha256=hashlib.sha256(content).hexdigest(),
+        content_type=image_format.content_type,
+        extension=image_format.extension,
+        width=width,
+        height=height,
+    )
+
+
+def evidence_file_name(*, kind: str, region_id: int, evidence_id: UUID, extension: str, when: datetime) -> str:
+    """``<kind>/<region>/<yyyy>/<mm>/<dd>/<evidence id>.<ext>``: dated folders keep directories small."""
+    return f"{kind}/{region_id}/{timezone.localtime(when):%Y/%m/%d}/{evidence_id}.{extension}"
+
+
+def evidence_store_originals_rollback_unsafe(*, files: list[tuple[str, bytes]]) -> list[str]:
+    """Write originals to the private storage; return the names actually used.
+
+    Unsafe on rollback: the files stay if the caller's transaction fails, so
+    the caller must pass the result to ``evidence_delete_files`` then. A
+    partial failure here removes what it wrote before raising.
+    """
+    storage = evidence_storage()
+    saved: list[str] = []
+    try:
+        for name, content in files:
+            saved.append(storage.save(name, ContentFile(content)))
+    except BaseException:
+        evidence_delete_files(names=saved)
+        raise
+    return saved
+
+
+def evidence_delete_files(*, names: list[str]) -> None:
+    """Best-effort removal of files whose rows never committed."""
+    storage = evidence_storage()
+    for name in names:
+        try:
+            storage.delete(name)
+        except OSError:
+            logger.exception("evidence.file_delete_failed", file=name)
+
+
+def evidence_derive_enqueue_on_commit(*, evidence_id: UUID) -> None:
+    """Derive after the intake commits (ids only).
+
+    ``robust``: the capture is already stored when this runs, so a broker
+    hiccup must not turn its answer into an error; the sweeper
+    (``evidence_derive_sweep_task``) picks up what was never derived.
+    """
+    from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_task  # tasks import this module
+
+    task_id = str(evidence_id)
+    transaction.on_commit(lambda: evidence_derive_task.apply_async(args=(task_id,), queue=EVIDENCE_QUEUE), robust=True)
+
+
+class EvidenceDecodeError(Exception):
+    """The original could not be decoded into a derivative (permanent: retrying will not help)."""
+
+
+def _render_derivative(content: bytes) -> bytes:
+    image_format = _sniff(content, field="original")
+    image = _open_header(content, image_format, field="original")
+    try:
+        with image:
+            if image_format is JPEG:
+                # DCT scaling: decode at the smallest scale still >= the
+                # target, several times cheaper than a full decode.
+                image.draft("RGB", (DERIVATIVE_MAX_SIDE, DERIVATIVE_MAX_SIDE))
+            image.load()
+            try:
+                upright = ImageOps.exif_transpose(image)
+            except _PARSE_ERRORS:
+                # A camera's broken EXIF must not cost the picture: keep it as stored.
+                logger.warning("evidence.exif_orientation_unreadable")
+                upright = image.copy()
+            rgb = upright.convert("RGB")
+            rgb.thumbnail((DERIVATIVE_MAX_SIDE, DERIVATIVE_MAX_SIDE), Image.Resampling.LANCZOS)
+            # Pillow carries some metadata over from ``info`` (comments, for
+            # one): start from an empty one so nothing but pixels is written.
+            rgb.info = {}
+            out = io.BytesIO()
+            rgb.save(out, format="JPEG", quality=DERIVATIVE_QUALITY, optimize=True)
+            return out.getvalue()
+    except (*_PARSE_ERRORS, EvidenceError) as exc:
+        raise EvidenceDecodeError(str(exc)) from exc
+
+
+def evidence_derive(*, evidence_id: UUID | str) -> bool:
+    """Produce the shown derivative of one evidence image; True if this call stored it.
+
+    Idempotent: an image already derived is left alone, and if two workers
+    race, the conditional update lets exactly one of them record its file
+    (the other removes its own). The original's SHA-256 is checked first: a
+    changed original is never turned into something shown to citizens.
+    """
+    evidence = Evidence.objects.select_related("violation__region").filter(pk=evidence_id).first()
+    if evidence is None or evidence.derived_at is not None:
+        return False
+    with evidence.original.open("rb") as handle:
+        content = handle.read()
+    if hashlib.sha256(content).hexdigest() != evidence.original_sha256:
+        logger.error("evidence.original_hash_mismatch", evidence_id=str(evidence.id))
+        raise EvidenceIntegrityError(f"evidence {evidence.id}: stored original does not match its SHA-256")
+    derivative = _render_derivative(content)
+    digest = hashlib.sha256(derivative).hexdigest()
+    region = evidence.violation.region
+    name = evidence_file_name(
+        kind="derivative",
+        region_id=region.pk,
+        evidence_id=evidence.pk,
+        extension="jpg",
+        when=evidence.violation.received_at,
+    )
+    storage = evidence_storage()
+    saved = storage.save(name, ContentFile(derivative))
+    try:
+        with transaction.atomic():
+            changed = Evidence.objects.filter(pk=evidence.pk, derived_at__isnull=True).update(
+                derivative=saved, derivative_sha256=digest, derived_at=timezone.now()
+            )
+            if changed:
+                audit_record(
+                    actor_type="system",
+                    action="evidence.derived",
+                    object_type="evidence",
+                    object_id=str(evidence.pk),
+                    region_code=region.code,
+                    data={
+                        "violation": str(evidence.violation_id),
+                        "original_sha256": evidence.original_sha256,
+                        "derivative_sha256": digest,
+                    },
+                )
+    except BaseException:
+        evidence_delete_files(names=[saved])
+        raise
+    if not changed:
+        evidence_delete_files(names=[saved])
+        return False
+    logger.info("evidence.derived", evidence_id=str(evidence.pk))
+    return True

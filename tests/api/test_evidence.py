@@ -1,0 +1,172 @@
+"""Evidence: intake inspection and the shown derivative (decoded, upright, bounded, no metadata)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from cakra.audit.models import AuditEvent
+from cakra.enforcement.evidence import (
+    EvidenceDimensionsError,
+    EvidenceError,
+    EvidenceIntegrityError,
+    EvidenceTooLargeError,
+    EvidenceUnsupportedTypeError,
+    evidence_derive,
+    evidence_inspect,
+)
+from cakra.enforcement.models import Evidence
+from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_sweep_task, evidence_derive_task
+from tests.api.helpers import evidence_files, jpeg_bytes, payload, png_bomb, post
+
+
+def _received(client, token, images, capture_id="CAP-1"):
+    response = post(client, token, payload(images=images, capture_id=capture_id))
+    assert response.status_code == 201, response.content
+    return list(Evidence.objects.filter(violation_id=response.json()["id"]).order_by("position"))
+
+
+def _derivative_image(evidence):
+    evidence.refresh_from_db()
+    with evidence.derivative.open("rb") as handle:
+        return Image.open(io.BytesIO(handle.read()))
+
+
+def test_inspection_reads_dimensions_and_type_without_trusting_names():
+    inspected = evidence_inspect(content=jpeg_bytes(size=(800, 600)), field="f")
+    assert (inspected.content_type, inspected.extension, inspected.width, inspected.height) == (
+        "image/jpeg",
+        "jpg",
+        800,
+        600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (png_bomb(20000), EvidenceDimensionsError),
+        (b"GIF89a" + b"\x00" * 50, EvidenceUnsupportedTypeError),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, EvidenceError),
+    ],
+    ids=["bomb", "gif", "png-garbage"],
+)
+def test_inspection_refuses_with_the_field_named(content, error):
+    with pytest.raises(error) as raised:
+        evidence_inspect(content=content, field="evidence[3].content_base64")
+    assert raised.value.field == "evidence[3].content_base64"
+
+
+def test_size_cap_is_checked_before_parsing(settings):
+    settings.CAKRA_EVIDENCE_MAX_BYTES = 100
+    with pytest.raises(EvidenceTooLargeError):
+        evidence_inspect(content=b"<html>" * 100, field="f")
+
+
+def test_derivative_is_upright_bounded_and_free_of_metadata(client, api_key, vehicle):
+    _, token = api_key
+    # EXIF orientation 6: the camera stored the picture rotated; 2400x1200 is over the bound.
+    (evidence,) = _received(
+        client, token, [("vehicle", jpeg_bytes(size=(2400, 1200), with_metadata=True, orientation=6))]
+    )
+
+    assert evidence_derive(evidence_id=evidence.id) is True
+
+    shown = _derivative_image(evidence)
+    assert shown.size == (800, 1600)  # turned upright, long side bounded to 1600
+    assert shown.format == "JPEG"
+    assert not shown.getexif()
+    assert "icc_profile" not in shown.info
+    assert "comment" not in shown.info
+    event = AuditEvent.objects.get(action="evidence.derived", object_id=str(evidence.id))
+    assert event.data["derivative_sha256"] == evidence.derivative_sha256
+    assert event.data["original_sha256"] == evidence.original_sha256
+
+
+def test_png_with_transparency_becomes_an_rgb_jpeg(client, api_key, vehicle):
+    _, token = api_key
+    out = io.BytesIO()
+    Image.new("RGBA", (300, 200), (10, 200, 10, 128)).save(out, "PNG")
+    (evidence,) = _received(client, token, [("plate", out.getvalue())])
+
+    evidence_derive(evidence_id=evidence.id)
+
+    shown = _derivative_image(evidence)
+    assert (shown.format, shown.mode, shown.size) == ("JPEG", "RGB", (300, 200))
+
+
+def test_deriving_twice_changes_nothing_and_leaves_no_stray_file(client, api_key, vehicle):
+    _, token = api_key
+    (evidence,) = _received(client, token, [("vehicle", jpeg_bytes())])
+    assert evidence_derive(evidence_id=evidence.id) is True
+    evidence.refresh_from_db()
+    first = (evidence.derivative.name, evidence.derivative_sha256, evidence.derived_at)
+    files = evidence_files()
+
+    assert evidence_derive(evidence_id=evidence.id) is False
+    evidence_derive_task.apply(args=(str(evidence.id),)).get()
+
+    evidence.refresh_from_db()
+    assert (evidence.derivative.name, evidence.derivative_sha256, evidence.derived_at) == first
+    assert evidence_files() == files
+    assert AuditEvent.objects.filter(action="evidence.derived", object_id=str(evidence.id)).count() == 1
+
+
+def test_an_altered_original_is_never_turned_into_a_derivative(client, api_key, vehicle):
+    _, token = api_key
+    (evidence,) = _received(client, token, [("vehicle", jpeg_bytes())])
+    storage = evidence.original.storage
+    name = evidence.original.name
+    storage.delete(name)
+    storage.save(name, ContentFile(jpeg_bytes(colour=(0, 0, 0))))
+
+    with pytest.raises(EvidenceIntegrityError):
+        evidence_derive(evidence_id=evidence.id)
+
+    evidence.refresh_from_db()
+    assert evidence.derived_at is None
+    assert not evidence.derivative
+
+
+def test_undecodable_original_fails_the_task_permanently_without_retry(client, api_key, vehicle):
+    """Passes the cheap intake checks, fails the real decode: logged, not retried, nothing shown."""
+    _, token = api_key
+    damaged = bytearray(jpeg_bytes(size=(640, 480)))
+    scan = damaged.index(b"\xff\xda")
+    # The start-of-scan header names a colour component the frame does not
+    # have: intake's header parse stops before it, the decoder refuses it.
+    damaged[scan + 5] = 0x09
+    broken = bytes(damaged)
+    (evidence,) = _received(client, token, [("vehicle", broken)])
+
+    result = evidence_derive_task.apply(args=(str(evidence.id),))
+
+    assert result.successful()
+    evidence.refresh_from_db()
+    assert evidence.derived_at is None
+
+
+def test_unknown_evidence_id_is_ignored(db):
+    assert evidence_derive(evidence_id="00000000-0000-0000-0000-000000000000") is False
+
+
+def test_sweeper_re_enqueues_only_old_underived_evidence(client, api_key, vehicle, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cakra.enforcement.models import Violation
+
+    _, token = api_key
+    (lost,) = _received(client, token, [("vehicle", jpeg_bytes())], capture_id="CAP-LOST")
+    Violation.objects.filter(pk=lost.violation_id).update(received_at=timezone.now() - timedelta(hours=1))
+    (fresh,) = _received(client, token, [("vehicle", jpeg_bytes())], capture_id="CAP-FRESH")
+    sent = []
+    monkeypatch.setattr(evidence_derive_task, "apply_async", lambda args, queue: sent.append((args, queue)))
+
+    assert evidence_derive_sweep_task.apply().get() == 1
+    assert sent == [((str(lost.id),), EVIDENCE_QUEUE)]
+    assert fresh.derived_at is None
