@@ -1,0 +1,153 @@
+"""The one interface every provider of every channel implements.
+
+An adapter turns an :class:`OutboundMessage` into a provider call and answers
+with the provider's reference for it, or raises one of four errors; the
+sending service decides what happens next by the error's type alone:
+
+- :class:`RetryableProviderError`: try again later (network down, 4xx, timeout);
+- :class:`ThrottledProviderError`: the provider asks us to slow down;
+- :class:`PermanentProviderError`: this message will never go through (5xx on
+  the recipient, content refused): stop, later issues fall back to the next channel;
+- :class:`DuplicateProviderError`: the provider already has this message (same
+  idempotency reference): treat it as sent.
+
+Subclasses implement only ``_send``; :meth:`ChannelAdapter.send` adds timing
+and a structured log line carrying ids, never the recipient or the text.
+Errors carry a short ``detail`` written by the adapter, never the provider's
+free text (an SMTP reply often echoes the address), so it is safe to store,
+log and audit.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import structlog
+
+logger = structlog.get_logger(__name__)
+
+MAX_DETAIL_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderIdentity:
+    """Who the message is from: an email address and display name, a WhatsApp
+    phone-number id, an SMS sender ID. Published on the portal for citizens to check."""
+
+    address: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundMessage:
+    """One rendered message for one recipient.
+
+    ``reference`` is the delivery id: it is the idempotency key toward the
+    provider, so a retry of the same delivery is recognisable as the same
+    message. The recipient and the content stay out of ``repr`` so that a
+    stray log line or traceback cannot leak them.
+    """
+
+    reference: str
+    recipient: str = field(repr=False)
+    sender: SenderIdentity
+    subject: str = field(repr=False)
+    text: str = field(repr=False)
+    html: str = field(default="", repr=False)
+
+
+class ProviderError(Exception):
+    """Base of the taxonomy. ``outcome`` matches ``DeliveryAttempt.Outcome``."""
+
+    outcome: ClassVar[str] = "retryable"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail[:MAX_DETAIL_LENGTH]
+        super().__init__(self.detail)
+
+
+class RetryableProviderError(ProviderError):
+    outcome = "retryable"
+
+
+class ThrottledProviderError(ProviderError):
+    outcome = "throttled"
+
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    outcome = "permanent"
+
+
+class DuplicateProviderError(ProviderError):
+    outcome = "duplicate"
+
+    def __init__(self, detail: str, *, provider_reference: str = "") -> None:
+        super().__init__(detail)
+        self.provider_reference = provider_reference
+
+
+def exception_site(exc: BaseException) -> str:
+    """Where an exception was raised (file, line, function of the innermost
+    frame): enough to find a bug, and unlike the message or a traceback with
+    values, free of the data being processed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f"{frame.filename.rpartition('/')[2]}:{frame.lineno} in {frame.name}"
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+class ChannelAdapter(abc.ABC):
+    """Base class of every provider adapter.
+
+    ``options`` is the provider's settings dictionary (shaped like one entry of
+    ``DATABASES``: ``BACKEND`` plus the backend's own keys).
+    """
+
+    channel: ClassVar[str]
+    provider: ClassVar[str]
+
+    def __init__(self, *, options: Mapping[str, Any]) -> None:
+        self.options = options
+
+    def send(self, message: OutboundMessage) -> str:
+        """Send one message; return the provider's reference for it.
+
+        Raises a :class:`ProviderError` subclass on failure. An unexpected
+        exception from the adapter becomes a retryable error, so a bug in one
+        adapter leaves a recorded failed attempt instead of a delivery stuck in
+        ``sending``; only the exception's type is kept (its text may quote data).
+        """
+        log = logger.bind(delivery_id=message.reference, channel=self.channel, provider=self.provider)
+        started = time.monotonic()
+        try:
+            reference = self._send(message)
+        except ProviderError as exc:
+            log.warning("provider_send_failed", outcome=exc.outcome, error=exc.detail, duration_ms=_elapsed_ms(started))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any adapter failure must end as a recorded attempt
+            error = f"unexpected {type(exc).__name__}"
+            # Not log.exception: the message and traceback may quote the recipient.
+            log.error(  # noqa: TRY400
+                "provider_send_crashed", error=error, site=exception_site(exc), duration_ms=_elapsed_ms(started)
+            )
+            raise RetryableProviderError(error) from None  # the cause's text may quote data
+        log.info("provider_send_ok", provider_reference=reference, duration_ms=_elapsed_ms(started))
+        return reference
+
+    @abc.abstractmethod
+    def _send(self, message: OutboundMessage) -> str:
+        """Hand the message to the provider; return its reference or raise a ProviderError."""

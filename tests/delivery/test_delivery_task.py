@@ -1,0 +1,46 @@
+"""The Celery task wiring: the same path a worker runs, executed in-process."""
+
+from __future__ import annotations
+
+from cakra.audit.models import AuditEvent
+from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.delivery.tasks import MAX_RETRIES, delivery_send_task, retry_countdown
+
+
+def test_the_task_sends_the_delivery(mail_sink, delivery):
+    result = delivery_send_task.apply(args=[str(delivery.id)])
+
+    assert result.successful()
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.SENT
+    assert len(mail_sink.messages()) == 1
+
+
+def test_the_task_retries_until_exhausted_and_the_delivery_is_not_left_waiting(smtp_down, delivery):
+    # Eager execution runs every retry at once (countdowns are skipped).
+    result = delivery_send_task.apply(args=[str(delivery.id)])
+
+    assert result.successful()  # the last try records the failure instead of raising
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.FAILED_PERMANENT
+    assert delivery.attempt_count == MAX_RETRIES + 1
+    outcomes = list(delivery.attempts.order_by("number").values_list("outcome", flat=True))
+    assert outcomes == [DeliveryAttempt.Outcome.RETRYABLE] * (MAX_RETRIES + 1)
+    failures = AuditEvent.objects.filter(action="delivery.failed", object_id=str(delivery.id)).order_by("seq")
+    assert [event.data["final"] for event in failures] == [False] * MAX_RETRIES + [True]
+
+
+def test_the_task_returns_quietly_for_a_delivery_already_sent(mail_sink, delivery):
+    delivery_send_task.apply(args=[str(delivery.id)])
+
+    result = delivery_send_task.apply(args=[str(delivery.id)])
+
+    assert result.successful()
+    assert len(mail_sink.messages()) == 1
+
+
+def test_retry_backoff_grows_is_capped_and_honours_the_provider():
+    assert retry_countdown(retries=0, retry_after=None) == 5
+    assert retry_countdown(retries=3, retry_after=None) == 40
+    assert retry_countdown(retries=20, retry_after=None) == 600
+    assert retry_countdown(retries=0, retry_after=60) == 60

@@ -1,0 +1,184 @@
+"""The adapter interface, the SMTP adapter's error taxonomy and transport
+security, and the DKIM DNS record command."""
+
+from __future__ import annotations
+
+import io
+
+import dkim
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
+
+from cakra.delivery.channels import CHANNEL_SETTINGS, adapter_for_channel
+from cakra.delivery.channels.base import (
+    ChannelAdapter,
+    OutboundMessage,
+    PermanentProviderError,
+    RetryableProviderError,
+    SenderIdentity,
+    ThrottledProviderError,
+)
+from cakra.delivery.channels.dkim import dkim_key_load
+from cakra.delivery.channels.email import SmtpEmailAdapter, smtp_reply_error
+from cakra.delivery.models import DeliveryAttempt
+from tests.factories import RegionFactory
+
+SENDER = SenderIdentity(address="etle@korlantas.polri.go.id", display_name="ETLE Polda Metro Jaya")
+
+
+def _message(recipient="pemilik@example.co.id"):
+    return OutboundMessage(
+        reference="5f0c6f7e-1111-4a4a-9b9b-000000000001",
+        recipient=recipient,
+        sender=SENDER,
+        subject="Surat Konfirmasi ETLE",
+        text="Teks surat.\n",
+        html="<p>Teks surat.</p>",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "stage", "expected"),
+    [
+        (550, b"5.1.1 <someone@example.co.id>: Recipient address rejected", "rcpt", PermanentProviderError),
+        (554, b"5.7.1 Message refused", "data", PermanentProviderError),
+        (421, b"4.7.0 Too many connections, slow down", "rcpt", ThrottledProviderError),
+        (451, b"4.7.1 Rate limit exceeded", "rcpt", ThrottledProviderError),
+        (450, b"4.2.1 Mailbox busy", "rcpt", RetryableProviderError),
+        (452, b"4.3.1 Insufficient system storage", "data", RetryableProviderError),
+        (553, b"5.7.1 Sender address not allowed", "mail", RetryableProviderError),
+        (421, b"4.3.2 Service shutting down", "session", RetryableProviderError),
+    ],
+)
+def test_smtp_replies_map_onto_the_error_taxonomy(code, reply, stage, expected):
+    error = smtp_reply_error(code=code, reply=reply, stage=stage)
+
+    assert type(error) is expected
+    assert error.detail.startswith(f"smtp {code} at {stage}")
+    assert "@" not in error.detail  # the reply's text (which may quote the address) is not kept
+
+
+@pytest.mark.parametrize("channel", sorted(CHANNEL_SETTINGS))
+def test_every_configured_adapter_honours_the_interface(channel):
+    adapter = adapter_for_channel(channel)
+
+    assert isinstance(adapter, ChannelAdapter)
+    assert adapter.channel == channel
+    assert 0 < len(adapter.provider) <= DeliveryAttempt._meta.get_field("provider").max_length
+
+
+def test_the_email_channel_uses_the_smtp_adapter_by_default(settings):
+    adapter = adapter_for_channel("email")
+
+    assert isinstance(adapter, SmtpEmailAdapter)
+    assert adapter.provider == "smtp"
+
+
+def test_an_unconfigured_channel_or_a_foreign_backend_is_refused(settings):
+    with pytest.raises(ImproperlyConfigured):
+        adapter_for_channel("pigeon")
+    settings.CAKRA_EMAIL = {**settings.CAKRA_EMAIL, "BACKEND": "cakra.delivery.channels.base.SenderIdentity"}
+    with pytest.raises(ImproperlyConfigured):
+        adapter_for_channel("email")
+
+
+def test_an_unknown_transport_security_or_a_broken_dkim_key_is_refused(settings):
+    settings.CAKRA_EMAIL = {**settings.CAKRA_EMAIL, "SECURITY": "tls-maybe"}
+    with pytest.raises(ImproperlyConfigured):
+        adapter_for_channel("email")
+    settings.CAKRA_EMAIL = {**settings.CAKRA_EMAIL, "SECURITY": "none", "DKIM_PRIVATE_KEY": "not a key"}
+    with pytest.raises(ImproperlyConfigured):
+        adapter_for_channel("email")
+
+
+def test_the_message_repr_hides_recipient_and_content():
+    shown = repr(_message())
+
+    assert "pemilik@example.co.id" not in shown
+    assert "Teks surat" not in shown
+    assert "5f0c6f7e" in shown
+
+
+class _BrokenAdapter(ChannelAdapter):
+    """A provider whose client library fails with data in its message."""
+
+    channel = "email"
+    provider = "broken"
+
+    def _send(self, message):
+        raise ValueError(f"cannot deliver to {message.recipient}")
+
+
+def test_an_unexpected_adapter_exception_becomes_a_retryable_error_without_its_text():
+    with pytest.raises(RetryableProviderError) as raised:
+        _BrokenAdapter(options={}).send(_message())
+
+    assert raised.value.detail == "unexpected ValueError"
+
+
+def test_starttls_required_but_not_offered_refuses_to_send_in_clear(mail_sink, settings):
+    settings.CAKRA_EMAIL = {**settings.CAKRA_EMAIL, "SECURITY": "starttls"}
+
+    with pytest.raises(RetryableProviderError) as raised:
+        adapter_for_channel("email").send(_message())
+
+    assert "starttls" in raised.value.detail
+    assert mail_sink.messages() == []
+
+
+def test_implicit_tls_against_a_plain_server_fails_retryably(mail_sink, settings):
+    settings.CAKRA_EMAIL = {**settings.CAKRA_EMAIL, "SECURITY": "ssl", "TIMEOUT": 2}
+
+    with pytest.raises(RetryableProviderError):
+        adapter_for_channel("email").send(_message())
+
+    assert mail_sink.messages() == []
+
+
+def test_the_adapter_returns_the_message_id_it_submitted(mail_sink):
+    reference = adapter_for_channel("email").send(_message())
+
+    [received] = mail_sink.messages()
+    assert reference == "<5f0c6f7e-1111-4a4a-9b9b-000000000001@korlantas.polri.go.id>"
+    assert received.parsed()["Message-ID"] == reference
+    assert received.dkim.passed
+
+
+def _txt_lookup_from(record_line):
+    """A dnsfunc built only from what `cakra dkim dns-record` printed."""
+    name, _, strings = record_line.partition(" TXT ")
+    value = "".join(part for part in strings.split('"') if part.strip())
+
+    def lookup(query, timeout=5):
+        asked = query.decode() if isinstance(query, bytes) else query
+        return value.encode() if asked.rstrip(".") == name else None
+
+    return lookup
+
+
+def test_the_dns_record_command_prints_the_record_that_verifies_our_signatures(db, settings):
+    RegionFactory(code="METRO", email_from_address="etle-metro@korlantas.polri.go.id")
+    out = io.StringIO()
+
+    call_command("dkim", "dns-record", stdout=out)
+
+    [line] = out.getvalue().splitlines()
+    selector = settings.CAKRA_EMAIL["DKIM_SELECTOR"]
+    assert line.startswith(f'{selector}._domainkey.korlantas.polri.go.id TXT "v=DKIM1; k=rsa; p=')
+    assert all(len(chunk) <= 255 for chunk in line.split('"')[1::2])
+    _, signed = SmtpEmailAdapter(options=settings.CAKRA_EMAIL).build(_message())
+    assert dkim.verify(signed, dnsfunc=_txt_lookup_from(line))
+    other_key = dkim_key_load(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"])
+    assert other_key.txt_value() in line.replace('" "', "")
+
+
+def test_the_dns_record_command_takes_explicit_domains_and_needs_one(db):
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("dkim", "dns-record", stdout=out)
+
+    call_command("dkim", "dns-record", "--domain", "Etle.Example.go.id", "--domain", "b.example.go.id", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    assert [line.split(" ")[0].split("._domainkey.")[1] for line in lines] == ["etle.example.go.id", "b.example.go.id"]

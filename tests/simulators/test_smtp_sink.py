@@ -1,0 +1,226 @@
+"""The local SMTP sink: stores what it receives untouched, verifies DKIM
+against its simulated DNS, refuses the magic addresses, serves its pages on
+loopback only."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cakra.delivery.channels.dkim import dkim_key_load
+from cakra.simulators.smtp_sink import MailSink, SimulatedDkimDns, dkim_check
+
+SELECTOR = "test1"
+DOMAIN = "korlantas.polri.go.id"
+
+
+@pytest.fixture
+def dkim_pem(settings):
+    return settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"]
+
+
+@pytest.fixture
+def sink(tmp_path, dkim_pem):
+    with MailSink(maildir=tmp_path / "mail", dkim_private_key=dkim_pem, dkim_selector=SELECTOR) as running:
+        yield running
+
+
+def _raw(subject="Surat Konfirmasi ETLE", body="Isi surat.\n", to="pemilik@example.co.id"):
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["From"] = f"ETLE <etle@{DOMAIN}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = f"<t1@{DOMAIN}>"
+    message.set_content(body)
+    return message.as_bytes()
+
+
+def _signed(pem, raw, selector=SELECTOR):
+    return dkim_key_load(pem).sign(raw, selector=selector, domain=DOMAIN)
+
+
+def _submit(sink, data, to="pemilik@example.co.id"):
+    with smtplib.SMTP("127.0.0.1", sink.smtp_port, timeout=5) as client:
+        client.sendmail(f"etle@{DOMAIN}", [to], data)
+
+
+def _get(sink, path, host=None):
+    connection = http.client.HTTPConnection("127.0.0.1", sink.http_port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Host": host} if host else {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_a_received_message_is_stored_byte_for_byte(sink, dkim_pem):
+    data = _signed(dkim_pem, _raw(body="Baris satu.\n.baris dengan titik di depan\n"))
+
+    _submit(sink, data)
+
+    [stored] = sink.messages()
+    assert stored.raw == data
+    assert len(list((sink.maildir_path / "new").iterdir())) == 1  # a real Maildir any mail client can open
+
+
+def test_a_message_signed_with_the_configured_key_passes_dkim(sink, dkim_pem):
+    _submit(sink, _signed(dkim_pem, _raw()))
+
+    [stored] = sink.messages()
+    assert stored.dkim.passed
+    assert stored.dkim.domain == DOMAIN
+
+
+def test_a_message_changed_after_signing_fails_dkim(sink, dkim_pem):
+    signed = _signed(dkim_pem, _raw(body="Denda Rp500.000\n"))
+
+    _submit(sink, signed.replace(b"Rp500.000", b"Rp900.000"))
+    _submit(sink, signed.replace(b"Subject: Surat Konfirmasi ETLE", b"Subject: Bayar ke rekening ini"))
+
+    assert [m.dkim.passed for m in sink.messages()] == [False, False]
+
+
+def test_a_message_signed_with_another_key_or_unsigned_fails_dkim(sink):
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other_pem = other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+    _submit(sink, _signed(other_pem, _raw()))
+    _submit(sink, _raw())
+
+    assert [m.dkim.passed for m in sink.messages()] == [False, False]
+
+
+def test_the_simulated_dns_answers_only_the_configured_selector(dkim_pem):
+    dns = SimulatedDkimDns(key=dkim_key_load(dkim_pem), selector=SELECTOR)
+
+    assert dns(f"{SELECTOR}._domainkey.{DOMAIN}.".encode()).startswith(b"v=DKIM1; k=rsa; p=")
+    assert dns(f"other._domainkey.{DOMAIN}.") is None
+    assert dns(f"{SELECTOR}._domainkey.") is None
+    assert not dkim_check(_signed(dkim_pem, _raw(), selector="other"), dns=dns).passed
+
+
+@pytest.mark.parametrize(
+    ("recipient", "code"),
+    [("bounce@example.co.id", 550), ("throttle.x@example.co.id", 451), ("tempfail@example.co.id", 450)],
+)
+def test_magic_recipients_are_refused_like_a_real_relay(sink, recipient, code):
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        _submit(sink, _raw(to=recipient), to=recipient)
+
+    assert refused.value.recipients[recipient][0] == code
+    assert sink.messages() == []
+
+
+def test_the_json_list_is_newest_first_with_the_dkim_verdict(sink, dkim_pem):
+    _submit(sink, _signed(dkim_pem, _raw(subject="pertama")))
+    _submit(sink, _raw(subject="kedua"))
+
+    status, headers, body = _get(sink, "/messages.json")
+
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    listed = json.loads(body)
+    assert [(m["subject"], m["dkim_pass"]) for m in listed] == [("kedua", False), ("pertama", True)]
+    assert set(listed[0]) == {"id", "from", "to", "subject", "dkim_pass", "dkim_domain", "received_at"}
+    assert listed[1]["to"] == "pemilik@example.co.id"
+
+
+def test_the_lists_read_only_the_newest_messages_asked_for(sink):
+    for subject in ("satu", "dua", "tiga"):
+        _submit(sink, _raw(subject=subject))
+
+    _, _, newest = _get(sink, "/messages.json?limit=2")
+    _, _, page = _get(sink, "/?limit=1")
+
+    assert [m["subject"] for m in json.loads(newest)] == ["tiga", "dua"]
+    assert b"Showing the newest 1 of 3" in page
+    assert b"tiga" in page
+    assert b"satu" not in page
+    for bad in ("0", "-1", "abc", "10001"):
+        assert _get(sink, f"/messages.json?limit={bad}")[0] == 400, bad
+
+
+def test_the_pages_list_and_show_messages_escaped(sink, dkim_pem):
+    _submit(sink, _signed(dkim_pem, _raw(subject="<script>alert(1)</script>", body="<b>tebal</b>\n")))
+    [stored] = sink.messages()
+
+    index_status, index_headers, index = _get(sink, "/")
+    show_status, _, show = _get(sink, f"/messages/{stored.id}")
+    raw_status, _, raw = _get(sink, f"/messages/{stored.id}/raw")
+
+    assert index_status == show_status == raw_status == 200
+    assert b"simulated DNS" in index
+    assert b"DKIM pass" in index
+    assert b"<script>" not in index
+    assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in index
+    assert b"&lt;b&gt;tebal&lt;/b&gt;" in show
+    assert b"text/plain" in show
+    assert raw == stored.raw
+    assert "default-src 'none'" in index_headers["Content-Security-Policy"]
+    assert index_headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_unknown_or_malformed_message_ids_are_not_found(sink):
+    for path in ("/messages/nope", "/messages/..%2F..%2Fetc%2Fpasswd", "/messages/%2e%2e", "/other"):
+        status, _, _ = _get(sink, path)
+        assert status == 404, path
+
+
+def test_the_pages_refuse_a_foreign_host_name(sink):
+    # DNS rebinding: a web page re-pointing its own name at 127.0.0.1.
+    status, _, body = _get(sink, "/messages.json", host="attacker.example")
+
+    assert status == 421
+    assert b"[" not in body
+    assert _get(sink, "/", host=f"localhost:{sink.http_port}")[0] == 200
+
+
+def test_the_sink_listens_on_loopback_and_frees_its_ports(tmp_path, dkim_pem):
+    with MailSink(maildir=tmp_path / "m", dkim_private_key=dkim_pem, dkim_selector=SELECTOR) as running:
+        smtp_port, http_port = running.smtp_port, running.http_port
+        assert running.http_url == f"http://127.0.0.1:{http_port}/"
+
+    with pytest.raises(OSError):  # noqa: PT011 - refused is all there is to say
+        smtplib.SMTP("127.0.0.1", smtp_port, timeout=2)
+    with pytest.raises(OSError):  # noqa: PT011
+        http.client.HTTPConnection("127.0.0.1", http_port, timeout=2).connect()
+
+
+def test_the_sink_command_runs_until_sigterm(tmp_path, dkim_pem):
+    env = {**os.environ, "CAKRA_SINK_MAILDIR": str(tmp_path / "cmd-mail")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cakra.cli", "sink", "--smtp-port", "0", "--http-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        smtp_line = process.stdout.readline()
+        web_line = process.stdout.readline()
+        assert smtp_line.startswith("SMTP sink: smtp://127.0.0.1:")
+        assert "cmd-mail" in smtp_line
+        smtp_port = int(smtp_line.split("127.0.0.1:")[1].split()[0])
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as client:
+            client.sendmail(f"etle@{DOMAIN}", ["pemilik@example.co.id"], _signed(dkim_pem, _raw()))
+        assert "messages.json" in web_line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "SMTP sink stopped." in out
+    assert len(list((tmp_path / "cmd-mail" / "new").iterdir())) == 1
