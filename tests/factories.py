@@ -17,7 +17,7 @@ fake = Faker("id_ID")
 OFFICER_PASSWORD = "correct horse battery staple 42"
 
 
-class RegionFactory(factory.django.DjangoModelFactory):
+class RegionFactory(factory.django.DjangoModelFactory[Region]):
     class Meta:
         model = Region
         django_get_or_create = ("code",)
@@ -47,7 +47,7 @@ def make_owner(**overrides: Any) -> Owner:
     return owner_create(**values)
 
 
-class VehicleFactory(factory.django.DjangoModelFactory):
+class VehicleFactory(factory.django.DjangoModelFactory[Vehicle]):
     class Meta:
         model = Vehicle
 
@@ -66,7 +66,7 @@ class VehicleFactory(factory.django.DjangoModelFactory):
         return vehicle_register(**kwargs)
 
 
-class OfficerFactory(factory.django.DjangoModelFactory):
+class OfficerFactory(factory.django.DjangoModelFactory[Officer]):
     class Meta:
         model = Officer
 

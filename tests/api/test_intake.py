@@ -6,6 +6,7 @@ import hashlib
 import io
 import stat
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from PIL import Image
@@ -248,7 +249,7 @@ def test_a_failing_file_write_removes_the_files_already_written(client, api_key,
     from django.core.files.storage import storages
 
     _, token = api_key
-    storage_class = type(storages["evidence"])
+    storage_class: Any = type(storages["evidence"])
     real_save = storage_class._save
     writes = []
 

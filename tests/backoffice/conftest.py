@@ -72,7 +72,7 @@ def officer_client(client, officer, otp_device):
 @pytest.fixture
 def make_officer(region):
     def make(*, role: str = Officer.Role.VALIDATOR, officer_region=None, client: Client | None = None):
-        officer = OfficerFactory(region=officer_region or region, role=role)
+        officer: Officer = OfficerFactory.create(region=officer_region or region, role=role)
         device = TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
         return officer, sign_in(client or english_client(), officer, device)
 

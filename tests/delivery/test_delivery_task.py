@@ -8,7 +8,7 @@ from cakra.delivery.tasks import MAX_RETRIES, delivery_send_task, retry_countdow
 
 
 def test_the_task_sends_the_delivery(mail_sink, delivery):
-    result = delivery_send_task.apply(args=[str(delivery.id)])
+    result = delivery_send_task.apply(args=(str(delivery.id),))
 
     assert result.successful()
     delivery.refresh_from_db()
@@ -18,7 +18,7 @@ def test_the_task_sends_the_delivery(mail_sink, delivery):
 
 def test_the_task_retries_until_exhausted_and_the_delivery_is_not_left_waiting(smtp_down, delivery):
     # Eager execution runs every retry at once (countdowns are skipped).
-    result = delivery_send_task.apply(args=[str(delivery.id)])
+    result = delivery_send_task.apply(args=(str(delivery.id),))
 
     assert result.successful()  # the last try records the failure instead of raising
     delivery.refresh_from_db()
@@ -31,9 +31,9 @@ def test_the_task_retries_until_exhausted_and_the_delivery_is_not_left_waiting(s
 
 
 def test_the_task_returns_quietly_for_a_delivery_already_sent(mail_sink, delivery):
-    delivery_send_task.apply(args=[str(delivery.id)])
+    delivery_send_task.apply(args=(str(delivery.id),))
 
-    result = delivery_send_task.apply(args=[str(delivery.id)])
+    result = delivery_send_task.apply(args=(str(delivery.id),))
 
     assert result.successful()
     assert len(mail_sink.messages()) == 1

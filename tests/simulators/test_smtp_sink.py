@@ -107,7 +107,9 @@ def test_a_message_signed_with_another_key_or_unsigned_fails_dkim(sink):
 def test_the_simulated_dns_answers_only_the_configured_selector(dkim_pem):
     dns = SimulatedDkimDns(key=dkim_key_load(dkim_pem), selector=SELECTOR)
 
-    assert dns(f"{SELECTOR}._domainkey.{DOMAIN}.".encode()).startswith(b"v=DKIM1; k=rsa; p=")
+    answer = dns(f"{SELECTOR}._domainkey.{DOMAIN}.".encode())
+    assert answer is not None
+    assert answer.startswith(b"v=DKIM1; k=rsa; p=")
     assert dns(f"other._domainkey.{DOMAIN}.") is None
     assert dns(f"{SELECTOR}._domainkey.") is None
     assert not dkim_check(_signed(dkim_pem, _raw(), selector="other"), dns=dns).passed
@@ -209,6 +211,7 @@ def test_the_sink_command_runs_until_sigterm(tmp_path, dkim_pem):
         env=env,
         text=True,
     )
+    assert process.stdout is not None
     try:
         smtp_line = process.stdout.readline()
         web_line = process.stdout.readline()
