@@ -31,7 +31,7 @@ messages: $(STAMP) system-deps
 
 run: messages
 	$(BIN)/cakra migrate --no-input --verbosity 0
-	$(BIN)/cakra demo
+	PORT=$(PORT) $(BIN)/cakra demo --quiet
 	PORT=$(PORT) $(BIN)/cakra run --port $(PORT)
 
 demo: messages

@@ -202,7 +202,9 @@ CAKRA_FIELD_KEY_ACTIVE = os.environ.get("CAKRA_FIELD_KEY_ACTIVE", "")
 CAKRA_LOOKUP_KEY = _SECRETS["CAKRA_LOOKUP_KEY"]
 
 # --- Official identity: what citizens are told to trust ---------------------
-CAKRA_PORTAL_BASE_URL = os.environ.get("CAKRA_PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+CAKRA_PORTAL_BASE_URL = os.environ.get(
+    "CAKRA_PORTAL_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+).rstrip("/")
 CAKRA_OFFICIAL_DOMAIN = os.environ.get("CAKRA_OFFICIAL_DOMAIN", "etle.korlantas.polri.go.id")
 
 # --- Channels ---------------------------------------------------------------
@@ -227,7 +229,8 @@ CAKRA_SINK = {
 
 # --- Celery -------------------------------------------------------------------
 _BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+# ("localhost" only keeps kombu from warning about a missing host name.)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     (_BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
@@ -242,6 +245,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Worker logs go through the same structlog formatting as everything else.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4

@@ -19,7 +19,7 @@ from faker import Faker
 from cakra.api.services import apikey_create
 from cakra.backoffice.models import Officer
 from cakra.demo.regions import DEMO_REGIONS
-from cakra.enforcement.models import Region
+from cakra.enforcement.models import Notice, Region
 from cakra.registry.models import Vehicle
 from cakra.registry.services import owner_create, vehicle_register
 
@@ -193,3 +193,33 @@ def apikeys_seed(*, regions: list[Region]) -> list[dict[str, str]]:
             )
             out.append({"region": region.code, "pre_validated": str(pre_validated).lower(), "token": issued.token})
     return out
+
+
+def demo_summary(credentials: DemoCredentials) -> str:
+    """What `make run` prints: where everything is and how to sign in."""
+    base = settings.CAKRA_PORTAL_BASE_URL
+    sink = f"http://127.0.0.1:{settings.CAKRA_SINK['HTTP_PORT']}/"
+    lines = [
+        "",
+        "Cakra demo (synthetic data only)",
+        f"  Citizen portal   {base}/",
+        f"  Back office      {base}/backoffice/",
+        f"  API              {base}/api/v1/  (schema: {base}/api/v1/openapi.json)",
+        f"  Mail sink        {sink}",
+        "",
+        "  Officers (password, then a TOTP code from an authenticator app with the secret,",
+        "  or from: .venv/bin/cakra demo --totp USERNAME)",
+    ]
+    lines += [
+        f"    {o['username']:<18} password {o['password']}  TOTP secret {o['totp_secret']}"
+        for o in credentials.officers
+    ]
+    lines += ["", "  API keys (Authorization: Bearer …)"]
+    for key in credentials.api_keys:
+        kind = "pre-validated" if key["pre_validated"] == "true" else "officer review"
+        lines.append(f"    {key['region']:<6} {kind:<14} {key['token']}")
+    samples = Notice.objects.select_related("vehicle").order_by("-issued_at")[:3]
+    if samples:
+        lines += ["", "  Try the portal with (notice number + plate):"]
+        lines += [f"    {notice.number}  {notice.vehicle.plate}" for notice in samples]
+    return "\n".join([*lines, ""])

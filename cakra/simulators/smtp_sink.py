@@ -377,9 +377,10 @@ class MailSink:
         return SinkMessage(
             id=key,
             received_at=datetime.fromtimestamp(stored.get_date(), tz=UTC),
-            sender=str(headers.get("From", "")),
-            recipients=str(headers.get("To", "")),
-            subject=str(headers.get("Subject", "")),
+            # A folded header keeps the fold's leading space: strip it for display.
+            sender=str(headers.get("From", "")).strip(),
+            recipients=str(headers.get("To", "")).strip(),
+            subject=str(headers.get("Subject", "")).strip(),
             dkim=verdict,
             raw=raw,
         )

@@ -7,6 +7,7 @@ Idempotent: a second run prints the same credentials (kept in
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -14,9 +15,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from cakra.demo.seed import DemoCredentials, apikeys_seed, officers_seed, regions_seed, registry_seed
+from cakra.demo.seed import (
+    DemoCredentials,
+    apikeys_seed,
+    demo_summary,
+    officers_seed,
+    regions_seed,
+    registry_seed,
+)
 from cakra.demo.violations import violations_stream
-from cakra.enforcement.models import Notice, Region
+from cakra.enforcement.models import Region
 
 
 class Command(BaseCommand):
@@ -27,6 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--violations", type=int, default=45)
         parser.add_argument("--seed", type=int, default=2026)
         parser.add_argument("--more", type=int, default=0, help="post N more violations to a seeded demo")
+        parser.add_argument("--quiet", action="store_true", help="seed without printing the summary")
         parser.add_argument("--totp", metavar="USERNAME", help="print the current TOTP code of a demo officer")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -42,10 +51,13 @@ class Command(BaseCommand):
         elif options["more"]:
             result = violations_stream(count=options["more"], seed=options["seed"] + 1, pre_validated_share=0.5)
             self.stdout.write(f"posted {result.received} more violations ({result.notices} notices issued)")
-        self._print(credentials)
+        if not options["quiet"]:
+            self._print(credentials)
 
     def _seed(self, options: dict[str, Any]) -> DemoCredentials:
         self.stdout.write("seeding demo data (synthetic, Faker id_ID)…")
+        # One log line per seeded capture would bury the summary below.
+        logging.getLogger("cakra").setLevel(logging.WARNING)
         regions = regions_seed()
         vehicles = registry_seed(regions=regions, vehicles_per_region=options["vehicles"], seed=options["seed"])
         credentials = DemoCredentials(officers=officers_seed(regions=regions), api_keys=apikeys_seed(regions=regions))
@@ -66,29 +78,4 @@ class Command(BaseCommand):
         self.stdout.write(f"{totp.token():0{device.digits}d}")
 
     def _print(self, credentials: DemoCredentials) -> None:
-        base = settings.CAKRA_PORTAL_BASE_URL
-        sink = f"http://127.0.0.1:{settings.CAKRA_SINK['HTTP_PORT']}/"
-        lines = [
-            "",
-            "Cakra demo (synthetic data only)",
-            f"  Citizen portal   {base}/",
-            f"  Back office      {base}/backoffice/",
-            f"  API              {base}/api/v1/  (schema: {base}/api/v1/openapi.json)",
-            f"  Mail sink        {sink}",
-            "",
-            "  Officers (password, then a TOTP code from an authenticator app with the secret,",
-            "  or from: .venv/bin/cakra demo --totp USERNAME)",
-        ]
-        lines += [
-            f"    {o['username']:<18} password {o['password']}  TOTP secret {o['totp_secret']}"
-            for o in credentials.officers
-        ]
-        lines += ["", "  API keys (Authorization: Bearer …)"]
-        for key in credentials.api_keys:
-            kind = "pre-validated" if key["pre_validated"] == "true" else "officer review"
-            lines.append(f"    {key['region']:<6} {kind:<14} {key['token']}")
-        samples = Notice.objects.select_related("vehicle").order_by("-issued_at")[:3]
-        if samples:
-            lines += ["", "  Try the portal with (notice number + plate):"]
-            lines += [f"    {notice.number}  {notice.vehicle.plate}" for notice in samples]
-        self.stdout.write("\n".join([*lines, ""]))
+        self.stdout.write(demo_summary(credentials))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,18 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from cakra.demo.seed import DemoCredentials, demo_summary
+
 WORKER_QUEUES = "email,evidence,celery"
+STOP_GRACE_SECONDS = 20
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def process_commands(*, port: int, host: str) -> dict[str, list[str]]:
@@ -71,6 +83,7 @@ class Command(BaseCommand):
             selector.register(child.stdout, selectors.EVENT_READ, name)
 
         stopping = False
+        announced = False
 
         def stop(signum: int, frame: object) -> None:
             nonlocal stopping
@@ -84,18 +97,28 @@ class Command(BaseCommand):
                     line = key.fileobj.readline()  # type: ignore[union-attr]
                     if line:
                         self.stdout.write(f"{key.data:<{width}} | {line.decode(errors='replace').rstrip()}")
+                if not announced and _accepts(options["host"], options["port"]):
+                    announced = True
+                    self._announce()
                 dead = [name for name, child in children.items() if child.poll() is not None]
                 if dead:
                     self.stderr.write(f"{', '.join(dead)} stopped; stopping everything")
                     break
         finally:
+            self.stdout.write("stopping all processes (the worker finishes the tasks in hand)…")
             self._stop_all(children)
+
+    def _announce(self) -> None:
+        credentials = None if settings.PRODUCTION else DemoCredentials.load()
+        if credentials is not None:
+            self.stdout.write(demo_summary(credentials))
+        self.stdout.write("Cakra is running. Ctrl-C stops everything.")
 
     def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
         for child in children.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children.values():
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
