@@ -57,12 +57,19 @@ class Command(BaseCommand):
     def _seed(self, options: dict[str, Any]) -> DemoCredentials:
         self.stdout.write("seeding demo data (synthetic, Faker id_ID)…")
         # One log line per seeded capture would bury the summary below.
-        logging.getLogger("cakra").setLevel(logging.WARNING)
-        regions = regions_seed()
-        vehicles = registry_seed(regions=regions, vehicles_per_region=options["vehicles"], seed=options["seed"])
-        credentials = DemoCredentials(officers=officers_seed(regions=regions), api_keys=apikeys_seed(regions=regions))
-        credentials.save()
-        result = violations_stream(count=options["violations"], seed=options["seed"], pre_validated_share=0.4)
+        cakra_logger = logging.getLogger("cakra")
+        level = cakra_logger.level
+        cakra_logger.setLevel(logging.WARNING)
+        try:
+            regions = regions_seed()
+            vehicles = registry_seed(regions=regions, vehicles_per_region=options["vehicles"], seed=options["seed"])
+            credentials = DemoCredentials(
+                officers=officers_seed(regions=regions), api_keys=apikeys_seed(regions=regions)
+            )
+            credentials.save()
+            result = violations_stream(count=options["violations"], seed=options["seed"], pre_validated_share=0.4)
+        finally:
+            cakra_logger.setLevel(level)
         self.stdout.write(
             f"  {len(regions)} regions, {vehicles} vehicles with owners, {len(credentials.officers)} officers, "
             f"{result.received} violations ({result.notices} notices issued at once by pre-validated keys)"
