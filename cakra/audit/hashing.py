@@ -7,35 +7,25 @@ import json
 from datetime import datetime
 from typing import Any
 
+# Every column of an event that its hash covers (all but the hash itself).
+HASHED_FIELDS = (
+    "seq",
+    "created_at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "object_type",
+    "object_id",
+    "region_code",
+    "data",
+    "prev_hash",
+)
 
-def event_hash(
-    *,
-    seq: int,
-    created_at: datetime,
-    actor_type: str,
-    actor_id: str,
-    action: str,
-    object_type: str,
-    object_id: str,
-    region_code: str,
-    data: dict[str, Any],
-    prev_hash: str,
-) -> str:
-    canonical = json.dumps(
-        {
-            "seq": seq,
-            "created_at": created_at.isoformat(timespec="microseconds"),
-            "actor_type": actor_type,
-            "actor_id": actor_id,
-            "action": action,
-            "object_type": object_type,
-            "object_id": object_id,
-            "region_code": region_code,
-            "data": data,
-            "prev_hash": prev_hash,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+
+def event_hash(fields: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of ``fields`` (exactly HASHED_FIELDS)."""
+    canonical: dict[str, Any] = {name: fields[name] for name in HASHED_FIELDS}
+    created_at: datetime = canonical["created_at"]
+    canonical["created_at"] = created_at.isoformat(timespec="microseconds")
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cakra.audit.hashing import event_hash
+from cakra.audit.hashing import HASHED_FIELDS, event_hash
 from cakra.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
 from cakra.audit.services import CHAIN
 
@@ -32,18 +32,7 @@ def audit_verify_chain(*, batch_size: int = 2000) -> ChainReport:
             return ChainReport(
                 ok=False, checked=checked, broken_seq=event.seq, reason="does not link to its predecessor"
             )
-        recomputed = event_hash(
-            seq=event.seq,
-            created_at=event.created_at,
-            actor_type=event.actor_type,
-            actor_id=event.actor_id,
-            action=event.action,
-            object_type=event.object_type,
-            object_id=event.object_id,
-            region_code=event.region_code,
-            data=event.data,
-            prev_hash=event.prev_hash,
-        )
+        recomputed = event_hash({name: getattr(event, name) for name in HASHED_FIELDS})
         if recomputed != event.hash:
             return ChainReport(
                 ok=False, checked=checked, broken_seq=event.seq, reason="content does not match its hash"

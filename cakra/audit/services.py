@@ -32,36 +32,22 @@ def audit_record(
     if not transaction.get_connection().in_atomic_block:
         msg = "audit_record must run inside the transaction of the change it records"
         raise RuntimeError(msg)
-    payload = data or {}
     # The head row is created by migration; locking it serialises writers.
     head = AuditChainHead.objects.select_for_update().get(name=CHAIN)
-    seq = head.seq + 1
-    # Stored and hashed with microsecond precision (what every backend keeps).
-    created_at = timezone.now()
-    digest = event_hash(
-        seq=seq,
-        created_at=created_at,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        region_code=region_code,
-        data=payload,
-        prev_hash=head.hash,
-    )
-    event = AuditEvent.objects.create(
-        seq=seq,
-        created_at=created_at,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        region_code=region_code,
-        data=payload,
-        prev_hash=head.hash,
-        hash=digest,
-    )
-    AuditChainHead.objects.filter(pk=head.pk).update(seq=seq, hash=digest)
+    fields: dict[str, Any] = {
+        "seq": head.seq + 1,
+        # Stored and hashed with microsecond precision (what every backend keeps).
+        "created_at": timezone.now(),
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "region_code": region_code,
+        "data": data or {},
+        "prev_hash": head.hash,
+    }
+    digest = event_hash(fields)
+    event = AuditEvent.objects.create(**fields, hash=digest)
+    AuditChainHead.objects.filter(pk=head.pk).update(seq=event.seq, hash=digest)
     return event
