@@ -155,6 +155,7 @@ if PRODUCTION:
     SECURE_SSL_REDIRECT = _env_bool("CAKRA_SSL_REDIRECT", default=True)
     SECURE_HSTS_SECONDS = 31536000
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True  # an official .go.id portal is HTTPS-only, always
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 # The number of reverse proxies in front of the web process; 0 means REMOTE_ADDR
