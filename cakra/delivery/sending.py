@@ -41,6 +41,7 @@ from cakra.delivery.channels.base import (
     ThrottledProviderError,
     exception_site,
 )
+from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.messages import outbound_message_build
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.delivery.selectors import delivery_get_for_send
@@ -182,6 +183,8 @@ def _delivery_record_outcome(*, delivery: Delivery, result: _Result, final_attem
         region_code=notice.region.code,
         data=data,
     )
+    if status == Delivery.Status.FAILED_PERMANENT:
+        delivery_fallback_advance(delivery=delivery, reason=f"{result.outcome}: {result.error}"[:MAX_ERROR_LENGTH])
     if sent and Notice.objects.filter(pk=notice.pk, status=Notice.Status.ISSUED).update(status=Notice.Status.NOTIFIED):
         audit_record(
             actor_type="system",
