@@ -10,7 +10,7 @@ import importlib
 import pytest
 from django.db import connection
 
-from cakra.audit.models import AuditChainHead
+from cakra.audit.services import audit_chain_heads_ensure
 from cakra.audit.triggers import audit_triggers_install, audit_triggers_remove
 from cakra.enforcement.models import Article
 from tests.factories import (
@@ -31,7 +31,7 @@ def _reference_data_ensure() -> None:
     load_articles = importlib.import_module("cakra.enforcement.migrations.0002_articles").load_articles
     if not Article.objects.exists():
         load_articles(apps, None)
-    AuditChainHead.objects.get_or_create(name="main")
+    audit_chain_heads_ensure()
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+GENESIS_HASH_VALUE = "0" * 64
+
 # Every column of an event that its hash covers (all but the hash itself).
 HASHED_FIELDS = (
     "seq",

@@ -14,11 +14,14 @@ from typing import Any, ClassVar
 
 from django.db import models
 
-GENESIS_HASH = "0" * 64
+from cakra.audit.hashing import GENESIS_HASH_VALUE as GENESIS_HASH
 
 
 class AuditEvent(models.Model):
-    seq = models.BigIntegerField(unique=True)
+    # Several independent chains (see cakra.audit.services): each writer
+    # process appends to its own, so writers do not queue on one lock.
+    chain = models.PositiveSmallIntegerField()
+    seq = models.BigIntegerField()
     created_at = models.DateTimeField()
     actor_type = models.CharField(max_length=16)  # officer | api_key | citizen | system
     actor_id = models.CharField(max_length=64, blank=True)
@@ -31,11 +34,14 @@ class AuditEvent(models.Model):
     hash = models.CharField(max_length=64, unique=True)
 
     class Meta:
-        ordering: ClassVar[list[str]] = ["seq"]
+        ordering: ClassVar[list[str]] = ["chain", "seq"]
         indexes: ClassVar[list[models.Index]] = [models.Index(fields=["object_type", "object_id"])]
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["chain", "seq"], name="audit_event_chain_seq_unique"),
+        ]
 
     def __str__(self) -> str:
-        return f"#{self.seq} {self.action} {self.object_type}:{self.object_id}"
+        return f"#{self.chain}.{self.seq} {self.action} {self.object_type}:{self.object_id}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
@@ -51,9 +57,9 @@ class AuditEvent(models.Model):
 class AuditChainHead(models.Model):
     """One row per chain: the lock writers take, and the latest link."""
 
-    name = models.CharField(max_length=32, unique=True)
+    chain = models.PositiveSmallIntegerField(unique=True)
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64, default=GENESIS_HASH)
 
     def __str__(self) -> str:
-        return f"{self.name}@{self.seq}"
+        return f"chain {self.chain}@{self.seq}"

@@ -1,16 +1,96 @@
-"""Writing audit events: always inside the transaction of the change they record."""
+"""Writing audit events: always inside the transaction of the change they record.
+
+The trail is split into ``CAKRA_AUDIT_CHAINS`` independent hash chains. A
+writer appends to the chain of its process (pid modulo the number of
+chains) and locks only that chain's head row until its transaction commits:
+at national volume the web and worker processes would otherwise queue on a
+single lock for every state change. One transaction only ever locks one
+head, so writers cannot deadlock on heads. Each chain is verified on its
+own (``cakra audit verify``); together they hold every event.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cakra.audit.hashing import event_hash
 from cakra.audit.models import AuditChainHead, AuditEvent
 
-CHAIN = "main"
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    actor_type: str
+    actor_id: str = ""
+    action: str
+    object_type: str
+    object_id: str
+    region_code: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def audit_chain_of_this_process() -> int:
+    return os.getpid() % settings.CAKRA_AUDIT_CHAINS
+
+
+def audit_chain_heads_ensure() -> None:
+    """Create the head rows of every configured chain (migration does it for the default)."""
+    for chain in range(settings.CAKRA_AUDIT_CHAINS):
+        try:
+            with transaction.atomic():
+                AuditChainHead.objects.get_or_create(chain=chain)
+        except IntegrityError:  # created concurrently
+            continue
+
+
+def _locked_head(chain: int) -> AuditChainHead:
+    head = AuditChainHead.objects.select_for_update().filter(chain=chain).first()
+    if head is None:  # CAKRA_AUDIT_CHAINS was raised after migrating
+        audit_chain_heads_ensure()
+        head = AuditChainHead.objects.select_for_update().get(chain=chain)
+    return head
+
+
+def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
+    """Append events to this process's chain: one lock, one insert, one head update.
+
+    Must run inside the caller's transaction, so the events commit or roll
+    back with the changes they record; the chain head stays locked until then.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        msg = "audit events must be recorded inside the transaction of the change they record"
+        raise RuntimeError(msg)
+    if not entries:
+        return []
+    head = _locked_head(audit_chain_of_this_process())
+    # Stored and hashed with microsecond precision (what every backend keeps).
+    now = timezone.now()
+    seq, prev_hash = head.seq, head.hash
+    events = []
+    for entry in entries:
+        seq += 1
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "created_at": now,
+            "actor_type": entry.actor_type,
+            "actor_id": entry.actor_id,
+            "action": entry.action,
+            "object_type": entry.object_type,
+            "object_id": entry.object_id,
+            "region_code": entry.region_code,
+            "data": entry.data,
+            "prev_hash": prev_hash,
+        }
+        prev_hash = event_hash(fields)
+        events.append(AuditEvent(chain=head.chain, hash=prev_hash, **fields))
+    AuditEvent.objects.bulk_create(events)
+    AuditChainHead.objects.filter(pk=head.pk).update(seq=seq, hash=prev_hash)
+    return events
 
 
 def audit_record(
@@ -23,31 +103,14 @@ def audit_record(
     region_code: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain.
-
-    Must run inside the caller's transaction, so the event commits or rolls
-    back with the change it records. The chain head row is locked for the
-    rest of that transaction: concurrent writers link up one after another.
-    """
-    if not transaction.get_connection().in_atomic_block:
-        msg = "audit_record must run inside the transaction of the change it records"
-        raise RuntimeError(msg)
-    # The head row is created by migration; locking it serialises writers.
-    head = AuditChainHead.objects.select_for_update().get(name=CHAIN)
-    fields: dict[str, Any] = {
-        "seq": head.seq + 1,
-        # Stored and hashed with microsecond precision (what every backend keeps).
-        "created_at": timezone.now(),
-        "actor_type": actor_type,
-        "actor_id": actor_id,
-        "action": action,
-        "object_type": object_type,
-        "object_id": object_id,
-        "region_code": region_code,
-        "data": data or {},
-        "prev_hash": head.hash,
-    }
-    digest = event_hash(fields)
-    event = AuditEvent.objects.create(**fields, hash=digest)
-    AuditChainHead.objects.filter(pk=head.pk).update(seq=event.seq, hash=digest)
-    return event
+    """Append one event (see audit_record_many)."""
+    entry = AuditEntry(
+        actor_type=actor_type,
+        actor_id=actor_id,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        region_code=region_code,
+        data=data or {},
+    )
+    return audit_record_many([entry])[0]

@@ -202,6 +202,9 @@ CAKRA_FIELD_KEYS = _SECRETS["CAKRA_FIELD_KEYS"]
 CAKRA_FIELD_KEY_ACTIVE = os.environ.get("CAKRA_FIELD_KEY_ACTIVE", "")
 CAKRA_LOOKUP_KEY = _SECRETS["CAKRA_LOOKUP_KEY"]
 
+# --- Audit trail: independent hash chains, one per writer process (mod N) ----
+CAKRA_AUDIT_CHAINS = int(os.environ.get("CAKRA_AUDIT_CHAINS", "16"))
+
 # --- Official identity: what citizens are told to trust ---------------------
 CAKRA_PORTAL_BASE_URL = os.environ.get(
     "CAKRA_PORTAL_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"

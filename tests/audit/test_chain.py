@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
@@ -116,3 +118,43 @@ def test_verify_fails_when_a_hash_is_recomputed_without_relinking():
     report = audit_verify_chain()
     assert not report.ok
     assert report.broken_seq == 2
+
+
+def test_each_writer_process_appends_to_its_own_chain_and_all_verify(monkeypatch):
+    from cakra.audit import services
+
+    for chain in (0, 5, 5, 11, 0):
+        monkeypatch.setattr(services, "audit_chain_of_this_process", lambda chain=chain: chain)
+        _record_events(2)
+    assert sorted(set(AuditEvent.objects.values_list("chain", flat=True))) == [0, 5, 11]
+    assert list(AuditEvent.objects.filter(chain=5).values_list("seq", flat=True)) == [1, 2, 3, 4]
+    report = audit_verify_chain()
+    assert report.ok
+    assert report.checked == 10
+
+
+def test_a_broken_link_names_its_chain(monkeypatch):
+    from cakra.audit import services
+
+    for chain in (3, 7):
+        monkeypatch.setattr(services, "audit_chain_of_this_process", lambda chain=chain: chain)
+        _record_events(3)
+    _disable_triggers()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET action = %s WHERE chain = %s AND seq = %s", ["forged", 7, 2])
+    report = audit_verify_chain()
+    assert (report.ok, report.broken_chain, report.broken_seq) == (False, 7, 2)
+    with pytest.raises(CommandError, match=r"#2 of chain 7"):
+        call_command("audit", "verify")
+
+
+def test_a_batch_of_events_is_one_linked_run():
+    from cakra.audit.services import AuditEntry, audit_record_many
+
+    with transaction.atomic():
+        events = audit_record_many(
+            [AuditEntry(actor_type="system", action="batch", object_type="thing", object_id=str(n)) for n in range(4)]
+        )
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(events))
+    assert audit_verify_chain().ok

@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
             name='AuditChainHead',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=32, unique=True)),
+                ('chain', models.PositiveSmallIntegerField(unique=True)),
                 ('seq', models.BigIntegerField(default=0)),
                 ('hash', models.CharField(default='0000000000000000000000000000000000000000000000000000000000000000', max_length=64)),
             ],
@@ -24,7 +24,8 @@ class Migration(migrations.Migration):
             name='AuditEvent',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.BigIntegerField(unique=True)),
+                ('chain', models.PositiveSmallIntegerField()),
+                ('seq', models.BigIntegerField()),
                 ('created_at', models.DateTimeField()),
                 ('actor_type', models.CharField(max_length=16)),
                 ('actor_id', models.CharField(blank=True, max_length=64)),
@@ -37,8 +38,9 @@ class Migration(migrations.Migration):
                 ('hash', models.CharField(max_length=64, unique=True)),
             ],
             options={
-                'ordering': ['seq'],
+                'ordering': ['chain', 'seq'],
                 'indexes': [models.Index(fields=['object_type', 'object_id'], name='audit_audit_object__0e78a5_idx')],
+                'constraints': [models.UniqueConstraint(fields=('chain', 'seq'), name='audit_event_chain_seq_unique')],
             },
         ),
     ]

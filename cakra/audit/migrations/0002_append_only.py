@@ -1,6 +1,7 @@
 """Make audit events append-only in the database too, and create the chain head."""
 
 from django.apps.registry import Apps
+from django.conf import settings
 from django.db import migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
@@ -9,7 +10,9 @@ from cakra.audit.triggers import audit_triggers_install, audit_triggers_remove
 
 def install(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     audit_triggers_install(schema_editor.connection)
-    apps.get_model("audit", "AuditChainHead").objects.get_or_create(name="main")
+    head_model = apps.get_model("audit", "AuditChainHead")
+    for chain in range(settings.CAKRA_AUDIT_CHAINS):
+        head_model.objects.get_or_create(chain=chain)
 
 
 def remove(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
