@@ -11,7 +11,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/cakra
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgres messages venv system-deps browser demo clean
+.PHONY: run test lint test-sqlite test-postgres messages venv system-deps browser demo bench bench-embedded clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@py=$$(scripts/find-python) || exit 1; \
@@ -56,6 +56,22 @@ test-postgres: messages browser
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint test-sqlite test-postgres
+
+# Benchmarks (docs/performance.md). Each uses a database of its own and
+# removes it afterwards; the JSON line printed last is the result.
+BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/cakra_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
+BENCH_NOTICES ?= 100000
+BENCH_EMBEDDED_NOTICES ?= 10000
+
+bench: messages
+	@scripts/services-up
+	CAKRA_DATA_DIR=var/bench DATABASE_URL=$(BENCH_PG_URL) CELERY_BROKER_URL=$(AMQP_URL) REDIS_URL=$(BENCH_REDIS_URL) \
+	  $(BIN)/cakra bench --notices $(BENCH_NOTICES) --create-database
+
+bench-embedded: messages
+	rm -rf var/bench-embedded
+	CAKRA_DATA_DIR=var/bench-embedded $(BIN)/cakra bench --notices $(BENCH_EMBEDDED_NOTICES)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -53,6 +53,7 @@ class Delivery(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints: ClassVar[list[models.BaseConstraint]] = [
@@ -88,3 +89,45 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of {self.delivery_id}"
+
+
+class DeliveryReceipt(models.Model):
+    """One status report from a provider about a delivery (a webhook event,
+    an SMPP ``deliver_sm``, a postal tracking scan), kept as received.
+
+    ``(provider, event_id)`` is unique: a provider that retries, or an
+    attacker replaying a captured body, lands on the constraint and changes
+    nothing. Every receipt that matched a delivery is stored, including those
+    that changed nothing (late, out of order, informational), so the notice's
+    timeline shows what each provider said and when.
+    """
+
+    class Event(models.TextChoices):
+        SENT = "sent", "Accepted by the provider"
+        DELIVERED = "delivered", "Delivered"
+        READ = "read", "Read (opened)"
+        FAILED = "failed", "Failed (bounced, undeliverable)"
+        DEFERRED = "deferred", "Deferred (the provider is still trying)"
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", "Moved the delivery forward"
+        RECORDED = "recorded", "Recorded only (informational)"
+        IGNORED_OLDER = "ignored_older", "Ignored: the delivery is already at or past this state"
+
+    provider = models.CharField(max_length=32)
+    event_id = models.CharField(max_length=128)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="receipts")
+    event = models.CharField(max_length=16, choices=Event.choices)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    status_after = models.CharField(max_length=20, choices=Delivery.Status.choices)
+    occurred_at = models.DateTimeField(help_text="When the provider says it happened (never later than received_at).")
+    received_at = models.DateTimeField()
+    detail = models.CharField(max_length=200, blank=True, help_text="The provider's reason, with addresses removed.")
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="receipt_event_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Receipt {self.provider}:{self.event_id} ({self.event})"
