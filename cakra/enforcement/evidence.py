@@ -314,3 +314,23 @@ def evidence_derive(*, evidence_id: UUID | str) -> bool:
         return False
     logger.info("evidence.derived", evidence_id=str(evidence.pk))
     return True
+
+
+def evidence_derivative_ensure(*, evidence: Evidence) -> Evidence:
+    """The evidence with its derivative, made now if nobody made it yet.
+
+    Derivatives of notices issued without an officer's review are made on
+    first view, not at intake: decoding and re-encoding a 1080p photo costs
+    ~35 ms of CPU, which at national volume would cost more than the rest
+    of the pipeline, for photos most owners never open. A failure to derive
+    is logged and the evidence comes back without a derivative (the page
+    then says the photo is being processed).
+    """
+    if evidence.derivative:
+        return evidence
+    try:
+        evidence_derive(evidence_id=evidence.pk)
+    except (EvidenceDecodeError, EvidenceIntegrityError, OSError) as exc:
+        logger.warning("evidence.derive_on_view_failed", evidence_id=str(evidence.pk), error=type(exc).__name__)
+        return evidence
+    return Evidence.objects.filter(pk=evidence.pk).first() or evidence

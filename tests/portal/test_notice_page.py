@@ -56,15 +56,31 @@ def test_evidence_image_serves_the_derivative_jpeg(client, issued):
         assert image.content != original.read()
 
 
-def test_evidence_not_yet_derived_shows_processing(client, vehicle, officer, region):
+def test_evidence_not_yet_derived_is_derived_on_first_view(client, vehicle, officer, region):
     from tests.portal.conftest import issue_notice
 
     pending = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-P", derived=False)
     body = open_notice(client, pending).content.decode()
-    assert "Foto sedang diproses" in body
-    assert "<img" not in body
+    assert "Foto sedang diproses" not in body
     url = f"/notice/{pending.notice.id}/evidence/{pending.evidence[0].id}/"
-    assert client.get(url).status_code == 404
+    assert url in body
+    image = client.get(url)
+    assert image.status_code == 200
+    assert image.content[:3] == b"\xff\xd8\xff"
+    pending.evidence[0].refresh_from_db()
+    assert pending.evidence[0].derived_at is not None
+
+
+def test_evidence_that_cannot_be_derived_shows_processing(client, vehicle, officer, region):
+    from tests.portal.conftest import issue_notice
+
+    broken = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-B", derived=False)
+    evidence = broken.evidence[0]
+    with evidence.original.open("wb") as handle:  # the stored original no longer matches its hash
+        handle.write(b"\xff\xd8\xff tampered")
+    body = open_notice(client, broken).content.decode()
+    assert "Foto sedang diproses" in body
+    assert client.get(f"/notice/{broken.notice.id}/evidence/{evidence.id}/").status_code == 404
 
 
 def test_notice_page_without_a_grant_redirects_to_lookup(client, issued):
