@@ -73,7 +73,8 @@ class Command(BaseCommand):
         children: dict[str, subprocess.Popen[bytes]] = {}
         selector = selectors.DefaultSelector()
         width = max(len(name) for name in commands)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # PORT tells the children (the sink's receipt webhook, portal links) where the web server is.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORT": str(options["port"])}
         for name, command in commands.items():
             child = subprocess.Popen(  # noqa: S603 - fixed argument lists, no shell
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
