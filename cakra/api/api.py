@@ -7,38 +7,23 @@ schema is what clients generate code from.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest
 from ninja import NinjaAPI
 from ninja.parser import Parser
 
+from cakra.api.body import strict_json_loads
 from cakra.api.endpoints import fallback_router, router
 from cakra.api.errors import install_error_handlers
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two parsers may keep different copies of a repeated key; refuse the ambiguity.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
+from cakra.api.receipts import router as receipts_router
 
 
 class StrictJsonParser(Parser):
     """Standard JSON only: no NaN/Infinity, no duplicate keys."""
 
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(
-            request.body, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys
-        )
+        parsed: dict[str, Any] = strict_json_loads(request.body)
         return parsed
 
 
@@ -56,4 +41,5 @@ api = NinjaAPI(
 )
 install_error_handlers(api)
 api.add_router("/", router)
+api.add_router("/", receipts_router)
 api.add_router("/", fallback_router)  # last: catches every other path

@@ -6,25 +6,48 @@ malformed id and another region's record get the same 404.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, cast
 
+import pydantic
+import structlog
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Status
+from ninja.errors import ValidationError
 
 from cakra.api.auth import ApiKeyAuth
-from cakra.api.errors import MethodNotAllowedError
+from cakra.api.body import json_body_read
+from cakra.api.errors import MethodNotAllowedError, domain_error_detail, validation_error_detail
 from cakra.api.models import ApiKey
-from cakra.api.schemas import DeliveryOut, ErrorOut, NoticeOut, ViolationIn, ViolationOut
-from cakra.enforcement.errors import NotFoundError
-from cakra.enforcement.evidence import evidence_decode_base64
-from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
+from cakra.api.schemas import (
+    BatchItemResultOut,
+    DeliveryOut,
+    ErrorOut,
+    NoticeOut,
+    TimelineEntryOut,
+    ViolationBatchIn,
+    ViolationBatchOut,
+    ViolationIn,
+    ViolationOut,
+    violation_batch_in_openapi,
+)
+from cakra.api.submissions import submission_from_api
+from cakra.delivery.selectors import notice_timeline
+from cakra.enforcement.errors import DomainError, NotFoundError
+from cakra.enforcement.intake import (
+    CHUNK_SIZE,
+    IntakeOutcome,
+    ViolationSubmission,
+    violation_receive,
+    violation_receive_many,
+)
 from cakra.enforcement.models import Notice, Violation
 from cakra.enforcement.selectors import notice_get_for_region, violation_get_for_region, violation_notice_number
 
+logger = structlog.get_logger(__name__)
+
 router = Router(auth=ApiKeyAuth(), tags=["violations"])
 
-COORDINATE_QUANTUM = Decimal("0.000001")
 _AUTH_ERRORS: dict[int, Any] = {401: ErrorOut, 429: ErrorOut}
 _READ_ERRORS: dict[int, Any] = {**_AUTH_ERRORS, 404: ErrorOut}
 _WRITE_ERRORS: dict[int, Any] = {
@@ -35,37 +58,14 @@ _WRITE_ERRORS: dict[int, Any] = {
     415: ErrorOut,
     422: ErrorOut,
 }
+# A batch is answered 200 even when items are refused (each result says why);
+# these are the answers for a request that cannot be processed at all.
+_BATCH_ERRORS: dict[int, Any] = {**_AUTH_ERRORS, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
 
 
 def _api_key(request: HttpRequest) -> ApiKey:
     # Set by ninja after ApiKeyAuth accepted the request; never None here.
     return cast("ApiKey", request.auth)  # type: ignore[attr-defined]
-
-
-def _coordinate(value: float | None) -> Decimal | None:
-    return None if value is None else Decimal(str(value)).quantize(COORDINATE_QUANTUM)
-
-
-def _submission(payload: ViolationIn) -> ViolationSubmission:
-    return ViolationSubmission(
-        capture_id=payload.capture_id,
-        camera_id=payload.camera_id,
-        captured_at=payload.captured_at,
-        location=payload.location,
-        latitude=_coordinate(payload.latitude),
-        longitude=_coordinate(payload.longitude),
-        plate=payload.plate,
-        article_code=payload.article,
-        measured_speed_kmh=payload.measured_speed_kmh,
-        speed_limit_kmh=payload.speed_limit_kmh,
-        evidence=tuple(
-            EvidenceSubmission(
-                kind=item.kind,
-                content=evidence_decode_base64(text=item.content_base64, field=f"evidence[{position}].content_base64"),
-            )
-            for position, item in enumerate(payload.evidence)
-        ),
-    )
 
 
 def _violation_out(violation: Violation) -> ViolationOut:
@@ -100,6 +100,10 @@ def _notice_out(notice: Notice) -> NoticeOut:
             )
             for delivery in notice.deliveries.all()
         ],
+        timeline=[
+            TimelineEntryOut(at=entry.at, event=entry.event, channel=entry.channel or None, detail=entry.detail)
+            for entry in notice_timeline(notice=notice)
+        ],
     )
 
 
@@ -119,9 +123,96 @@ def violation_create(request: HttpRequest, payload: ViolationIn) -> Status[Viola
     in the answer. Nothing is stored when the answer is an error.
     """
     key = _api_key(request)
-    result = violation_receive(api_key=key, submission=_submission(payload))
+    result = violation_receive(api_key=key, submission=submission_from_api(payload))
     violation = violation_get_for_region(region_id=key.region_id, violation_id=str(result.violation.pk))
     return Status(201 if result.created else 200, _violation_out(violation))
+
+
+# Registered before "/violations/{violation_id}": its URL pattern would match "batch" too.
+@router.post(
+    "/violations/batch",
+    response={200: ViolationBatchOut, **_BATCH_ERRORS},
+    summary="Submit up to 1,000 camera captures",
+    operation_id="violation_batch_create",
+    # The route reads its own body (see cakra.api.body), so ninja cannot
+    # describe it: the schema is given here, its items referring to the
+    # single route's ViolationIn.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": violation_batch_in_openapi()}},
+        }
+    },
+)
+def violation_batch_create(request: HttpRequest) -> ViolationBatchOut:
+    """Receive many captures at once; each item is answered as POST /api/v1/violations would answer it.
+
+    The answer is 200 with one result per item, in order, as soon as the
+    batch itself could be read: each item is stored (201), recognised as
+    already stored (200, also for a repeat of an earlier item of the same
+    batch) or refused (409, 413, 415, 422, naming the field as
+    `violations[<index>].<field>`). A refused item stores nothing and never
+    affects the others, so a batch is safe to send again after a timeout.
+    A whole batch is refused (nothing stored) for a bad key (401), a body
+    that is not JSON (400), above the batch cap (413), or not
+    `{"violations": [...]}` with 1 to 1,000 items (422).
+    """
+    key = _api_key(request)
+    # Read only now that the key is accepted (see cakra.api.body).
+    data = json_body_read(request, max_bytes=settings.CAKRA_MAX_BATCH_BYTES)
+    try:
+        items = ViolationBatchIn.model_validate(data).violations
+    except pydantic.ValidationError as exc:
+        raise ValidationError([dict(error) for error in exc.errors(include_url=False)]) from exc
+    del data  # from here on, each item's text is released once the item is decoded
+    results: list[BatchItemResultOut] = []
+    for start in range(0, len(items), CHUNK_SIZE):
+        results.extend(_batch_chunk(key=key, items=items, start=start, stop=min(len(items), start + CHUNK_SIZE)))
+    created = sum(result.status == 201 for result in results)  # noqa: PLR2004
+    replayed = sum(result.status == 200 for result in results)  # noqa: PLR2004
+    logger.info(
+        "violation.batch_received",
+        region=key.region.code,
+        api_key=key.prefix,
+        items=len(results),
+        created=created,
+        replayed=replayed,
+    )
+    return ViolationBatchOut(
+        results=results, created=created, replayed=replayed, rejected=len(results) - created - replayed
+    )
+
+
+def _batch_chunk(*, key: ApiKey, items: list[Any], start: int, stop: int) -> list[BatchItemResultOut]:
+    """Check and decode items ``start:stop`` and receive those that pass, in one service call."""
+    answered: dict[int, BatchItemResultOut] = {}
+    pending: list[tuple[int, ViolationSubmission]] = []
+    for index in range(start, stop):
+        item, items[index] = items[index], None
+        prefix = f"violations[{index}]"
+        try:
+            pending.append((index, submission_from_api(ViolationIn.model_validate(item))))
+        except pydantic.ValidationError as exc:
+            detail = validation_error_detail([dict(error) for error in exc.errors(include_url=False)], prefix=prefix)
+            answered[index] = BatchItemResultOut(index=index, status=422, violation=None, error=detail)
+        except DomainError as exc:  # evidence that is not base64
+            status, detail = domain_error_detail(exc, prefix=prefix)
+            answered[index] = BatchItemResultOut(index=index, status=status, violation=None, error=detail)
+    outcomes = violation_receive_many(api_key=key, submissions=[submission for _, submission in pending])
+    for (index, _), outcome in zip(pending, outcomes, strict=True):
+        answered[index] = _batch_result(index=index, outcome=outcome)
+    return [answered[index] for index in range(start, stop)]
+
+
+def _batch_result(*, index: int, outcome: IntakeOutcome) -> BatchItemResultOut:
+    if outcome.result is not None:
+        status = 201 if outcome.result.created else 200
+        return BatchItemResultOut(
+            index=index, status=status, violation=_violation_out(outcome.result.violation), error=None
+        )
+    assert outcome.error is not None  # noqa: S101 - an outcome is a result or an error
+    status, detail = domain_error_detail(outcome.error, prefix=f"violations[{index}]")
+    return BatchItemResultOut(index=index, status=status, violation=None, error=detail)
 
 
 @router.get(
@@ -144,7 +235,8 @@ def violation_get(request: HttpRequest, violation_id: str) -> ViolationOut:
     tags=["notices"],
 )
 def notice_get(request: HttpRequest, number: str) -> NoticeOut:
-    """A notice of this key's region with its delivery steps; no personal data (404 for any other)."""
+    """A notice of this key's region with its delivery steps and its timeline (every attempt, receipt,
+    timeout and fallback step); no personal data (404 for any other)."""
     key = _api_key(request)
     return _notice_out(notice_get_for_region(region_id=key.region_id, number=number))
 
@@ -155,6 +247,13 @@ _OTHER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 @router.api_operation([m for m in _OTHER_METHODS if m != "POST"], "/violations", auth=None, include_in_schema=False)
 def violations_other_methods(request: HttpRequest) -> None:
+    raise MethodNotAllowedError(allowed=["POST"])
+
+
+@router.api_operation(
+    [m for m in _OTHER_METHODS if m != "POST"], "/violations/batch", auth=None, include_in_schema=False
+)
+def batch_other_methods(request: HttpRequest) -> None:
     raise MethodNotAllowedError(allowed=["POST"])
 
 

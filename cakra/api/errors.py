@@ -7,7 +7,7 @@ failures all leave as this shape, never as an HTML page or a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -46,20 +46,30 @@ def error_body(*, code: str, message: str, field: str = "", fields: list[FieldEr
     return ErrorOut(error=detail).model_dump(exclude_none=True)
 
 
-def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """``("body", "payload", "evidence", 0, "content_base64")`` → ``"evidence[0].content_base64"``."""
+def _field_path(loc: tuple[Any, ...] | list[Any], *, prefix: str = "") -> str:
+    """``("body", "payload", "evidence", 0, "content_base64")`` → ``"evidence[0].content_base64"``.
+
+    ``prefix`` places the path inside an item of a batch: ``"violations[3]"``
+    and ``("plate",)`` give ``"violations[3].plate"``.
+    """
     parts = list(loc)
     if parts and parts[0] in {"body", "path", "query", "header", "cookie", "form", "file"}:
         parts = parts[1:]
     if parts and parts[0] == "payload":
         parts = parts[1:]
-    path = ""
+    path = prefix
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
             path += f".{part}" if path else str(part)
     return path or "body"
+
+
+def _prefixed(prefix: str, field: str) -> str:
+    if not prefix:
+        return field
+    return f"{prefix}.{field}" if field else prefix
 
 
 def _domain_status(exc: DomainError) -> int:
@@ -76,28 +86,43 @@ def _respond(api: NinjaAPI, request: HttpRequest, status: int, body: Any) -> Htt
     return api.create_response(request, body, status=status)
 
 
-def _on_domain_error(request: HttpRequest, exc: DomainError, *, api: NinjaAPI) -> HttpResponse:
+def domain_error_detail(exc: DomainError, *, prefix: str = "") -> tuple[int, ErrorDetailOut]:
+    """The HTTP status and error detail of a domain error; ``prefix`` as in ``_field_path``."""
     if isinstance(exc, NotFoundError):
-        return _respond(api, request, 404, error_body(code="not_found", message=NOT_FOUND_MESSAGE))
+        return 404, ErrorDetailOut(code="not_found", message=NOT_FOUND_MESSAGE)
     code = "conflict" if isinstance(exc, ConflictError) else exc.code
-    return _respond(api, request, _domain_status(exc), error_body(code=code, message=exc.message, field=exc.field))
+    field = _prefixed(prefix, exc.field)
+    return _domain_status(exc), ErrorDetailOut(code=code, message=exc.message, field=field or None)
 
 
-def _on_validation_error(request: HttpRequest, exc: ValidationError, *, api: NinjaAPI) -> HttpResponse:
+def validation_error_detail(errors: Sequence[Mapping[str, Any]], *, prefix: str = "") -> ErrorDetailOut:
+    """The error detail (always 422) of schema errors in pydantic's shape; ``prefix`` as in ``_field_path``."""
     fields = [
         FieldErrorOut(
-            field=_field_path(item.get("loc", ())),
+            field=_field_path(item.get("loc", ()), prefix=prefix),
             code=str(item.get("type", "invalid")),
             message=str(item.get("msg", "")),
         )
-        for item in exc.errors
+        for item in errors
     ]
     # A plate problem gets its own code; everything else is a schema error.
     code = fields[0].code if len(fields) == 1 and fields[0].code == "invalid_plate" else "validation_error"
     first = fields[0] if fields else None
     message = f"{first.field}: {first.message}" if first else "the request does not match the schema"
-    body = error_body(code=code, message=message, field=first.field if first else "", fields=fields)
-    return _respond(api, request, 422, body)
+    return ErrorDetailOut(code=code, message=message, field=first.field if first else None, fields=fields)
+
+
+def _body(detail: ErrorDetailOut) -> Any:
+    return ErrorOut(error=detail).model_dump(exclude_none=True)
+
+
+def _on_domain_error(request: HttpRequest, exc: DomainError, *, api: NinjaAPI) -> HttpResponse:
+    status, detail = domain_error_detail(exc)
+    return _respond(api, request, status, _body(detail))
+
+
+def _on_validation_error(request: HttpRequest, exc: ValidationError, *, api: NinjaAPI) -> HttpResponse:
+    return _respond(api, request, 422, _body(validation_error_detail(exc.errors)))
 
 
 def _on_http_error(request: HttpRequest, exc: HttpError, *, api: NinjaAPI) -> HttpResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from django.utils import timezone
 from ninja import Field, Schema
@@ -51,7 +51,9 @@ class EvidenceIn(_Input):
     )
 
 
-class ViolationIn(_Input):
+class ViolationFieldsIn(_Input):
+    """Every field of a capture but its evidence: what a CSV import row carries besides image paths."""
+
     capture_id: str = Field(
         pattern=CAPTURE_ID_PATTERN,
         description=(
@@ -114,9 +116,6 @@ class ViolationIn(_Input):
     speed_limit_kmh: int | None = Field(
         default=None, ge=1, le=200, description="The speed limit in force, km/h (speeding only).", examples=[60]
     )
-    evidence: list[EvidenceIn] = Field(
-        min_length=1, max_length=4, description="One to four evidence images, in the order they are shown."
-    )
 
     @field_validator("captured_at", mode="before")
     @classmethod
@@ -157,6 +156,12 @@ class ViolationIn(_Input):
             raise PydanticCustomError("invalid_plate", str(exc)) from exc
 
 
+class ViolationIn(ViolationFieldsIn):
+    evidence: list[EvidenceIn] = Field(
+        min_length=1, max_length=4, description="One to four evidence images, in the order they are shown."
+    )
+
+
 class DeliveryOut(Schema):
     channel: str = Field(description="whatsapp, sms, email or post.", examples=["whatsapp"])
     step: int = Field(description="Position in the notice's delivery plan, from 1.", examples=[1])
@@ -182,6 +187,28 @@ class ViolationOut(Schema):
     )
 
 
+class TimelineEntryOut(Schema):
+    at: datetime = Field(description="When it was recorded.")
+    event: str = Field(
+        description=(
+            "What happened: notice.issued, delivery.planned, delivery.sent, delivery.failed (an attempt that "
+            "did not go through), delivery.lease_expired (the worker sending it died; sent again), "
+            "delivery.receipt (a provider's status report), delivery.timed_out (not confirmed by the "
+            "region's cut-off), delivery.fallback (the plan moved to its next channel), "
+            "delivery.plan_exhausted (no channel left), notice.notified. Other kinds may be added."
+        ),
+        examples=["delivery.fallback"],
+    )
+    channel: str | None = Field(
+        description="The delivery's channel; for a fallback, the channel given up. Null for notice-wide events.",
+        examples=["whatsapp"],
+    )
+    detail: str = Field(
+        description="One line in English: attempt number, provider, outcome, error or reason. Never personal data.",
+        examples=["whatsapp → sms: not confirmed by cut-off (48 h)"],
+    )
+
+
 class NoticeOut(Schema):
     number: str = Field(description="The notice number (16 digits, the last two are check digits).")
     status: str = Field(description="issued, notified, confirmed or cancelled.", examples=["notified"])
@@ -190,6 +217,10 @@ class NoticeOut(Schema):
     fine_amount: int = Field(description="The deposit in rupiah (the statutory maximum).", examples=[500000])
     article: str = Field(description="The article code.", examples=["287(1)"])
     deliveries: list[DeliveryOut] = Field(description="The delivery plan and how far each step got.")
+    timeline: list[TimelineEntryOut] = Field(
+        description="Everything that happened to the notice and its deliveries, oldest first: each attempt, "
+        "receipt, timeout and fallback step."
+    )
 
 
 class FieldErrorOut(Schema):
@@ -217,3 +248,54 @@ class ErrorDetailOut(Schema):
 
 class ErrorOut(Schema):
     error: ErrorDetailOut = Field(description="Every error has this one shape.")
+
+
+MAX_BATCH_ITEMS = 1000
+
+
+class ViolationBatchIn(_Input):
+    violations: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        description=(
+            "1 to 1,000 captures, each exactly as the body of POST /api/v1/violations. Items are checked one "
+            "by one: a bad item is refused in its own result (its field named as 'violations[3].plate') and "
+            "never stops the others. The whole body is capped by CAKRA_MAX_BATCH_BYTES (default 128 MiB, "
+            "about 300 captures with one 1080p JPEG each); size batches to stay below it."
+        ),
+    )
+
+
+def violation_batch_in_openapi() -> dict[str, Any]:
+    """The OpenAPI schema of the batch body, each item documented as the single route's ViolationIn.
+
+    ``violations`` is typed loosely (``list[Any]``) so that one bad item
+    cannot fail the whole envelope: every item is validated on its own.
+    """
+    schema = ViolationBatchIn.model_json_schema()
+    schema["properties"]["violations"]["items"] = {"$ref": "#/components/schemas/ViolationIn"}
+    return schema
+
+
+class BatchItemResultOut(Schema):
+    index: int = Field(description="Position of the item in the request's 'violations', from 0.", examples=[0])
+    status: int = Field(
+        json_schema_extra={"enum": [200, 201, 409, 413, 415, 422]},
+        description=(
+            "What POST /api/v1/violations would have answered for this item alone: 201 stored, 200 the same "
+            "capture was already stored (replay, also for a repeat within the batch), 409 the capture_id is "
+            "stored with different content, 413/415/422 the item was refused (nothing of it stored)."
+        ),
+        examples=[201],
+    )
+    violation: ViolationOut | None = Field(description="The stored violation (201 and 200); null when refused.")
+    error: ErrorDetailOut | None = Field(
+        description="Why the item was refused, its field prefixed with 'violations[<index>]'; null when stored."
+    )
+
+
+class ViolationBatchOut(Schema):
+    results: list[BatchItemResultOut] = Field(description="One result per item, in the order of the request.")
+    created: int = Field(description="Items answered 201.", examples=[98])
+    replayed: int = Field(description="Items answered 200 (already stored, same content).", examples=[1])
+    rejected: int = Field(description="Items refused (409, 413, 415, 422).", examples=[1])

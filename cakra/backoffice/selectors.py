@@ -18,6 +18,7 @@ from django.utils import timezone
 from cakra.backoffice.masking import mask_contact, mask_nik
 from cakra.backoffice.models import Officer
 from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.delivery.selectors import TimelineEntry, notice_timeline
 from cakra.enforcement.errors import NotFoundError
 from cakra.enforcement.models import Evidence, Notice, Violation
 from cakra.enforcement.numbers import notice_number_clean, notice_number_is_valid
@@ -178,6 +179,8 @@ class DeliveryTimeline:
 class NoticeDetail:
     notice: Notice
     deliveries: list[DeliveryTimeline]
+    # Every attempt, receipt, timeout and fallback step, oldest first.
+    timeline: list[TimelineEntry] = field(default_factory=list)
 
 
 def notice_detail_for_officer(*, officer: Officer, number: str) -> NoticeDetail:
@@ -209,4 +212,4 @@ def notice_detail_for_officer(*, officer: Officer, number: str) -> NoticeDetail:
         )
         for delivery in notice.deliveries.all()
     ]
-    return NoticeDetail(notice=notice, deliveries=timeline)
+    return NoticeDetail(notice=notice, deliveries=timeline, timeline=notice_timeline(notice=notice))

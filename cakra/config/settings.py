@@ -262,6 +262,18 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # A queue message is only a trigger: sweepers find work whose trigger was lost.
 CELERY_BEAT_SCHEDULE = {
     "evidence-derive-sweep": {"task": "cakra.enforcement.tasks.evidence_derive_sweep_task", "schedule": 600.0},
+    # Lost delivery triggers and unconfirmed deliveries (cakra.delivery.sweeper); a
+    # run that cannot start within its interval expires rather than piling up.
+    "delivery-sweep-stuck": {
+        "task": "cakra.delivery.tasks.delivery_sweep_stuck_task",
+        "schedule": 60.0,
+        "options": {"expires": 55.0},
+    },
+    "delivery-sweep-unconfirmed": {
+        "task": "cakra.delivery.tasks.delivery_sweep_unconfirmed_task",
+        "schedule": 300.0,
+        "options": {"expires": 290.0},
+    },
 }
 
 # --- Logging: structured, and never personal data ----------------------------
@@ -297,3 +309,126 @@ LANGUAGE_COOKIE_SAMESITE = "Lax"
 # A CSRF refusal shows citizens (and officers) a plain bilingual "please try
 # again" page rather than Django's technical one.
 CSRF_FAILURE_VIEW = "cakra.portal.views.csrf_failure"
+
+
+# --- Delivery receipts (receipts slice: cakra.delivery.receipts, cakra.api.receipts) ---
+# Every provider that posts signed receipts to /api/v1/receipts/<channel>/<name>:
+# the channel it reports on, the provider name its deliveries carry
+# (Delivery.provider, i.e. the adapter's), and the secret it signs with
+# (HMAC-SHA256, at least 32 characters). In production each secret comes from
+# the environment and a source without one is simply not configured (its
+# requests get 401). On the embedded default the sink's secret is derived from
+# SECRET_KEY (kept in dev-secrets.json), so the web and sink processes agree
+# with no set-up.
+def _receipt_secret(env_name: str, label: str) -> str:
+    import hashlib
+    import hmac
+
+    if os.environ.get(env_name):
+        return os.environ[env_name]
+    if PRODUCTION:
+        return ""
+    return hmac.new(SECRET_KEY.encode(), f"cakra.receipt-webhook:{label}".encode(), hashlib.sha256).hexdigest()
+
+
+_SINK_RECEIPT_SECRET = _receipt_secret("CAKRA_RECEIPT_SECRET_SMTP_SINK", "smtp-sink")
+CAKRA_RECEIPT_WEBHOOKS: dict[str, dict[str, str]] = {}
+if _SINK_RECEIPT_SECRET:
+    CAKRA_RECEIPT_WEBHOOKS["smtp-sink"] = {"CHANNEL": "email", "PROVIDER": "smtp", "SECRET": _SINK_RECEIPT_SECRET}
+# A batch of 1,000 email events is about 250 KB; anything near this cap is not a receipt batch.
+CAKRA_RECEIPT_MAX_BYTES = int(os.environ.get("CAKRA_RECEIPT_MAX_BYTES", str(2 * 1024 * 1024)))
+CAKRA_RECEIPT_MAX_EVENTS = 1000
+# A signed request older or newer than this is refused: a captured request cannot be replayed later.
+CAKRA_RECEIPT_SIGNATURE_TOLERANCE_SECONDS = 300
+# The SMTP sink reports what became of each message it stored, as a provider's
+# event webhook would (RECEIPT_URL "" turns it off; off by default in production).
+CAKRA_SINK["RECEIPT_URL"] = (
+    os.environ.get("CAKRA_SINK_RECEIPT_URL")
+    or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/api/v1/receipts/email/smtp-sink"
+    if _env_bool("CAKRA_SINK_REPORT_RECEIPTS", default=not PRODUCTION)
+    else ""
+)
+CAKRA_SINK["RECEIPT_PROVIDER"] = "smtp-sink"
+CAKRA_SINK["RECEIPT_SECRET"] = _SINK_RECEIPT_SECRET
+
+# --- Delivery sweeper and cut-off timeout (dispatch slice: cakra.delivery.sweeper) ---
+# Leases after which a delivery counts as stuck; tune in docs/operations.md.
+CAKRA_SWEEPER = {
+    # pending this long: its trigger message was lost (broker restart, crash before publish).
+    "PENDING_LEASE_SECONDS": float(os.environ.get("CAKRA_SWEEP_PENDING_LEASE_SECONDS", "300")),
+    # sending this long: the worker died mid-send. Keep far above the longest
+    # provider call (CAKRA_SMTP_TIMEOUT): a slow but live send would go out twice.
+    "SENDING_LEASE_SECONDS": float(os.environ.get("CAKRA_SWEEP_SENDING_LEASE_SECONDS", "600")),
+    # failed_temporary longer than the retry backoff cap plus this: its retry
+    # message was lost. Must cover the retry jitter.
+    "RETRY_MARGIN_SECONDS": float(os.environ.get("CAKRA_SWEEP_RETRY_MARGIN_SECONDS", "300")),
+    # Rows per kind per run, oldest first.
+    "BATCH_SIZE": int(os.environ.get("CAKRA_SWEEP_BATCH_SIZE", "5000")),
+    # A channel queue with more messages waiting than this is behind, not
+    # losing messages: its pending deliveries are not re-enqueued meanwhile.
+    "MAX_BACKLOG": int(os.environ.get("CAKRA_SWEEP_MAX_BACKLOG", "1000")),
+}
+# Channels whose sent deliveries fall back when not confirmed (delivered/read)
+# within the region's digital_cutoff_hours. Channels that never confirm (post)
+# stay out.
+CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS = _env_list("CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS", "whatsapp,sms,email")
+
+# --- Bulk intake (bulk-intake slice: POST /api/v1/violations/batch) ----------
+# The batch route reads its own body, after authentication, up to this cap
+# (DATA_UPLOAD_MAX_MEMORY_SIZE above stays the cap of every other route). A
+# web process holds about twice the body while parsing it (bytes, then the
+# parsed text) and one chunk of decoded images after that, so the default,
+# 128 MiB, admits ~300 captures of one 1080p JPEG (or ~80 of four images)
+# and bounds a batch to ~300 MB of memory per web process.
+CAKRA_MAX_BATCH_BYTES = int(os.environ.get("CAKRA_MAX_BATCH_BYTES", str(128 * 1024 * 1024)))
+
+# --- Providers, failover and sender rate limits (providers slice: cakra.delivery.channels.registry) ---
+# Shaped like DATABASES: provider name -> CHANNEL, BACKEND (a ChannelAdapter),
+# PRIORITY (lower first), SENDER_IDENTITY (whose rate limit a send spends: one
+# relay account, one WhatsApp number, one SMS sender ID), RATE_PER_SECOND and
+# BURST for that identity, and OPTIONS (the backend's own keys). The name is
+# what deliveries record as their provider (and receipts are matched on).
+# The default is the SMTP relay of the CAKRA_SMTP_* variables (the sink in
+# development) with the options of CAKRA_EMAIL above, which stays the sender
+# domain's DKIM key for `cakra dkim dns-record` and the sink. More providers,
+# or changes to this one, come from CAKRA_PROVIDERS_JSON, merged by name;
+# secrets are referenced by variable name ("PASSWORD_ENV": "VAR"), never
+# inline (cakra/delivery/channels/provider_settings.py). `cakra check`
+# validates all of it (ids cakra.E101-E112, cakra/delivery/checks.py).
+from cakra.delivery.channels.provider_settings import providers_from_environment  # noqa: E402
+
+CAKRA_PROVIDERS = providers_from_environment(
+    defaults={
+        "smtp": {
+            "CHANNEL": "email",
+            "BACKEND": "cakra.delivery.channels.email.SmtpEmailAdapter",
+            "PRIORITY": 10,
+            "SENDER_IDENTITY": os.environ.get("CAKRA_SMTP_SENDER_IDENTITY", "smtp:relay-main"),
+            "RATE_PER_SECOND": float(os.environ.get("CAKRA_SMTP_RATE_PER_SECOND", "1000")),
+            "BURST": int(os.environ.get("CAKRA_SMTP_BURST", "1000")),
+            "OPTIONS": dict(CAKRA_EMAIL),
+        },
+    },
+    environ=os.environ,
+)
+# Failover (cakra.delivery.channels.health): a provider with at least
+# MIN_ATTEMPTS attempts in the last WINDOW_SECONDS, more than MAX_ERROR_RATE of
+# them failed (retryable or throttled), goes after the healthy ones until its
+# failures age out. Workers share counts every SYNC_SECONDS.
+CAKRA_PROVIDER_HEALTH = {
+    "WINDOW_SECONDS": 60,
+    "BUCKET_SECONDS": 10,
+    "MIN_ATTEMPTS": int(os.environ.get("CAKRA_PROVIDER_MIN_ATTEMPTS", "20")),
+    "MAX_ERROR_RATE": float(os.environ.get("CAKRA_PROVIDER_MAX_ERROR_RATE", "0.5")),
+    "SYNC_SECONDS": 1.0,
+}
+# Sender rate limits (cakra.delivery.ratelimit): waits up to PATIENCE_SECONDS
+# are slept in the worker, longer ones re-schedule the task (no attempt
+# spent); a provider's "slow down" holds the identity for its retry-after,
+# at most MAX_HOLD_SECONDS (DEFAULT_HOLD_SECONDS when it names none).
+CAKRA_SENDER_RATE_LIMITS = {
+    "PATIENCE_SECONDS": float(os.environ.get("CAKRA_RATE_LIMIT_PATIENCE_SECONDS", "0.5")),
+    "MAX_HOLD_SECONDS": 600.0,
+    "DEFAULT_HOLD_SECONDS": 30.0,
+    "STORE_DOWN_WAIT_SECONDS": 5.0,
+}

@@ -1,9 +1,17 @@
-"""Reads on deliveries."""
+"""Reads on deliveries: what a worker sends from, and a notice's timeline."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q
+
+from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery
-from cakra.enforcement.models import Region
+from cakra.enforcement.models import Notice, Region
 
 
 def delivery_get_for_send(*, delivery_id: str) -> Delivery:
@@ -21,3 +29,135 @@ def email_sender_domains() -> list[str]:
     """Every domain regions send email from: each must publish the DKIM record."""
     addresses = Region.objects.exclude(email_from_address="").values_list("email_from_address", flat=True)
     return sorted({address.rpartition("@")[2].lower() for address in addresses})
+
+
+# --- The notice's timeline ------------------------------------------------------
+# Audit data keys a timeline may show. Audit events carry ids and codes, never
+# personal data, and the timeline reads only these keys of them anyway.
+TIMELINE_MAX_DETAIL = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelineEntry:
+    """One thing that happened to a notice or one of its deliveries.
+
+    ``event`` is the audit action (``delivery.fallback``, ``delivery.timed_out``…);
+    ``channel`` the delivery's channel ("" for notice-wide events; for a
+    fallback, the channel given up and ``to_channel`` the one tried next);
+    ``detail`` one English line for machine clients, built from the other fields.
+    """
+
+    at: datetime
+    event: str
+    channel: str = ""
+    to_channel: str = ""
+    step: int | None = None
+    attempt: int | None = None
+    provider: str = ""
+    outcome: str = ""
+    reason: str = ""
+    detail: str = ""
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    return "" if value is None else str(value)
+
+
+def _number(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _planned(data: Mapping[str, Any]) -> str:
+    channels = data.get("channels")
+    listed = [str(item) for item in channels] if isinstance(channels, list) else []
+    return "plan: " + " → ".join(listed) if listed else "no channel: no contact point for any enabled channel"
+
+
+def _sent(data: Mapping[str, Any]) -> str:
+    duplicate = " (the provider already had it)" if _text(data, "outcome") == "duplicate" else ""
+    return f"attempt {_number(data, 'attempt')} via {_text(data, 'provider')}: accepted{duplicate}"
+
+
+def _failed(data: Mapping[str, Any]) -> str:
+    then = "final, no retry" if data.get("final") else "will retry"
+    return (
+        f"attempt {_number(data, 'attempt')} via {_text(data, 'provider')}: "
+        f"{_text(data, 'outcome')} ({_text(data, 'error')}); {then}"
+    )
+
+
+_TIMELINE_DETAILS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "notice.issued": lambda data: f"article {_text(data, 'article')}",
+    "delivery.planned": _planned,
+    "delivery.sent": _sent,
+    "delivery.failed": _failed,
+    "delivery.lease_expired": lambda data: (
+        f"attempt {_number(data, 'attempt')} lost with its worker ({_text(data, 'reason')}); sent again"
+    ),
+    "delivery.timed_out": lambda data: (
+        f"{_text(data, 'reason')} (no delivery receipt within {_text(data, 'cutoff_hours')} h)"
+    ),
+    "delivery.fallback": lambda data: (
+        f"{_text(data, 'from_channel')} → {_text(data, 'to_channel')}: {_text(data, 'reason')}"
+    ),
+    "delivery.plan_exhausted": lambda data: f"no channel left after {_text(data, 'channel')}: {_text(data, 'reason')}",
+    "notice.notified": lambda data: f"first message accepted by a provider ({_text(data, 'channel')})",
+    "delivery.receipt": lambda data: (
+        f"provider reports {_text(data, 'event')} ({_text(data, 'outcome')}); status {_text(data, 'status')}"
+    ),
+}
+
+
+def _timeline_detail(event: str, data: Mapping[str, Any]) -> str:
+    describe = _TIMELINE_DETAILS.get(event)
+    if describe is not None:
+        return describe(data)
+    # An event this selector does not know yet (a later feature): its status,
+    # outcome and reason, which every delivery event carries.
+    return "; ".join(f"{key} {_text(data, key)}" for key in ("status", "outcome", "reason") if _text(data, key))
+
+
+def notice_timeline(*, notice: Notice) -> list[TimelineEntry]:
+    """What happened to ``notice`` and each step of its delivery plan, oldest first.
+
+    Issue, plan, every attempt with its outcome, provider and error, leases
+    given back by the sweeper, receipts, timeouts and every fallback move,
+    read from the audit trail (the one record of every state change, in
+    commit order). One query for the audit events, plus one for the
+    deliveries unless the caller prefetched them. No personal data: audit
+    events hold none, and only known keys of them are read.
+    """
+    steps = {str(delivery.id): delivery for delivery in notice.deliveries.all()}
+    events = (
+        AuditEvent.objects.filter(
+            Q(object_type="notice", object_id=str(notice.id)) | Q(object_type="delivery", object_id__in=list(steps))
+        )
+        .only("seq", "created_at", "action", "object_type", "object_id", "data")
+        .order_by("seq")
+    )
+    entries: list[TimelineEntry] = []
+    for event in events:
+        data: Mapping[str, Any] = event.data if isinstance(event.data, dict) else {}
+        delivery = steps.get(event.object_id) if event.object_type == "delivery" else None
+        if event.action == "delivery.fallback":
+            channel, delivery = _text(data, "from_channel"), steps.get(_text(data, "from_delivery"))
+        else:
+            channel = delivery.channel if delivery is not None else _text(data, "channel")
+        entries.append(
+            TimelineEntry(
+                at=event.created_at,
+                event=event.action,
+                channel=channel,
+                to_channel=_text(data, "to_channel"),
+                step=delivery.step if delivery is not None else None,
+                attempt=_number(data, "attempt"),
+                provider=_text(data, "provider"),
+                # A receipt's outcome is what the provider reported (delivered, read, failed…).
+                outcome=_text(data, "event") if event.action == "delivery.receipt" else _text(data, "outcome"),
+                reason=_text(data, "error") or _text(data, "reason"),
+                detail=_timeline_detail(event.action, data)[:TIMELINE_MAX_DETAIL],
+            )
+        )
+    return entries

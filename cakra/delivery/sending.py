@@ -34,13 +34,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from cakra.audit.services import audit_record
-from cakra.delivery.channels import adapter_for_channel
+from cakra.delivery.channels import Provider, provider_adapter, provider_for_channel
 from cakra.delivery.channels.base import (
     DuplicateProviderError,
     ProviderError,
     ThrottledProviderError,
     exception_site,
 )
+from cakra.delivery.channels.routing import delivery_route, delivery_route_outcome
 from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.messages import outbound_message_build
 from cakra.delivery.models import Delivery, DeliveryAttempt
@@ -88,19 +89,20 @@ def _delivery_claim(*, delivery_id: str) -> bool:
     return claimed == 1
 
 
-def _attempt(delivery: Delivery) -> _Result:
-    """Render and hand over to the provider. Runs with no transaction open."""
+def _attempt(delivery: Delivery, *, route: Provider | None = None) -> _Result:
+    """Render and hand over to the provider (``route``, by default the
+    channel's first choice now). Runs with no transaction open."""
     started_at = timezone.now()
     started = time.monotonic()
-    provider = ""
+    route = route or provider_for_channel(delivery.channel)
+    provider = route.name
 
     def result(outcome: str, *, reference: str = "", error: str = "", retry_after: float | None = None) -> _Result:
         duration_ms = int((time.monotonic() - started) * 1000)
         return _Result(outcome, provider, reference, error[:MAX_ERROR_LENGTH], started_at, duration_ms, retry_after)
 
     try:
-        adapter = adapter_for_channel(delivery.channel)
-        provider = adapter.provider
+        adapter = provider_adapter(route.name)
         message = outbound_message_build(delivery=delivery)
         # No transaction is open here, on purpose: a relay may take its whole
         # timeout to answer, and a transaction held across that wait would
@@ -200,21 +202,28 @@ def _delivery_record_outcome(*, delivery: Delivery, result: _Result, final_attem
 def delivery_send(*, delivery_id: str, final_attempt: bool = False) -> None:
     """Send one delivery. Idempotent: a delivery that is not pending or
     failed_temporary (already sent, being sent, planned, cancelled notice) is
-    left alone. Raises RetryLaterError when the task should try again.
+    left alone. Raises RetryLaterError when the task should try again, and
+    RateLimitedError (before claiming anything) when the sender identity's
+    rate limit says to come back later.
 
     Must not be called inside a transaction: the provider call would run in it.
     """
     log = logger.bind(delivery_id=delivery_id)
-    if not _delivery_claim(delivery_id=delivery_id):
+    # The provider, and a token of its sender identity's rate limit, before
+    # the claim: a delivery that must wait (RateLimitedError) stays as it is.
+    route = delivery_route(delivery_id=delivery_id)
+    if route is None or not _delivery_claim(delivery_id=delivery_id):
         log.info("delivery_send_skipped")
         return
     delivery = delivery_get_for_send(delivery_id=delivery_id)
-    result = _attempt(delivery)
+    result = _attempt(delivery, route=route)
+    delivery_route_outcome(provider=route, outcome=result.outcome, retry_after=result.retry_after)
     status = _delivery_record_outcome(delivery=delivery, result=result, final_attempt=final_attempt)
     log.info(
         "delivery_attempt_recorded",
         notice_id=str(delivery.notice_id),
         channel=delivery.channel,
+        provider=route.name,
         attempt=delivery.attempt_count,
         outcome=result.outcome,
         status=status,

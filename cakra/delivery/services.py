@@ -1,59 +1,91 @@
-"""Writes on deliveries: the plan of a new notice.
+"""Writes on deliveries: the plans of new notices, and their first triggers.
 
 Sending lives in cakra.delivery.sending; tasks only call services.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.conf import settings
 from django.db import transaction
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import AuditEntry, audit_record_many
 from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
 from cakra.enforcement.models import Notice
 from cakra.registry.models import ContactPoint
 
 
-def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:
-    """Trigger the send after the surrounding transaction commits (ids only)."""
+def delivery_enqueue_many_on_commit(*, deliveries: Sequence[Delivery]) -> None:
+    """Trigger the sends after the surrounding transaction commits (ids only),
+    publishing all of them over one broker connection."""
+    if not deliveries:
+        return
+    from cakra.config.celery import app
     from cakra.delivery.tasks import delivery_send_task  # tasks import services: import late
 
-    delivery_id, queue = str(delivery.id), delivery.channel
-    transaction.on_commit(lambda: delivery_send_task.apply_async(args=(delivery_id,), queue=queue))
+    triggers = [(str(delivery.id), delivery.channel) for delivery in deliveries]
+
+    def publish() -> None:
+        with app.producer_or_acquire() as producer:
+            for delivery_id, queue in triggers:
+                delivery_send_task.apply_async(args=(delivery_id,), queue=queue, producer=producer)
+
+    transaction.on_commit(publish)
 
 
-def delivery_plan_create(*, notice: Notice) -> list[Delivery]:
-    """One delivery per channel of the region's order that is enabled here and
-    for which the owner has a contact point; the first is sent, the rest wait
-    for fallback."""
-    contacts: dict[str, ContactPoint] = {}
-    for contact in ContactPoint.objects.filter(owner_id=notice.owner_id, is_active=True).order_by("created_at"):
-        contacts.setdefault(contact.kind, contact)
+def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:
+    delivery_enqueue_many_on_commit(deliveries=[delivery])
+
+
+def delivery_plans_create(*, notices: Sequence[Notice]) -> list[Delivery]:
+    """One delivery per channel of each notice's region order that is enabled
+    here and for which the owner has a contact point; each first step is
+    sent, the rest wait for fallback. One contact query and one insert for
+    all the notices; call inside the issuing transaction."""
+    if not notices:
+        return []
+    contacts: dict[tuple[object, str], ContactPoint] = {}
+    owner_ids = {notice.owner_id for notice in notices}
+    for contact in ContactPoint.objects.filter(owner_id__in=owner_ids, is_active=True).order_by("created_at", "pk"):
+        contacts.setdefault((contact.owner_id, contact.kind), contact)
     deliveries: list[Delivery] = []
-    for channel in notice.region.channel_order:
-        if channel not in settings.CAKRA_ENABLED_CHANNELS or channel not in Channel.values:
-            continue
-        chosen = contacts.get(CHANNEL_CONTACT_KIND[Channel(channel)])
-        if chosen is None:
-            continue
-        deliveries.append(
-            Delivery(
-                notice=notice,
-                channel=channel,
-                step=len(deliveries) + 1,
-                contact_point=chosen,
-                status=Delivery.Status.PENDING if not deliveries else Delivery.Status.PLANNED,
+    first_steps: list[Delivery] = []
+    entries: list[AuditEntry] = []
+    for notice in notices:
+        plan: list[Delivery] = []
+        for channel in notice.region.channel_order:
+            if channel not in settings.CAKRA_ENABLED_CHANNELS or channel not in Channel.values:
+                continue
+            chosen = contacts.get((notice.owner_id, CHANNEL_CONTACT_KIND[Channel(channel)]))
+            if chosen is None:
+                continue
+            plan.append(
+                Delivery(
+                    notice=notice,
+                    channel=channel,
+                    step=len(plan) + 1,
+                    contact_point=chosen,
+                    status=Delivery.Status.PENDING if not plan else Delivery.Status.PLANNED,
+                )
+            )
+        deliveries.extend(plan)
+        first_steps.extend(plan[:1])
+        entries.append(
+            AuditEntry(
+                actor_type="system",
+                action="delivery.planned",
+                object_type="notice",
+                object_id=str(notice.id),
+                region_code=notice.region.code,
+                data={"channels": [d.channel for d in plan]},
             )
         )
     Delivery.objects.bulk_create(deliveries)
-    audit_record(
-        actor_type="system",
-        action="delivery.planned",
-        object_type="notice",
-        object_id=str(notice.id),
-        region_code=notice.region.code,
-        data={"channels": [d.channel for d in deliveries]},
-    )
-    if deliveries:
-        delivery_enqueue_on_commit(delivery=deliveries[0])
+    audit_record_many(entries)
+    delivery_enqueue_many_on_commit(deliveries=first_steps)
     return deliveries
+
+
+def delivery_plan_create(*, notice: Notice) -> list[Delivery]:
+    return delivery_plans_create(notices=[notice])

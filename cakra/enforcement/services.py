@@ -6,18 +6,21 @@ schedules side effects (sending) only after commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import AuditEntry, audit_record, audit_record_many
 from cakra.backoffice.models import Officer
-from cakra.delivery.services import delivery_plan_create
+from cakra.delivery.services import delivery_plans_create
 from cakra.enforcement.deadlines import confirmation_deadline
 from cakra.enforcement.errors import InvalidStateError, NoRegistryMatchError, NotFoundError
 from cakra.enforcement.models import Notice, Violation
 from cakra.enforcement.numbers import notice_number_generate, verification_code_generate
+from cakra.registry.models import Vehicle
 from cakra.security.crypto import lookup_hash
 
 MAX_REASON_LENGTH = 1000
@@ -38,93 +41,133 @@ def _officer_violation_for_update(*, officer: Officer, violation_id: UUID | str)
         raise NotFoundError("violation not found") from exc
 
 
-def notice_issue(*, violation: Violation, actor_type: str, actor_id: str) -> Notice:
-    """Issue the notice for a validated violation. Call inside the validating transaction."""
-    if violation.vehicle_id is None:
-        raise NoRegistryMatchError("no vehicle in the registry matches this plate", field="plate")
-    vehicle = violation.vehicle
-    assert vehicle is not None  # noqa: S101 - narrowed above, for mypy
-    region = violation.region
-    issued_at = timezone.now()
-    code = verification_code_generate()
-    notice: Notice | None = None
-    for _ in range(5):  # a collision in 10^14 is already unlikely; five is paranoia
+def _notices_build(*, violations: Sequence[Violation], issued_at: datetime) -> list[Notice]:
+    owners = dict(Vehicle.objects.filter(pk__in={v.vehicle_id for v in violations}).values_list("pk", "owner_id"))
+    notices = []
+    for violation in violations:
+        vehicle_id = violation.vehicle_id
+        assert vehicle_id is not None  # noqa: S101 - notices_issue checked every one
+        code = verification_code_generate()
         number = notice_number_generate()
+        notices.append(
+            Notice(
+                number=number,
+                violation=violation,
+                region=violation.region,
+                vehicle_id=vehicle_id,
+                owner_id=owners[vehicle_id],
+                article=violation.article,
+                fine_amount=violation.article.max_fine,
+                issued_at=issued_at,
+                confirm_by=confirmation_deadline(
+                    region=violation.region, captured_at=violation.captured_at, issued_at=issued_at
+                ),
+                verification_code_hash=verification_code_hash(number=number, code=code),
+                verification_code=code,
+            )
+        )
+    return notices
+
+
+def notices_issue(*, violations: Sequence[Violation], actor_type: str, actor_id: str) -> list[Notice]:
+    """Issue the notices of validated violations, with their delivery plans:
+    one insert per table and one audit append for all of them. Call inside
+    the validating transaction."""
+    for violation in violations:
+        if violation.vehicle_id is None:
+            raise NoRegistryMatchError("no vehicle in the registry matches this plate", field="plate")
+    issued_at = timezone.now()
+    for _ in range(5):  # a collision in 10^14 is already unlikely; five is paranoia
+        notices = _notices_build(violations=violations, issued_at=issued_at)
         try:
             with transaction.atomic():
-                notice = Notice.objects.create(
-                    number=number,
-                    violation=violation,
-                    region=region,
-                    vehicle=vehicle,
-                    owner_id=vehicle.owner_id,
-                    article=violation.article,
-                    fine_amount=violation.article.max_fine,
-                    issued_at=issued_at,
-                    confirm_by=confirmation_deadline(
-                        region=region, captured_at=violation.captured_at, issued_at=issued_at
-                    ),
-                    verification_code_hash=verification_code_hash(number=number, code=code),
-                    verification_code=code,
-                )
+                Notice.objects.bulk_create(notices)
             break
         except IntegrityError:
-            if Notice.objects.filter(violation=violation).exists():
+            if Notice.objects.filter(violation__in=violations).exists():
                 raise InvalidStateError("a notice was already issued for this violation") from None
-    if notice is None:
-        msg = "could not allocate a unique notice number"
+    else:
+        msg = "could not allocate unique notice numbers"
         raise RuntimeError(msg)
-    audit_record(
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action="notice.issued",
-        object_type="notice",
-        object_id=str(notice.id),
-        region_code=region.code,
-        data={"violation": str(violation.id), "article": violation.article.code, "fine": notice.fine_amount},
+    audit_record_many(
+        [
+            AuditEntry(
+                actor_type=actor_type,
+                actor_id=actor_id,
+                action="notice.issued",
+                object_type="notice",
+                object_id=str(notice.id),
+                region_code=notice.region.code,
+                data={
+                    "violation": str(notice.violation_id),
+                    "article": notice.article.code,
+                    "fine": notice.fine_amount,
+                },
+            )
+            for notice in notices
+        ]
     )
-    delivery_plan_create(notice=notice)
-    return notice
+    delivery_plans_create(notices=notices)
+    return notices
+
+
+def notice_issue(*, violation: Violation, actor_type: str, actor_id: str) -> Notice:
+    """Issue the notice for a validated violation. Call inside the validating transaction."""
+    return notices_issue(violations=[violation], actor_type=actor_type, actor_id=actor_id)[0]
 
 
 @transaction.atomic
 def violation_validate(*, officer: Officer, violation_id: UUID | str) -> Notice:
     violation = _officer_violation_for_update(officer=officer, violation_id=violation_id)
-    return _validate(violation=violation, actor_type="officer", actor_id=str(officer.pk), officer=officer)
+    return _validate(violations=[violation], actor_type="officer", actor_id=str(officer.pk), officer=officer)[0]
+
+
+def violations_validate_pre_validated(*, violations: Sequence[Violation]) -> list[Notice]:
+    """Issue at once for a pre-validated API key; violations without a
+    registry match wait in the officers' queue instead. Call inside the
+    intake transaction."""
+    matched = [violation for violation in violations if violation.vehicle_id is not None]
+    if not matched:
+        return []
+    key_id = str(matched[0].source_key_id or "")
+    return _validate(violations=matched, actor_type="api_key", actor_id=key_id, officer=None)
 
 
 def violation_validate_pre_validated(*, violation: Violation) -> Notice | None:
-    """Issue at once for a pre-validated API key; without a registry match the
-    violation waits in the officers' queue instead. Call inside the intake transaction."""
-    if violation.vehicle_id is None:
-        return None
-    key_id = str(violation.source_key_id or "")
-    return _validate(violation=violation, actor_type="api_key", actor_id=key_id, officer=None)
+    notices = violations_validate_pre_validated(violations=[violation])
+    return notices[0] if notices else None
 
 
-def _validate(*, violation: Violation, actor_type: str, actor_id: str, officer: Officer | None) -> Notice:
-    if violation.status != Violation.Status.RECEIVED:
-        raise InvalidStateError(f"violation is already {violation.status}")
+def _validate(
+    *, violations: Sequence[Violation], actor_type: str, actor_id: str, officer: Officer | None
+) -> list[Notice]:
+    for violation in violations:
+        if violation.status != Violation.Status.RECEIVED:
+            raise InvalidStateError(f"violation is already {violation.status}")
     now = timezone.now()
-    changed = Violation.objects.filter(pk=violation.pk, status=Violation.Status.RECEIVED).update(
-        status=Violation.Status.VALIDATED,
-        decided_at=now,
-        decided_by=officer,
-        pre_validated=officer is None,
-    )
-    if changed != 1:
+    changed = Violation.objects.filter(
+        pk__in=[violation.pk for violation in violations], status=Violation.Status.RECEIVED
+    ).update(status=Violation.Status.VALIDATED, decided_at=now, decided_by=officer, pre_validated=officer is None)
+    if changed != len(violations):
         raise InvalidStateError("violation was decided concurrently")
-    violation.refresh_from_db()
-    audit_record(
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action="violation.validated",
-        object_type="violation",
-        object_id=str(violation.id),
-        region_code=violation.region.code,
-        data={"pre_validated": officer is None},
+    for violation in violations:  # what the UPDATE wrote, without reading it back
+        violation.status, violation.decided_at = Violation.Status.VALIDATED, now
+        violation.decided_by, violation.pre_validated = officer, officer is None
+    audit_record_many(
+        [
+            AuditEntry(
+                actor_type=actor_type,
+                actor_id=actor_id,
+                action="violation.validated",
+                object_type="violation",
+                object_id=str(violation.id),
+                region_code=violation.region.code,
+                data={"pre_validated": officer is None},
+            )
+            for violation in violations
+        ]
     )
-    return notice_issue(violation=violation, actor_type=actor_type, actor_id=actor_id)
+    return notices_issue(violations=violations, actor_type=actor_type, actor_id=actor_id)
 
 
 @transaction.atomic

@@ -20,6 +20,19 @@ Some recipient addresses make the sink answer like a real relay that refuses
 a local part starting with ``bounce`` gets ``550`` (no such mailbox),
 ``throttle`` gets ``451`` (rate limited), ``tempfail`` gets ``450``.
 
+**Receipts.** Given a receipt URL and secret (``CAKRA_SINK["RECEIPT_URL"]``,
+``["RECEIPT_SECRET"]``), the sink also plays the provider's event webhook:
+for every message it stores it reports ``delivered`` to Cakra's signed
+receipt endpoint, keyed by the message's Message-ID (the reference the
+email adapter returned). Some accepted recipients are reported otherwise,
+later, as real providers do: ``softbounce…`` is accepted at RCPT and then
+reported ``bounced`` (an asynchronous bounce), ``opened…`` is reported
+``delivered`` and then ``opened``. Two background threads post the events in
+batches (every 200 ms or 500 events, whichever comes first), retrying with
+backoff while the web server is down or answers 5xx; events the endpoint
+does not recognise yet (the worker had not recorded the send when the
+report arrived) are reported again a few times, then given up.
+
 Use it in tests as a context manager; ports 0 pick free ones::
 
     with MailSink(maildir=tmp_path / "mail", dkim_private_key=pem, dkim_selector="s1") as sink:
@@ -30,15 +43,24 @@ from __future__ import annotations
 
 import asyncio
 import email
+import hashlib
+import heapq
+import itertools
 import json
 import logging
 import mailbox
 import re
 import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from email.policy import default as default_policy
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,11 +70,15 @@ from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import dkim
+import structlog
 from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.utils import timezone
 
+from cakra.api.receipts import SIGNATURE_HEADER, receipt_signature_header
 from cakra.delivery.channels.dkim import DkimKey, dkim_key_load
+
+logger = structlog.get_logger(__name__)
 
 LOOPBACK = "127.0.0.1"
 # Local part prefix -> the reply a refusing relay would give at RCPT TO.
@@ -67,6 +93,14 @@ LIST_LIMIT_DEFAULT = 200
 LIST_LIMIT_MAX = 10_000
 HTTP_POLL_SECONDS = 0.05  # how quickly stop() ends the HTTP thread
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+# Local part prefix -> the events reported, with their delay after storage in
+# seconds. Any other accepted recipient is reported delivered at once.
+SIMULATED_REPORTS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
+    ("softbounce", (("bounced", 0.5),)),
+    ("opened", (("delivered", 0.0), ("opened", 0.5))),
+)
+DELIVERED_REPORT: tuple[tuple[str, float], ...] = (("delivered", 0.0),)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _arrival_order(key: str) -> tuple[int, int, int, int, str]:
@@ -163,7 +197,11 @@ class _SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self._sink.store(bytes(envelope.original_content))
+        raw = bytes(envelope.original_content)
+        key = self._sink.store(raw)
+        self._sink.report_stored(key=key, raw=raw, recipients=list(envelope.rcpt_tos))
+        if self._sink.reply_delay:  # a slow relay: stored, the answer still to come
+            await asyncio.sleep(self._sink.reply_delay)
         return "250 2.0.0 OK: stored"
 
 
@@ -247,8 +285,16 @@ class MailSink:
         dkim_selector: str,
         smtp_port: int = 0,
         http_port: int = 0,
+        receipt_url: str = "",
+        receipt_secret: str = "",
+        reply_delay: float = 0.0,
     ) -> None:
         self.maildir_path = Path(maildir)
+        # Seconds between storing a message and answering 250 (reliability tests).
+        self.reply_delay = reply_delay
+        # Reporting is off unless a receipt URL is given (from_settings gives
+        # CAKRA_SINK["RECEIPT_URL"]).
+        self.receipts = ReceiptReporter(url=receipt_url, secret=receipt_secret) if receipt_url else None
         self.dkim_selector = dkim_selector
         self._dns = SimulatedDkimDns(key=dkim_key_load(dkim_private_key), selector=dkim_selector)
         self._requested_smtp_port = smtp_port
@@ -270,6 +316,8 @@ class MailSink:
             dkim_selector=email_options["DKIM_SELECTOR"],
             smtp_port=int(sink_options["SMTP_PORT"]) if smtp_port is None else smtp_port,
             http_port=int(sink_options["HTTP_PORT"]) if http_port is None else http_port,
+            receipt_url=str(sink_options.get("RECEIPT_URL", "")),
+            receipt_secret=str(sink_options.get("RECEIPT_SECRET", "")),
         )
 
     # --- lifecycle -----------------------------------------------------------
@@ -295,6 +343,8 @@ class MailSink:
             daemon=True,
         )
         self._http_thread.start()
+        if self.receipts is not None:
+            self.receipts.start()
         return self
 
     def stop(self) -> None:
@@ -305,6 +355,10 @@ class MailSink:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+        # After SMTP stopped: no new events, and the queued ones get a short
+        # grace period to reach the endpoint.
+        if self.receipts is not None:
+            self.receipts.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -340,6 +394,20 @@ class MailSink:
         """Keep one message exactly as received; returns its id."""
         with self._lock:
             return self._box().add(raw)
+
+    def report_stored(self, *, key: str, raw: bytes, recipients: list[str]) -> None:
+        """Queue the receipts for a message just stored (nothing when reporting is off)."""
+        if self.receipts is None:
+            return
+        reference = message_reference(raw)
+        if not reference:
+            logger.info("sink_receipt_skipped_no_message_id", key=key)
+            return
+        # Derived from the stored message's key: a report posted twice carries
+        # the same event id, as a real provider's retry would.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        for event, delay in reports_for(recipients):
+            self.receipts.report(message_id=reference, event=event, event_id=f"sink-{event}-{digest}", delay=delay)
 
     def message(self, message_id: str) -> SinkMessage | None:
         if not KEY_PATTERN.fullmatch(message_id):
@@ -384,6 +452,260 @@ class MailSink:
             dkim=verdict,
             raw=raw,
         )
+
+
+# --- receipts -------------------------------------------------------------------
+REPORT_BATCH_SECONDS = 0.2
+REPORT_BATCH_SIZE = 500
+# Requests in flight at once: the endpoint's web workers record one batch
+# each while the next is on its way (a provider's webhook fan-out does the same).
+REPORT_POSTERS = 2
+REPORT_TIMEOUT_SECONDS = 10.0
+REPORT_BACKOFF_MAX_SECONDS = 30.0
+# An event the endpoint does not know yet is reported again this many times
+# (after 1, 2, 4 … 30 s: about two minutes in all), then given up.
+UNKNOWN_REFERENCE_TRIES = 8
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+STOP_GRACE_SECONDS = 2.0
+
+
+def message_reference(raw: bytes) -> str:
+    """The Message-ID header of ``raw`` as the sender wrote it (unfolded), or ""."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    return " ".join(str(headers.get("Message-ID", "")).split())
+
+
+def reports_for(recipients: list[str]) -> tuple[tuple[str, float], ...]:
+    """The events the sink reports for a message to ``recipients``, with their delays."""
+    for recipient in recipients:
+        local_part = recipient.rpartition("@")[0].lower()
+        for prefix, reports in SIMULATED_REPORTS:
+            if local_part.startswith(prefix):
+                return reports
+    return DELIVERED_REPORT
+
+
+@dataclass(slots=True)
+class _PendingEvent:
+    payload: dict[str, str]
+    due: float  # time.monotonic() when it may be posted
+    unknown_tries: int = 0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A receipt endpoint that redirects is misconfigured: never follow it elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class ReceiptReporter:
+    """Posts the sink's events to Cakra's receipt webhook, signed, in batches.
+
+    Events wait in memory; one thread posts them. Connection errors, 5xx and
+    429 keep the batch and retry it with backoff (never dropping while the
+    sink runs); other 4xx answers mean the request itself is wrong and
+    retrying cannot help, so that batch is logged and dropped. ``stop()``
+    gives the queue a short grace period to drain.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        secret: str,
+        batch_seconds: float = REPORT_BATCH_SECONDS,
+        batch_size: int = REPORT_BATCH_SIZE,
+        posters: int = REPORT_POSTERS,
+    ) -> None:
+        parts = urlsplit(url)
+        # The simulator talks to the local system only: a configuration
+        # mistake must not post message ids to another host.
+        if parts.scheme != "http" or parts.hostname not in LOOPBACK_NAMES:
+            raise ValueError("the sink reports receipts only to an http:// loopback URL")
+        if not secret:
+            raise ValueError("a receipt URL needs its signing secret")
+        self.url = url
+        self._secret = secret
+        self._batch_seconds = batch_seconds
+        self._batch_size = batch_size
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        self._condition = threading.Condition()
+        self._ready: deque[_PendingEvent] = deque()
+        self._delayed: list[tuple[float, int, _PendingEvent]] = []
+        self._sequence = itertools.count()
+        self._in_flight = 0
+        self._failures = 0  # consecutive failed posts, shared by the posters
+        self._hold_until = 0.0  # no post before this (backoff after a failure)
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._posters = posters
+        self._threads: list[threading.Thread] = []
+        self.counts: Counter[str] = Counter()
+
+    # --- producer side ---------------------------------------------------------
+    def report(self, *, message_id: str, event: str, event_id: str, delay: float = 0.0, detail: str = "") -> None:
+        """Queue one event about ``message_id``, to be posted after ``delay`` seconds."""
+        happens = datetime.now(UTC) + timedelta(seconds=delay)
+        payload = {
+            "event_id": event_id,
+            "message_id": message_id,
+            "event": event,
+            "timestamp": happens.isoformat(timespec="milliseconds"),
+            "detail": detail,
+        }
+        self._schedule(_PendingEvent(payload=payload, due=time.monotonic() + delay))
+
+    def _schedule(self, pending: _PendingEvent) -> None:
+        with self._condition:
+            if pending.due <= time.monotonic():
+                self._ready.append(pending)
+            else:
+                heapq.heappush(self._delayed, (pending.due, next(self._sequence), pending))
+            self._condition.notify()
+
+    def pending(self) -> int:
+        """Events not yet accepted by the endpoint (queued, delayed or being posted)."""
+        with self._condition:
+            return len(self._ready) + len(self._delayed) + self._in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every queued event was posted (True) or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        while self.pending():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self._threads = [
+            threading.Thread(target=self._run, name=f"cakra-sink-receipts-{n}", daemon=True)
+            for n in range(self._posters)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, *, grace: float = STOP_GRACE_SECONDS) -> None:
+        with self._condition:
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + grace
+            self._condition.notify()
+        for thread in self._threads:
+            thread.join(timeout=grace + REPORT_TIMEOUT_SECONDS)
+        self._threads = []
+        left = self.pending()
+        if left:
+            logger.warning("sink_receipts_unsent_at_stop", events=left)
+
+    # --- the posting thread ----------------------------------------------------------
+    def _next_batch(self) -> list[_PendingEvent] | None:
+        """Wait for a batch worth posting; None when it is time to stop."""
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    self._ready.append(heapq.heappop(self._delayed)[2])
+                if self._stopping and (not self._ready or now >= self._stop_deadline):
+                    return None
+                if now < self._hold_until and not self._stopping:
+                    self._condition.wait(self._hold_until - now)
+                    continue
+                oldest_wait = now - self._ready[0].due if self._ready else 0.0
+                if len(self._ready) >= self._batch_size or (
+                    self._ready and (oldest_wait >= self._batch_seconds or self._stopping)
+                ):
+                    count = min(self._batch_size, len(self._ready))
+                    batch = [self._ready.popleft() for _ in range(count)]
+                    self._in_flight += len(batch)
+                    return batch
+                timeout = 1.0
+                if self._ready:
+                    timeout = min(timeout, self._batch_seconds - oldest_wait)
+                if self._delayed:
+                    timeout = min(timeout, self._delayed[0][0] - now)
+                if self._stopping:
+                    timeout = min(timeout, self._stop_deadline - now)
+                self._condition.wait(max(timeout, 0.001))
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                verdict, answer = self._post(batch)
+            except Exception as exc:  # noqa: BLE001 - the posting thread must outlive any surprise
+                logger.error("sink_receipts_post_crashed", error=type(exc).__name__)  # noqa: TRY400 - the type is enough
+                verdict, answer = "retry", {}
+            with self._condition:
+                self._in_flight -= len(batch)
+                if verdict == "retry":
+                    # Back at the front, in order: nothing is dropped while running.
+                    self._ready.extendleft(reversed(batch))
+                    self._failures += 1
+                    backoff = min(REPORT_BACKOFF_MAX_SECONDS, 0.25 * 2**self._failures)
+                    self._hold_until = max(self._hold_until, time.monotonic() + backoff)
+                    self.counts["retries"] += 1
+                    continue
+                self._failures = 0
+                if verdict == "rejected":
+                    self.counts["rejected"] += len(batch)
+                    continue
+            self._handle_answer(batch, answer)
+
+    def _handle_answer(self, batch: list[_PendingEvent], answer: dict[str, Any]) -> None:
+        results = answer.get("results")
+        outcomes = {
+            item.get("event_id"): item.get("outcome")
+            for item in (results if isinstance(results, list) else [])
+            if isinstance(item, dict)
+        }
+        for pending in batch:
+            outcome = outcomes.get(pending.payload["event_id"], "unknown_reference")
+            if outcome != "unknown_reference":
+                with self._condition:
+                    self.counts[str(outcome)] += 1
+                continue
+            if pending.unknown_tries >= UNKNOWN_REFERENCE_TRIES:
+                with self._condition:
+                    self.counts["unknown_given_up"] += 1
+                logger.info("sink_receipt_given_up", event_id=pending.payload["event_id"])
+                continue
+            pending.unknown_tries += 1
+            pending.due = time.monotonic() + min(REPORT_BACKOFF_MAX_SECONDS, 2.0 ** (pending.unknown_tries - 1))
+            self._schedule(pending)
+
+    def _post(self, batch: list[_PendingEvent]) -> tuple[str, dict[str, Any]]:
+        """("ok", answer) | ("retry", {}) | ("rejected", {})."""
+        body = json.dumps([pending.payload for pending in batch], separators=(",", ":")).encode()
+        request = urllib.request.Request(  # noqa: S310 - the URL was checked to be http on loopback
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: receipt_signature_header(secret=self._secret, body=body),
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=REPORT_TIMEOUT_SECONDS) as response:
+                answer = json.loads(response.read(MAX_ANSWER_BYTES))
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            exc.close()
+            if status == 404 and len(batch) == 1:  # noqa: PLR2004 - a single unknown reference
+                return "ok", {"results": [{"event_id": batch[0].payload["event_id"], "outcome": "unknown_reference"}]}
+            if status >= 500 or status == 429:  # noqa: PLR2004
+                logger.warning("sink_receipts_post_failed", status=status, events=len(batch))
+                return "retry", {}
+            logger.error("sink_receipts_post_rejected", status=status, events=len(batch))  # noqa: TRY400 - no traceback wanted
+            return "rejected", {}
+        except (OSError, ValueError) as exc:
+            # Refused, reset, timed out, or an answer that is not JSON.
+            logger.warning("sink_receipts_post_failed", error=type(exc).__name__, events=len(batch))
+            return "retry", {}
+        with self._condition:
+            self.counts["posts"] += 1
+        return "ok", answer if isinstance(answer, dict) else {}
 
 
 # --- pages --------------------------------------------------------------------
@@ -435,6 +757,17 @@ def _index_page(sink: MailSink, *, limit: int) -> str:
         f"<li><code>{escape(prefix)}…@…</code> → <code>{escape(reply)}</code></li>"
         for prefix, reply in SIMULATED_RCPT_REPLIES
     )
+    reports = "".join(
+        f"<li><code>{escape(prefix)}…@…</code> → accepted, then reported "
+        f"<code>{escape(', '.join(event for event, _ in events))}</code></li>"
+        for prefix, events in SIMULATED_REPORTS
+    )
+    receipts = (
+        f"<p>Receipts: every stored message is reported <code>delivered</code> to "
+        f"<code>{escape(sink.receipts.url)}</code> (signed), except:</p><ul>{reports}</ul>"
+        if sink.receipts is not None
+        else '<p>Receipts: not reported (no <code>CAKRA_SINK["RECEIPT_URL"]</code>).</p>'
+    )
     selector = escape(sink.dkim_selector)
     body = (
         "<h1>Cakra SMTP sink</h1>"
@@ -443,6 +776,7 @@ def _index_page(sink: MailSink, *, limit: int) -> str:
         'configured <code>CAKRA_EMAIL["DKIM_PRIVATE_KEY"]</code>, as if every sender domain published the record '
         "<code>cakra dkim dns-record</code> prints. Real receivers query real DNS.</p>"
         f"<p>Recipients that make the sink refuse, like a real relay would:</p><ul>{replies}</ul>"
+        f"{receipts}"
         f"<p>Stored in <code>{escape(str(sink.maildir_path))}</code> (Maildir). "
         f"Showing the newest {min(limit, total)} of {total} (<code>?limit=</code> up to {LIST_LIMIT_MAX}). "
         'Automation: <a href="/messages.json">/messages.json</a> (same <code>limit</code>).</p>'

@@ -59,7 +59,16 @@ def test_notice_status_lists_deliveries_without_personal_data(
 
     assert response.status_code == 200
     notice = response.json()
-    assert set(notice) == {"number", "status", "issued_at", "confirm_by", "fine_amount", "article", "deliveries"}
+    assert set(notice) == {
+        "number",
+        "status",
+        "issued_at",
+        "confirm_by",
+        "fine_amount",
+        "article",
+        "deliveries",
+        "timeline",
+    }
     assert notice["number"] == number
     assert notice["fine_amount"] == 500000
     assert notice["article"] == "287(1)"

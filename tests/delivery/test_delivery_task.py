@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryAttempt
-from cakra.delivery.tasks import MAX_RETRIES, delivery_send_task, retry_countdown
+from cakra.delivery.tasks import MAX_RETRIES, RETRY_BACKOFF_MAX_SECONDS, delivery_send_task, retry_countdown
 
 
 def test_the_task_sends_the_delivery(mail_sink, delivery):
@@ -39,8 +39,14 @@ def test_the_task_returns_quietly_for_a_delivery_already_sent(mail_sink, deliver
     assert len(mail_sink.messages()) == 1
 
 
-def test_retry_backoff_grows_is_capped_and_honours_the_provider():
-    assert retry_countdown(retries=0, retry_after=None) == 5
-    assert retry_countdown(retries=3, retry_after=None) == 40
-    assert retry_countdown(retries=20, retry_after=None) == 600
-    assert retry_countdown(retries=0, retry_after=60) == 60
+def test_retry_backoff_grows_is_capped_jittered_and_honours_the_provider():
+    def drawn(retries, retry_after=None):
+        return [retry_countdown(retries=retries, retry_after=retry_after) for _ in range(200)]
+
+    assert all(1 <= c <= 5 for c in drawn(0))
+    assert all(1 <= c <= 40 for c in drawn(3))
+    assert max(drawn(3)) > 20  # the ceiling grows with the retries
+    assert all(1 <= c <= RETRY_BACKOFF_MAX_SECONDS for c in drawn(20))  # capped, however many retries
+    assert len(set(drawn(20))) > 150  # spread, not one wave
+    assert all(c >= 60 for c in drawn(0, retry_after=60))  # never sooner than the provider asked
+    assert all(c == RETRY_BACKOFF_MAX_SECONDS for c in drawn(0, retry_after=86400))  # its wish is capped too

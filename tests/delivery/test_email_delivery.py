@@ -199,12 +199,12 @@ def test_smtp_server_down_fails_temporarily_records_the_attempt_and_asks_to_retr
     assert notice.status == Notice.Status.ISSUED
 
 
-def test_a_temporary_failure_is_retried_and_then_succeeds(settings, closed_port, mail_sink, delivery):
-    working = settings.CAKRA_EMAIL
-    settings.CAKRA_EMAIL = {**working, "PORT": closed_port}
+def test_a_temporary_failure_is_retried_and_then_succeeds(settings, closed_port, mail_sink, email_relay, delivery):
+    working = settings.CAKRA_PROVIDERS
+    email_relay(PORT=closed_port)
     with pytest.raises(RetryLaterError):
         delivery_send(delivery_id=str(delivery.id))
-    settings.CAKRA_EMAIL = working
+    settings.CAKRA_PROVIDERS = working
 
     _send(delivery)
 
@@ -257,8 +257,8 @@ def test_the_last_retry_failing_ends_permanent_with_an_audit_event(smtp_down, de
     assert final.data["status"] == Delivery.Status.FAILED_PERMANENT
 
 
-def test_a_rendering_failure_after_the_claim_is_recorded_not_left_sending(mail_sink, delivery, settings):
-    settings.CAKRA_EMAIL = {**settings.CAKRA_EMAIL, "SECURITY": "carrier-pigeon"}  # adapter cannot be built
+def test_a_rendering_failure_after_the_claim_is_recorded_not_left_sending(mail_sink, delivery, email_relay):
+    email_relay(SECURITY="carrier-pigeon")  # adapter cannot be built
 
     with pytest.raises(RetryLaterError):
         delivery_send(delivery_id=str(delivery.id))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import structlog
+from django.core.exceptions import ImproperlyConfigured
 
 logger = structlog.get_logger(__name__)
 
@@ -113,15 +114,36 @@ def _elapsed_ms(started: float) -> int:
 class ChannelAdapter(abc.ABC):
     """Base class of every provider adapter.
 
-    ``options`` is the provider's settings dictionary (shaped like one entry of
-    ``DATABASES``: ``BACKEND`` plus the backend's own keys).
+    ``options`` is the ``OPTIONS`` dictionary of one ``CAKRA_PROVIDERS`` entry
+    (see :mod:`cakra.delivery.channels.registry`); ``name`` is that entry's
+    name, the provider name recorded on deliveries and attempts (defaults to
+    the class's ``provider``, its kind: "smtp", "whatsapp-cloud", …).
+
+    Each adapter declares the options it needs (``required_options``) and
+    checks their values in :meth:`check_options`; the start-up system check
+    and the constructor both call it, so a broken configuration is reported
+    before the first message rather than on it.
     """
 
     channel: ClassVar[str]
     provider: ClassVar[str]
+    required_options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, options: Mapping[str, Any]) -> None:
+    def __init__(self, *, options: Mapping[str, Any], name: str = "") -> None:
+        problems = self.check_options(options)
+        if problems:
+            raise ImproperlyConfigured(f"provider {name or self.provider!r}: {'; '.join(problems)}")
         self.options = options
+        self.name = name or self.provider
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """What is wrong with ``options`` for this adapter (empty when nothing).
+
+        Messages name the option, never its value (it may be a secret).
+        Subclasses extend this with checks of their own values.
+        """
+        return [f"OPTIONS[{key!r}] is required" for key in cls.required_options if key not in options]
 
     def send(self, message: OutboundMessage) -> str:
         """Send one message; return the provider's reference for it.
@@ -131,7 +153,7 @@ class ChannelAdapter(abc.ABC):
         adapter leaves a recorded failed attempt instead of a delivery stuck in
         ``sending``; only the exception's type is kept (its text may quote data).
         """
-        log = logger.bind(delivery_id=message.reference, channel=self.channel, provider=self.provider)
+        log = logger.bind(delivery_id=message.reference, channel=self.channel, provider=self.name)
         started = time.monotonic()
         try:
             reference = self._send(message)

@@ -1,10 +1,13 @@
 """Email over SMTP submission, DKIM-signed.
 
-Options (``settings.CAKRA_EMAIL``): ``HOST``, ``PORT``, ``SECURITY`` ("none",
-"starttls" or "ssl"), ``TIMEOUT`` seconds, optional ``USERNAME``/``PASSWORD``,
-``DKIM_SELECTOR`` and ``DKIM_PRIVATE_KEY``. The DKIM domain is the domain of
-the From address (the region's ``email_from_address``), so DMARC alignment
-holds as long as that domain publishes the record (``cakra dkim dns-record``).
+Options (the ``OPTIONS`` of a ``CAKRA_PROVIDERS`` entry): ``HOST``, ``PORT``,
+``SECURITY`` ("none", "starttls" or "ssl"), ``TIMEOUT`` seconds, optional
+``USERNAME``/``PASSWORD``, and optional ``DKIM_SELECTOR``/``DKIM_PRIVATE_KEY``,
+which default to the sender domain's key in ``settings.CAKRA_EMAIL`` (the one
+``cakra dkim dns-record`` publishes): a second relay signs with the same key
+unless it is given its own. The DKIM domain is the domain of the From address
+(the region's ``email_from_address``), so DMARC alignment holds as long as
+that domain publishes the record.
 
 One connection per message keeps the adapter stateless and safe across
 worker processes; a pooled connection is the optimisation to reach for when
@@ -16,11 +19,13 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
@@ -39,6 +44,7 @@ SECURITY_MODES = ("none", "starttls", "ssl")
 RATE_WORDS = ("rate", "too many", "throttl", "limit", "slow down", "try again later")
 THROTTLE_CODES = (421, 450, 451, 452)
 THROTTLE_RETRY_AFTER_SECONDS = 60.0
+MAX_PORT = 65536
 
 
 def _is_throttle(code: int, reply: bytes | str) -> bool:
@@ -75,6 +81,14 @@ class _SMTPOverTLS(smtplib.SMTP_SSL):
             raise
 
 
+def _dkim_options(options: Mapping[str, Any]) -> tuple[str, str]:
+    """The selector and PEM this relay signs with: its own, or the sender domain's."""
+    domain_key: Mapping[str, Any] = getattr(settings, "CAKRA_EMAIL", {})
+    selector = str(options.get("DKIM_SELECTOR") or domain_key.get("DKIM_SELECTOR", ""))
+    pem = str(options.get("DKIM_PRIVATE_KEY") or domain_key.get("DKIM_PRIVATE_KEY", ""))
+    return selector, pem
+
+
 def email_domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -83,18 +97,50 @@ class SmtpEmailAdapter(ChannelAdapter):
     channel: ClassVar[str] = "email"
     provider: ClassVar[str] = "smtp"
 
-    def __init__(self, *, options: Any) -> None:
-        super().__init__(options=options)
+    required_options: ClassVar[tuple[str, ...]] = ("HOST", "PORT")
+
+    def __init__(self, *, options: Mapping[str, Any], name: str = "") -> None:
+        super().__init__(options=options, name=name)
         self.host: str = options["HOST"]
         self.port = int(options["PORT"])
         self.security: str = options.get("SECURITY", "starttls")
-        if self.security not in SECURITY_MODES:
-            raise ImproperlyConfigured(f"CAKRA_EMAIL['SECURITY'] must be one of {', '.join(SECURITY_MODES)}")
         self.timeout = float(options.get("TIMEOUT", 10))
         self.username: str = options.get("USERNAME", "")
         self.password: str = options.get("PASSWORD", "")
-        self.dkim_selector: str = options["DKIM_SELECTOR"]
-        self.dkim_key = dkim_key_load(options["DKIM_PRIVATE_KEY"])
+        self.dkim_selector, pem = _dkim_options(options)
+        self.dkim_key = dkim_key_load(pem)
+        # Built once: loading the system's CA bundle costs ~20 ms, more than
+        # the whole SMTP exchange with a nearby relay. A context is safe to
+        # share between threads once configured.
+        self._tls_context = ssl.create_default_context() if self.security != "none" else None
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        problems = super().check_options(options)
+        if problems:
+            return problems
+        if not isinstance(options["HOST"], str) or not options["HOST"]:
+            problems.append("OPTIONS['HOST'] must be a host name")
+        port = options["PORT"]
+        if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit():
+            problems.append("OPTIONS['PORT'] must be a port number")
+        elif not 0 < int(port) < MAX_PORT:
+            problems.append(f"OPTIONS['PORT'] must be between 1 and {MAX_PORT - 1}")
+        if options.get("SECURITY", "starttls") not in SECURITY_MODES:
+            problems.append(f"OPTIONS['SECURITY'] must be one of {', '.join(SECURITY_MODES)}")
+        timeout = options.get("TIMEOUT", 10)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            problems.append("OPTIONS['TIMEOUT'] must be a positive number of seconds")
+        if bool(options.get("USERNAME")) != bool(options.get("PASSWORD")):
+            problems.append("OPTIONS['USERNAME'] and OPTIONS['PASSWORD'] go together")
+        selector, pem = _dkim_options(options)
+        if not selector:
+            problems.append("OPTIONS['DKIM_SELECTOR'] (or CAKRA_EMAIL['DKIM_SELECTOR']) is required")
+        try:
+            dkim_key_load(pem)
+        except ImproperlyConfigured as exc:
+            problems.append(f"OPTIONS['DKIM_PRIVATE_KEY']: {exc}")
+        return problems
 
     def build(self, message: OutboundMessage) -> tuple[str, bytes]:
         """The message id and the signed RFC 5322 bytes, exactly as submitted."""
@@ -125,7 +171,7 @@ class SmtpEmailAdapter(ChannelAdapter):
         return message_id
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()  # verifies the relay's certificate and host name
+        context = self._tls_context  # verifies the relay's certificate and host name
         connection = (
             _SMTPOverTLS(context=context, timeout=self.timeout)
             if self.security == "ssl"

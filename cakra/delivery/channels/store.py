@@ -1,0 +1,249 @@
+"""The counters every worker shares: sender-identity rate limits and provider health.
+
+Two implementations behind one small interface, chosen from ``CACHES``:
+
+- :class:`RedisStore` when the default cache is Redis (production, ``REDIS_URL``).
+  A token bucket per sender identity runs as one Lua script (GCRA: a single
+  timestamp per identity, atomic in Redis, clocked by Redis' own ``TIME`` so
+  that workers on machines with drifting clocks agree). Health counters are
+  ``INCRBY`` + ``EXPIRE`` in one pipeline with the ``MGET`` that reads them
+  back: one round trip.
+- :class:`CacheStore` otherwise (the embedded default: the database cache
+  table). Django's cache API has no atomic increment on the database backend
+  (``incr`` is a read then a write), so each read-modify-write runs in one
+  database transaction holding a lock: on SQLite the settings make every
+  transaction ``BEGIN IMMEDIATE``, which takes the database's write lock first;
+  on PostgreSQL a transaction-scoped advisory lock on the key. Rate limits
+  there are a fixed one-second window rather than a smooth bucket:
+  correctness under concurrency matters more than smoothness.
+
+Keys carry sender identities and provider names (both ours, public, never
+personal data).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connections, router, transaction
+
+KEY_PREFIX = "cakra:dispatch:"
+REDIS_CACHE_BACKEND = "django.core.cache.backends.redis.RedisCache"
+REDIS_TIMEOUT_SECONDS = 2.0
+MICROSECONDS = 1_000_000
+
+# GCRA ("virtual scheduling"): the bucket is the theoretical arrival time
+# (TAT) of the next token; a request is allowed while TAT - now stays within
+# the burst. Returns 0 when a token was taken, else the microseconds to wait.
+# KEYS: tat, hold. ARGV: emission interval (µs), burst.
+_TAKE_LUA = """
+local hold = redis.call('PTTL', KEYS[2])
+if hold > 0 then return hold * 1000 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allowed_at = new_tat - burst * interval
+if allowed_at > now then return math.ceil(allowed_at - now) end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return 0
+"""
+
+# Hold an identity (the provider said "slow down"): nothing is granted until
+# the hold expires, and the bucket restarts empty after it (its TAT is pushed
+# a full burst beyond the hold), so sending resumes at the steady rate rather
+# than with a burst that would trip the provider again. A shorter hold never
+# shortens a longer one. KEYS: tat, hold. ARGV: hold (ms), interval (µs), burst.
+_HOLD_LUA = """
+local ms = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[2]) < ms then redis.call('SET', KEYS[2], '1', 'PX', ms) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = now + ms * 1000 + tonumber(ARGV[3]) * tonumber(ARGV[2])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tat then
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+return 0
+"""
+
+
+def _rate_keys(identity: str) -> tuple[str, str]:
+    # The braces are a Redis Cluster hash tag: both keys of one identity live
+    # in one slot, as a multi-key script requires.
+    return f"{KEY_PREFIX}{{{identity}}}:tat", f"{KEY_PREFIX}{{{identity}}}:hold"
+
+
+class SharedStore(abc.ABC):
+    """What rate limits and health need from the shared store."""
+
+    @abc.abstractmethod
+    def take(self, *, identity: str, rate: float, burst: int) -> float:
+        """Take one token of ``identity``'s bucket: 0.0 when granted, else the
+        seconds until one may be (nothing is taken then)."""
+
+    @abc.abstractmethod
+    def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
+        """Grant ``identity`` nothing for ``seconds`` (unless already held longer)."""
+
+    @abc.abstractmethod
+    def sync(self, increments: Mapping[str, int], *, ttl: int, read: Sequence[str]) -> list[int]:
+        """Add ``increments`` to their counters (each kept ``ttl`` seconds after
+        its last change) and return the current values of ``read`` (0 for none)."""
+
+    @abc.abstractmethod
+    def forget_identity(self, identity: str) -> None:
+        """Drop an identity's bucket and hold (operations and tests)."""
+
+
+class RedisStore(SharedStore):
+    def __init__(self, url: str) -> None:
+        self.client: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+        )
+        # register_script sends EVALSHA and falls back to EVAL once per
+        # connection when the server does not know the script yet.
+        self._take = self.client.register_script(_TAKE_LUA)
+        self._hold = self.client.register_script(_HOLD_LUA)
+
+    def take(self, *, identity: str, rate: float, burst: int) -> float:
+        interval_us = max(1, round(MICROSECONDS / rate))
+        wait_us = int(self._take(keys=list(_rate_keys(identity)), args=[interval_us, burst]))
+        return wait_us / MICROSECONDS
+
+    def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
+        interval_us = max(1, round(MICROSECONDS / rate))
+        self._hold(keys=list(_rate_keys(identity)), args=[max(1, math.ceil(seconds * 1000)), interval_us, burst])
+
+    def sync(self, increments: Mapping[str, int], *, ttl: int, read: Sequence[str]) -> list[int]:
+        pipe = self.client.pipeline(transaction=False)
+        for key, delta in increments.items():
+            pipe.incrby(key, delta)
+            pipe.expire(key, ttl)
+        if read:
+            pipe.mget(list(read))
+        results = pipe.execute()
+        if not read:
+            return []
+        return [int(value) if value is not None else 0 for value in results[-1]]
+
+    def forget_identity(self, identity: str) -> None:
+        self.client.delete(*_rate_keys(identity))
+
+
+def _advisory_lock_id(name: str) -> int:
+    """A signed 64-bit id for pg_advisory_xact_lock, stable across processes."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class CacheStore(SharedStore):
+    """Over any Django cache; exact under concurrency on the database cache
+    (SQLite or PostgreSQL), and within one process on the local-memory cache."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+        # One read-modify-write at a time per process; the database lock below
+        # extends that to every process sharing the database.
+        self._thread_lock = threading.Lock()
+
+    @property
+    def cache(self) -> Any:
+        return caches[self.alias]
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        cache = self.cache
+        with self._thread_lock:
+            if not isinstance(cache, DatabaseCache):
+                yield
+                return
+            using = router.db_for_write(cache.cache_model_class)
+            with transaction.atomic(using=using):
+                connection = connections[using]
+                if connection.vendor == "postgresql":
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_advisory_lock_id(KEY_PREFIX + name)])
+                # SQLite: the transaction began IMMEDIATE (settings), holding
+                # the database's write lock until it ends.
+                yield
+
+    def take(self, *, identity: str, rate: float, burst: int) -> float:
+        # Whole seconds, or one token per window when the rate is below 1/s.
+        window_seconds = 1.0 if rate >= 1 else 1.0 / rate
+        limit = max(1, int(rate * window_seconds))
+        now = time.time()
+        window = int(now // window_seconds)
+        count_key = f"{KEY_PREFIX}{identity}:window:{window}"
+        _, hold_key = _rate_keys(identity)
+        with self._locked(f"rate:{identity}"):
+            values = self.cache.get_many([count_key, hold_key])
+            held_until = values.get(hold_key)
+            if held_until is not None and held_until > now:
+                return float(held_until - now)
+            count = int(values.get(count_key, 0))
+            if count >= limit:
+                return (window + 1) * window_seconds - now
+            self.cache.set(count_key, count + 1, timeout=math.ceil(window_seconds) + 1)
+        return 0.0
+
+    def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
+        _, hold_key = _rate_keys(identity)
+        until = time.time() + seconds
+        with self._locked(f"rate:{identity}"):
+            current = self.cache.get(hold_key)
+            if current is None or current < until:
+                self.cache.set(hold_key, until, timeout=math.ceil(seconds) + 1)
+
+    def sync(self, increments: Mapping[str, int], *, ttl: int, read: Sequence[str]) -> list[int]:
+        if not increments:
+            values = self.cache.get_many(list(read)) if read else {}
+            return [int(values.get(key, 0)) for key in read]
+        with self._locked("health"):
+            values = self.cache.get_many([*increments, *read])
+            updated = {key: int(values.get(key, 0)) + delta for key, delta in increments.items()}
+            self.cache.set_many(updated, timeout=ttl)
+        values |= updated
+        return [int(values.get(key, 0)) for key in read]
+
+    def forget_identity(self, identity: str) -> None:
+        _, hold_key = _rate_keys(identity)
+        window = int(time.time())
+        self.cache.delete_many(
+            [hold_key, *(f"{KEY_PREFIX}{identity}:window:{w}" for w in range(window - 2, window + 2))]
+        )
+
+
+@functools.cache
+def _redis_store(url: str) -> RedisStore:
+    return RedisStore(url)
+
+
+@functools.cache
+def _cache_store(alias: str) -> CacheStore:
+    return CacheStore(alias)
+
+
+def shared_store() -> SharedStore:
+    """The store for this configuration: Redis when the default cache is
+    Redis, the default cache itself otherwise. One instance per process and
+    configuration (the Redis client holds a connection pool)."""
+    config: Mapping[str, Any] = settings.CACHES["default"]
+    if config["BACKEND"] == REDIS_CACHE_BACKEND:
+        location = config["LOCATION"]
+        return _redis_store(location if isinstance(location, str) else location[0])
+    return _cache_store("default")

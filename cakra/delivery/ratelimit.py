@@ -1,0 +1,131 @@
+"""Rate limits per sender identity, shared by every worker.
+
+A provider limits what one *sender identity* may send: 80 messages/s per
+WhatsApp number, a contracted rate per SMS sender ID, a relay's per-account
+limit. Each ``CAKRA_PROVIDERS`` entry names its identity and that identity's
+``RATE_PER_SECOND`` and ``BURST``; every worker process takes a token from the
+identity's bucket in the shared store (:mod:`cakra.delivery.channels.store`:
+a GCRA token bucket in Redis, a fixed one-second window on the database
+cache) before it claims a delivery.
+
+When no token is available the delivery is **never dropped and never
+charged an attempt**:
+
+- a short wait (up to ``PATIENCE_SECONDS``, 0.5 s) is slept in the worker and
+  the token asked for again. Under sustained load that is the cheapest form
+  of back-pressure: the worker simply sends at the identity's rate, with no
+  extra broker traffic;
+- a longer wait raises :class:`RateLimitedError` before the claim, so the
+  delivery keeps its status, and the task publishes itself again after the
+  wait (:mod:`cakra.delivery.tasks`), without counting a retry.
+
+When a provider answers "slow down" (:class:`ThrottledProviderError`), the
+whole identity is held for the ``retry_after`` it asked (capped at
+``MAX_HOLD_SECONDS``), so every worker backs off, not only the one that was
+told; the throttled delivery itself is retried later.
+
+If the store cannot be reached the limit cannot be enforced, so the worker
+waits (``STORE_DOWN_WAIT_SECONDS``) instead of sending blind: a provider
+that suspends an identity for abuse would cost far more than a delay.
+
+**Cost on the hot path:** one store round trip per send (Redis: one
+``EVALSHA``; database cache: one short transaction).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import DatabaseError
+from redis import RedisError
+
+from cakra.delivery.channels.registry import Provider
+from cakra.delivery.channels.store import shared_store
+
+logger = structlog.get_logger(__name__)
+
+RATE_LIMIT_DEFAULTS: dict[str, float] = {
+    "PATIENCE_SECONDS": 0.5,
+    "MAX_HOLD_SECONDS": 600.0,
+    "DEFAULT_HOLD_SECONDS": 30.0,  # a throttling answer that names no retry-after
+    "STORE_DOWN_WAIT_SECONDS": 5.0,
+}
+STORE_ERRORS = (RedisError, DatabaseError, OSError)
+MAX_SLEEP_JITTER_SECONDS = 0.02
+
+
+class RateLimitedError(Exception):
+    """No token for this sender identity for ``wait`` seconds: send later."""
+
+    def __init__(self, *, identity: str, wait: float) -> None:
+        super().__init__(f"sender identity {identity} is rate-limited for {wait:.3f}s")
+        self.identity = identity
+        self.wait = wait
+
+
+def rate_limit_policy() -> dict[str, float]:
+    configured: Mapping[str, Any] = getattr(settings, "CAKRA_SENDER_RATE_LIMITS", {})
+    return {key: float(configured.get(key, default)) for key, default in RATE_LIMIT_DEFAULTS.items()}
+
+
+def rate_limit_policy_problems(configured: object) -> list[str]:
+    """What is wrong with ``CAKRA_SENDER_RATE_LIMITS`` (for the system check)."""
+    if not isinstance(configured, Mapping):
+        return ["CAKRA_SENDER_RATE_LIMITS must be a dictionary"]
+    problems = [f"unknown key {key!r}" for key in configured if key not in RATE_LIMIT_DEFAULTS]
+    for key, default in RATE_LIMIT_DEFAULTS.items():
+        value = configured.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            problems.append(f"{key} must be a number >= 0")
+    return problems
+
+
+def sender_token_acquire(provider: Provider, *, patience: float | None = None) -> None:
+    """Take one token of ``provider``'s sender identity, waiting in this
+    process up to ``patience`` seconds; raise :class:`RateLimitedError` with
+    the wait when the token is further away than that."""
+    policy = rate_limit_policy()
+    patience = policy["PATIENCE_SECONDS"] if patience is None else patience
+    deadline = time.monotonic() + patience
+    store = shared_store()
+    while True:
+        try:
+            wait = store.take(identity=provider.sender_identity, rate=provider.rate_per_second, burst=provider.burst)
+        except STORE_ERRORS as exc:
+            logger.warning(
+                "rate_limit_store_unavailable", sender_identity=provider.sender_identity, error=type(exc).__name__
+            )
+            raise RateLimitedError(identity=provider.sender_identity, wait=policy["STORE_DOWN_WAIT_SECONDS"]) from None
+        if wait <= 0:
+            return
+        if time.monotonic() + wait > deadline:
+            raise RateLimitedError(identity=provider.sender_identity, wait=wait)
+        # A little jitter (up to one emission interval, at most 20 ms) so that
+        # the processes refused together do not all come back in the same instant.
+        jitter = random.uniform(0, min(1 / provider.rate_per_second, MAX_SLEEP_JITTER_SECONDS))  # noqa: S311
+        time.sleep(wait + jitter)
+
+
+def sender_back_off(provider: Provider, *, retry_after: float | None) -> float:
+    """Hold ``provider``'s sender identity for every worker: the provider said
+    "slow down". Returns the hold applied, in seconds."""
+    policy = rate_limit_policy()
+    seconds = min(
+        retry_after if retry_after and retry_after > 0 else policy["DEFAULT_HOLD_SECONDS"], policy["MAX_HOLD_SECONDS"]
+    )
+    try:
+        shared_store().hold(
+            identity=provider.sender_identity, seconds=seconds, rate=provider.rate_per_second, burst=provider.burst
+        )
+    except STORE_ERRORS as exc:
+        # The delivery is retried after retry_after anyway; only the other
+        # workers miss the warning, and they will hear it from the provider.
+        logger.warning("rate_limit_hold_failed", sender_identity=provider.sender_identity, error=type(exc).__name__)
+    else:
+        logger.info("sender_identity_held", sender_identity=provider.sender_identity, seconds=seconds)
+    return seconds

@@ -1,0 +1,101 @@
+"""The delivery state machine, and how a provider's receipts move along it.
+
+::
+
+    planned ──(fallback)──▶ pending ──(claim)──▶ sending ──(accepted)──▶ sent ──▶ delivered ──▶ read
+                              ▲                     │                      │          (receipts only)
+                              └── failed_temporary ◀┤ (retryable)          │
+                                                    └──▶ failed_permanent ◀┘ (bounce receipt, or timed out)
+                                                         → fallback activates the next planned step
+
+The worker owns everything up to ``sent`` (cakra.delivery.sending: claim,
+attempt, outcome). From ``sent`` on, only the provider knows what happened,
+and it tells us through receipts, which arrive late, twice, out of order or
+not at all. So a receipt may only move a delivery **forward**, by
+:data:`STATUS_RANK`:
+
+- ``delivered`` from ``sent``; ``read`` from ``sent`` or ``delivered``
+  (WhatsApp may skip "delivered"). Read then delivered stays read;
+  delivered then sent stays delivered.
+- ``failed`` only while the delivery is ``sent``: a bounce after a
+  confirmed delivery is late junk some carriers send and is ignored; a
+  bounce of a ``sent`` delivery makes it ``failed_permanent`` and hands the
+  notice to fallback.
+- ``sent`` reports nothing new: a delivery is found by the reference the
+  provider gave when it accepted the message, so it is already ``sent``.
+- ``deferred`` is informational (the provider is still trying): recorded,
+  no status change.
+- ``failed_permanent`` is final for receipts: fallback has moved on, and a
+  late "delivered" is kept on the timeline but changes nothing.
+
+Every transition is one conditional UPDATE (:func:`delivery_transition`):
+``WHERE pk = … AND status IN (<allowed from-states>)``. Whether it happened
+is the row count, never a status read earlier, so two workers or two
+receipts racing on the same delivery cannot both win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from cakra.delivery.models import Delivery, DeliveryReceipt
+
+Status = Delivery.Status
+Event = DeliveryReceipt.Event
+
+# How far along a delivery is. Equal ranks are alternatives (a delivery
+# waiting for its first try or for a retry). failed_permanent ranks last:
+# it is final, nothing moves it again.
+STATUS_RANK: dict[str, int] = {
+    Status.PLANNED: 0,
+    Status.PENDING: 1,
+    Status.FAILED_TEMPORARY: 1,
+    Status.SENDING: 2,
+    Status.SENT: 3,
+    Status.DELIVERED: 4,
+    Status.READ: 5,
+    Status.FAILED_PERMANENT: 6,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptTransition:
+    """Where a receipt event moves a delivery, and from which statuses it may."""
+
+    to: str
+    from_states: frozenset[str]
+
+
+# Receipt events that move a delivery. Events not listed here (deferred)
+# are informational: recorded, never a transition.
+RECEIPT_TRANSITIONS: dict[str, ReceiptTransition] = {
+    Event.SENT: ReceiptTransition(to=Status.SENT, from_states=frozenset()),
+    Event.DELIVERED: ReceiptTransition(to=Status.DELIVERED, from_states=frozenset({Status.SENT})),
+    Event.READ: ReceiptTransition(to=Status.READ, from_states=frozenset({Status.SENT, Status.DELIVERED})),
+    Event.FAILED: ReceiptTransition(to=Status.FAILED_PERMANENT, from_states=frozenset({Status.SENT})),
+}
+INFORMATIONAL_EVENTS = frozenset({Event.DEFERRED})
+
+
+def receipt_transition(event: str) -> ReceiptTransition | None:
+    """The transition a receipt event asks for; None for an informational event."""
+    if event in INFORMATIONAL_EVENTS:
+        return None
+    return RECEIPT_TRANSITIONS[event]
+
+
+def delivery_transition(*, delivery_id: Any, from_states: frozenset[str], to: str, **changes: Any) -> bool:
+    """Move one delivery to ``to`` if, at this instant, its status is one of
+    ``from_states``; set ``changes`` in the same statement. True when it moved.
+
+    Must run inside the transaction that records the change's audit event.
+    """
+    if not from_states:
+        return False
+    updated = Delivery.objects.filter(pk=delivery_id, status__in=from_states).update(
+        status=to, updated_at=timezone.now(), **changes
+    )
+    return updated == 1

@@ -1,0 +1,576 @@
+"""``cakra bench``: the whole pipeline under load, measured in one run.
+
+Intake over HTTP through the batch API (as the ETLE back office would) →
+notice → every channel the bench plan uses, into the loopback simulators,
+on whatever database and broker the settings name. The web server, the
+Celery worker and the simulators run as real child processes; this process
+only drives the intake, watches the database and samples memory.
+
+Method (docs/performance.md):
+- ``loopback_ceiling_per_s`` is what a bare client gets from the same
+  simulator in the same run: the same adapter (render-free, DKIM-signed
+  messages) sending from as many processes as the worker has, with no
+  database and no queue.
+- ``seconds`` runs from the first intake request until every notice's
+  delivery reached a final state (delivered/read, or failed for good).
+- ``p50_ms``/``p99_ms``: notice issued → delivery confirmed (``delivered_at``
+  when the simulator reports receipts, else ``sent_at``).
+- ``lost``: notices posted that did not reach a final state by the
+  deadline. ``duplicates``: messages the simulator received more than once
+  (same Message-ID), plus notices with more than one successful attempt.
+- ``peak_rss_mb``: the peak of the summed resident memory of the system's
+  processes (web, worker, simulators, with their children), sampled each
+  second; the driver's own memory is reported apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Q
+from django.utils import timezone
+from PIL import Image
+
+from cakra.api.services import apikey_create
+from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.demo.images import capture_jpeg
+from cakra.enforcement.models import Notice, Region
+from cakra.registry.models import ContactPoint, Owner, Vehicle
+from cakra.registry.services import contact_hash
+from cakra.security.crypto import lookup_hash
+
+REGION_CODE = "BENCH"
+RECIPIENT_DOMAIN = "bench.example.com"
+CEILING_DOMAIN = "ceiling.example.com"
+PLATE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
+ARTICLES = ["287(1)", "287(2)", "287(5)", "289", "291", "283"]
+PHOTO_POOL = 6
+FINAL_STATUSES = (Delivery.Status.DELIVERED, Delivery.Status.READ, Delivery.Status.FAILED_PERMANENT)
+# Original evidence + sink mail + database rows per notice, with margin.
+DISK_MARGIN = 1.5
+DB_BYTES_PER_NOTICE = 12_000
+MAIL_BYTES_PER_NOTICE = 8_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    notices: int
+    batch_size: int = 100
+    intake_threads: int = 2
+    web_workers: int = 2
+    worker_concurrency: int = 4
+    ceiling_messages: int = 2000
+    timeout_seconds: float = 0.0  # 0: derived from the size
+    keep: bool = False
+    web_port: int = 0
+    smtp_port: int = 0
+    sink_http_port: int = 0
+
+
+@dataclass
+class ProcessGroup:
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def rss_mb(self) -> float:
+        return sum(_tree_rss_kb(p.pid) for p in self.processes.values() if p.poll() is None) / 1024
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+# --- helpers ---------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _tree_rss_kb(root: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid = int(entry.name)
+        children.setdefault(int(fields.get("PPid", "0").strip() or 0), []).append(pid)
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def _own_rss_mb() -> float:
+    return _tree_rss_kb(os.getpid()) / 1024
+
+
+def _wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    msg = f"bench: timed out waiting for {what}"
+    raise RuntimeError(msg)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def plate_for_index(index: int) -> str:
+    number = index % 9999 + 1
+    rest = index // 9999
+    letters = ""
+    for _ in range(3):
+        letters += PLATE_LETTERS[rest % len(PLATE_LETTERS)]
+        rest //= len(PLATE_LETTERS)
+    return f"B {number} {letters}"
+
+
+def photo_pool(size: int = PHOTO_POOL) -> list[bytes]:
+    """1080p JPEGs of realistic weight (~250-350 KB): a drawn scene with sensor-like noise."""
+    pool = []
+    when = datetime.now(ZoneInfo("Asia/Jakarta"))
+    for n in range(size):
+        scene = capture_jpeg(
+            plate=plate_for_index(n),
+            colour=["Hitam", "Putih", "Merah", "Biru", "Silver", "Abu-abu"][n % 6],
+            camera_id=f"BENCH-{n:03d}",
+            captured_at=when,
+            location="Jl. Jend. Sudirman, Jakarta",
+            caption="Pasal 287(1)",
+            seed=n,
+            quality=92,
+        )
+        image = Image.open(io.BytesIO(scene))
+        noisy = Image.blend(image, Image.effect_noise(image.size, 28).convert("RGB"), 0.11)
+        out = io.BytesIO()
+        noisy.save(out, format="JPEG", quality=88)
+        pool.append(out.getvalue())
+    return pool
+
+
+# --- phases ----------------------------------------------------------------------
+def disk_check(*, notices: int, pool: list[bytes]) -> None:
+    per_notice = statistics.mean(len(p) for p in pool) + DB_BYTES_PER_NOTICE + MAIL_BYTES_PER_NOTICE
+    needed = int(notices * per_notice * DISK_MARGIN)
+    for path in {Path(settings.EVIDENCE_ROOT), Path(settings.DATA_DIR)}:
+        path.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path).free
+        if free < needed:
+            msg = f"bench needs ~{needed / 1e9:.1f} GB free at {path}; {free / 1e9:.1f} GB free"
+            raise RuntimeError(msg)
+
+
+def registry_seed(*, notices: int, log: Callable[[str], None]) -> str:
+    """The bench region, a pre-validated key and one registered vehicle (with
+    an email contact) per notice; bulk inserts, encryption included."""
+    region, _ = Region.objects.update_or_create(
+        code=REGION_CODE,
+        defaults={
+            "name": "Bench region",
+            "plate_prefixes": ["B"],
+            "channel_order": list(settings.CAKRA_ENABLED_CHANNELS),
+            "email_from_address": "etle@bench.korlantas.example.go.id",
+            "email_from_name": "ETLE Bench",
+            "letterhead": "BENCH",
+            "signatory_name": "Bench",
+            "signatory_title": "Bench",
+        },
+    )
+    have = Vehicle.objects.filter(plate__startswith="B ").count()
+    chunk = 2000
+    for start in range(have, notices, chunk):
+        stop = min(notices, start + chunk)
+        owners = [Owner(name=f"Pemilik {i}", nik="", nik_hash="") for i in range(start, stop)]
+        Owner.objects.bulk_create(owners)
+        contacts = []
+        vehicles = []
+        for i, owner in zip(range(start, stop), owners, strict=True):
+            address = f"owner{i}@{RECIPIENT_DOMAIN}"
+            contacts.append(
+                ContactPoint(
+                    owner=owner,
+                    kind=ContactPoint.Kind.EMAIL,
+                    value=address,
+                    value_hash=contact_hash(kind="email", value=address),
+                )
+            )
+            plate = plate_for_index(i)
+            vehicles.append(
+                Vehicle(
+                    plate=plate,
+                    plate_compact=plate.replace(" ", ""),
+                    vehicle_type=Vehicle.Type.CAR,
+                    make="Toyota",
+                    model="Avanza",
+                    colour="Hitam",
+                    chassis_number=f"MHBENCH{i:010d}",
+                    engine_number=f"EB{i:09d}",
+                    owner=owner,
+                )
+            )
+        ContactPoint.objects.bulk_create(contacts)
+        Vehicle.objects.bulk_create(vehicles)
+        if (stop // chunk) % 10 == 0 or stop == notices:
+            log(f"  registry: {stop:,}/{notices:,} vehicles")
+    _ = lookup_hash  # (contact_hash uses it; kept explicit for readers of the cost model)
+    return apikey_create(region_code=region.code, name="bench", pre_validated=True, actor="bench").token
+
+
+def processes_start(*, config: BenchConfig, ports: dict[str, int], workdir: Path) -> ProcessGroup:
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "CAKRA_DATA_DIR": str(settings.DATA_DIR),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CAKRA_SMTP_HOST": "127.0.0.1",
+        "CAKRA_SMTP_PORT": str(ports["smtp"]),
+        "CAKRA_SMTP_SECURITY": "none",
+        "CAKRA_SINK_SMTP_PORT": str(ports["smtp"]),
+        "CAKRA_SINK_HTTP_PORT": str(ports["sink_http"]),
+        "CAKRA_SINK_MAILDIR": str(workdir / "sink"),
+        "CAKRA_PORTAL_BASE_URL": f"http://127.0.0.1:{ports['web']}",
+        "PORT": str(ports["web"]),
+        "CAKRA_LOG_LEVEL": "WARNING",
+    }
+    if not env["DATABASE_URL"]:
+        env.pop("DATABASE_URL")
+    python = sys.executable
+    commands = {
+        "sink": [python, "-m", "cakra.cli", "sink"],
+        "web": [
+            python, "-m", "gunicorn", "cakra.config.wsgi:application",
+            "--bind", f"127.0.0.1:{ports['web']}",
+            "--workers", str(config.web_workers),
+            "--timeout", "300",
+            "--log-level", "warning",
+        ],
+        "worker": [
+            python, "-m", "celery", "--app", "cakra.config.celery", "worker",
+            "--queues", ",".join(sorted({*settings.CAKRA_ENABLED_CHANNELS, "evidence", "celery"})),
+            "--concurrency", str(config.worker_concurrency),
+            "--prefetch-multiplier", "8",
+            "--without-gossip", "--without-mingle",
+            "--loglevel", "WARNING",
+        ],
+    }  # fmt: skip
+    group = ProcessGroup()
+    for name, command in commands.items():
+        log_path = workdir / f"{name}.log"
+        group.logs[name] = log_path
+        with log_path.open("wb") as log_file:
+            group.processes[name] = subprocess.Popen(  # noqa: S603 - fixed argument lists
+                command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    _wait_for(lambda: _accepts(ports["smtp"]), timeout=30, what="the SMTP sink")
+    _wait_for(lambda: _accepts(ports["web"]), timeout=60, what="the web server")
+    _wait_for(lambda: b"ready" in group.logs["worker"].read_bytes() or _worker_ready(), timeout=60, what="worker")
+    return group
+
+
+def _worker_ready() -> bool:
+    from cakra.config.celery import app
+
+    with contextlib.suppress(Exception):
+        return bool(app.control.ping(timeout=0.5))
+    return False
+
+
+def _ceiling_send(args: tuple[int, int, int, int]) -> int:
+    """One process of the bare client: the same adapter, no database, no queue."""
+    import django
+
+    django.setup()
+    from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
+    from cakra.delivery.channels.email import SmtpEmailAdapter
+
+    first, count, port, size = args
+    options = {**settings.CAKRA_EMAIL, "HOST": "127.0.0.1", "PORT": port, "SECURITY": "none"}
+    adapter = SmtpEmailAdapter(options=options)
+    text = "x" * size
+    sender = SenderIdentity(address="etle@bench.korlantas.example.go.id", display_name="ETLE Bench")
+    for n in range(first, first + count):
+        adapter.send(
+            OutboundMessage(
+                reference=f"ceiling-{n}",
+                recipient=f"c{n}@{CEILING_DOMAIN}",
+                subject="ceiling",
+                text=text,
+                html=text,
+                sender=sender,
+            )
+        )
+    return count
+
+
+def loopback_ceiling(*, messages: int, processes: int, smtp_port: int) -> float:
+    per = max(1, messages // processes)
+    jobs = [(i * per, per, smtp_port, 1500) for i in range(processes)]
+    started = time.monotonic()
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        sent = sum(pool.map(_ceiling_send, jobs))
+    return sent / (time.monotonic() - started)
+
+
+def intake_batches(*, notices: int, batch_size: int, pool_b64: list[str], run_id: str) -> Iterator[bytes]:
+    captured = (timezone.localtime() - timedelta(hours=1)).isoformat()
+    rng = random.Random(run_id)  # noqa: S311 - load shape, not security
+    for start in range(0, notices, batch_size):
+        items = [
+            {
+                "capture_id": f"BENCH-{run_id}-{i}",
+                "camera_id": f"BENCH-{i % 50:03d}",
+                "captured_at": captured,
+                "location": "Jl. Jend. Sudirman, Jakarta",
+                "plate": plate_for_index(i),
+                "article": ARTICLES[rng.randrange(len(ARTICLES))],
+                "evidence": [{"kind": "vehicle", "content_base64": pool_b64[i % len(pool_b64)]}],
+            }
+            for i in range(start, min(notices, start + batch_size))
+        ]
+        yield json.dumps({"violations": items}).encode()
+
+
+def intake_run(*, config: BenchConfig, port: int, token: str, pool: list[bytes], run_id: str) -> Counter[str]:
+    pool_b64 = [base64.b64encode(p).decode() for p in pool]
+    totals: Counter[str] = Counter()
+    lock = threading.Lock()
+    local = threading.local()
+
+    def post(body: bytes) -> None:
+        if not hasattr(local, "conn"):
+            local.conn = HTTPConnection("127.0.0.1", port, timeout=600)
+        for attempt in range(5):
+            try:
+                local.conn.request(
+                    "POST",
+                    "/api/v1/violations/batch",
+                    body=body,
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                )
+                response = local.conn.getresponse()
+                payload = response.read()
+                break
+            except (OSError, ConnectionError):
+                local.conn.close()
+                local.conn = HTTPConnection("127.0.0.1", port, timeout=600)
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            with lock:
+                totals["batch_failed"] += 1
+            return
+        with lock:
+            if response.status != 200:  # noqa: PLR2004
+                totals[f"batch_http_{response.status}"] += 1
+                return
+            answer = json.loads(payload)
+            totals["created"] += answer.get("created", 0)
+            totals["replayed"] += answer.get("replayed", 0)
+            totals["rejected"] += answer.get("rejected", 0)
+
+    with ThreadPoolExecutor(max_workers=config.intake_threads) as executor:
+        # Bounded in flight: the generator is consumed as threads free up.
+        for future in [
+            executor.submit(post, body)
+            for body in intake_batches(
+                notices=config.notices, batch_size=config.batch_size, pool_b64=pool_b64, run_id=run_id
+            )
+        ]:
+            future.result()
+    return totals
+
+
+def final_filter(*, receipts: bool) -> Q:
+    statuses = list(FINAL_STATUSES) + ([] if receipts else [Delivery.Status.SENT])
+    return Q(status__in=statuses)
+
+
+def sink_duplicates(maildir: Path) -> tuple[int, int]:
+    """(messages, duplicates) among the bench's recipients, by Message-ID."""
+    parser = BytesHeaderParser()
+    seen: Counter[str] = Counter()
+    for folder in ("new", "cur"):
+        directory = maildir / folder
+        if not directory.exists():
+            continue
+        for path in directory.iterdir():
+            with path.open("rb") as handle:
+                headers = parser.parse(handle)
+            if RECIPIENT_DOMAIN in str(headers.get("To", "")):
+                seen[str(headers.get("Message-ID", ""))] += 1
+    total = sum(seen.values())
+    return total, total - len(seen)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, Any]:  # noqa: PLR0915
+    """One measured sequence: seed, start the system, measure the ceiling, drive, collect."""
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(settings.DATA_DIR) / f"bench-{run_id}"
+    workdir.mkdir(parents=True)
+    receipts = bool(getattr(settings, "CAKRA_SINK", {}).get("RECEIPT_URL"))
+    broker = settings.CELERY_BROKER_URL.split(":", 1)[0]
+    log(f"bench {run_id}: {config.notices:,} notices on {connection.vendor} + {broker}")
+    pool = photo_pool()
+    log(f"  evidence pool: {len(pool)} photos, mean {statistics.mean(len(p) for p in pool) / 1024:.0f} KB")
+    disk_check(notices=config.notices, pool=pool)
+    token = registry_seed(notices=config.notices, log=log)
+    ports = {
+        "web": config.web_port or free_port(),
+        "smtp": config.smtp_port or free_port(),
+        "sink_http": config.sink_http_port or free_port(),
+    }
+    group = processes_start(config=config, ports=ports, workdir=workdir)
+    peak_rss = 0.0
+    driver_peak = 0.0
+    stop_sampling = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_rss, driver_peak
+        while not stop_sampling.wait(1.0):
+            peak_rss = max(peak_rss, group.rss_mb())
+            driver_peak = max(driver_peak, _own_rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        log("  measuring the loopback ceiling (bare client, no database, no queue)…")
+        ceiling = loopback_ceiling(
+            messages=min(config.ceiling_messages, max(200, config.notices)),
+            processes=config.worker_concurrency,
+            smtp_port=ports["smtp"],
+        )
+        log(f"  loopback ceiling: {ceiling:.0f} messages/s")
+        region = Region.objects.get(code=REGION_CODE)
+        started = time.monotonic()
+        started_at = timezone.now()
+        intake_thread_result: dict[str, Counter[str]] = {}
+        intake = threading.Thread(
+            target=lambda: intake_thread_result.setdefault(
+                "totals", intake_run(config=config, port=ports["web"], token=token, pool=pool, run_id=run_id)
+            )
+        )
+        intake.start()
+        timeout = config.timeout_seconds or max(300.0, config.notices / 20)
+        deadline = started + timeout
+        done = 0
+        last_report = 0.0
+        while time.monotonic() < deadline:
+            done = (
+                Delivery.objects.filter(notice__region=region, notice__issued_at__gte=started_at)
+                .filter(final_filter(receipts=receipts))
+                .count()
+            )
+            now = time.monotonic()
+            if now - last_report >= 10:  # noqa: PLR2004
+                last_report = now
+                log(f"  {now - started:6.0f}s  {done:,}/{config.notices:,} notices delivered")
+            if done >= config.notices and not intake.is_alive():
+                break
+            time.sleep(1.0)
+        seconds = time.monotonic() - started
+        intake.join(timeout=60)
+    finally:
+        stop_sampling.set()
+        group.stop()
+    totals = intake_thread_result.get("totals", Counter())
+    notices = Notice.objects.filter(region=region, issued_at__gte=started_at)
+    rows = Delivery.objects.filter(notice__in=notices).values_list("notice__issued_at", "delivered_at", "sent_at")
+    latencies = []
+    for issued, delivered, sent in rows:
+        confirmed = delivered if receipts else sent
+        if confirmed is not None:
+            latencies.append((confirmed - issued).total_seconds() * 1000)
+    issued_count = notices.count()
+    final_count = Delivery.objects.filter(notice__in=notices).filter(final_filter(receipts=receipts)).count()
+    multi_sent = (
+        DeliveryAttempt.objects.filter(delivery__notice__in=notices, outcome=DeliveryAttempt.Outcome.SENT)
+        .values("delivery")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
+    mail_total, mail_duplicates = sink_duplicates(workdir / "sink")
+    messages = final_count
+    result = {
+        "notices": config.notices,
+        "seconds": round(seconds, 1),
+        "notices_per_s": round(final_count / seconds, 1) if seconds else 0.0,
+        "messages_per_s": round(messages / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(percentile(latencies, 0.50)),
+        "p99_ms": round(percentile(latencies, 0.99)),
+        "lost": config.notices - final_count,
+        "duplicates": mail_duplicates + multi_sent,
+        "peak_rss_mb": round(peak_rss),
+        "driver_peak_rss_mb": round(driver_peak),
+        "db": connection.vendor,
+        "broker": broker,
+        "loopback_ceiling_per_s": round(ceiling, 1),
+        "ceiling_ratio": round(messages / seconds / ceiling, 3) if seconds and ceiling else 0.0,
+        "confirmed_by": "delivery receipts" if receipts else "relay acceptance (sent)",
+        "intake": dict(totals),
+        "issued": issued_count,
+        "mail_received": mail_total,
+        "evidence_mean_kb": round(statistics.mean(len(p) for p in pool) / 1024),
+        "cpu_count": os.cpu_count(),
+    }
+    if not config.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result

@@ -1,0 +1,204 @@
+"""The notice timeline: every attempt, receipt, timeout and fallback step,
+from the audit trail, in the API's notice status and on the officer's page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.delivery.receipts import delivery_record_receipt
+from cakra.delivery.selectors import TimelineEntry, delivery_get_for_send, notice_timeline
+from cakra.delivery.sending import _delivery_claim, _delivery_record_outcome, _Result, delivery_send
+from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
+from cakra.enforcement.models import Article, Violation
+from cakra.enforcement.selectors import notice_get_for_region
+from cakra.enforcement.services import violation_validate_pre_validated
+from cakra.registry.models import ContactPoint
+from tests.api.helpers import get
+from tests.backoffice.conftest import english_client, sign_in
+
+EXPECTED_EVENTS = [
+    ("notice.issued", ""),
+    ("delivery.planned", ""),
+    ("delivery.failed", "whatsapp"),
+    ("delivery.fallback", "whatsapp"),
+    ("delivery.lease_expired", "email"),
+    ("delivery.sent", "email"),
+    ("notice.notified", "email"),
+    ("delivery.receipt", "email"),
+    ("delivery.timed_out", "email"),
+    ("delivery.fallback", "email"),
+]
+
+
+def later(seconds):
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def journey(settings, mail_sink, region, vehicle, pre_validated_key):
+    """A notice planned WhatsApp → email → letter that went through every kind of event.
+
+    WhatsApp refuses the number for good (recorded by the worker's own
+    outcome service: the WhatsApp adapter has its own contract tests); the
+    plan falls back to email, whose first worker dies mid-send; the sweeper
+    gives the lease back, the email is sent, the relay reports it deferred,
+    and with no delivery receipt by the cut-off the plan falls back to post.
+    """
+    settings.CAKRA_ENABLED_CHANNELS = ["whatsapp", "email", "post"]
+    key, _token = pre_validated_key
+    violation = Violation.objects.create(
+        region=region,
+        capture_id="CAP-TIMELINE",
+        payload_hash="0" * 64,
+        camera_id="CAM-9",
+        captured_at=timezone.now() - timedelta(hours=5),
+        location="Jl. Gatot Subroto, Jakarta Selatan",
+        plate=vehicle.plate,
+        plate_compact=vehicle.plate_compact,
+        article=Article.objects.get(code="287(5)"),
+        vehicle=vehicle,
+        source_key=key,
+    )
+    notice = violation_validate_pre_validated(violation=violation)
+    assert notice is not None
+    whatsapp, email, post = notice.deliveries.order_by("step")
+    assert (whatsapp.channel, email.channel, post.channel) == ("whatsapp", "email", "post")
+
+    assert _delivery_claim(delivery_id=str(whatsapp.id))
+    refused = _Result(
+        outcome=DeliveryAttempt.Outcome.PERMANENT,
+        provider="whatsapp-cloud",
+        provider_reference="",
+        error="131026 recipient is not a WhatsApp user",
+        started_at=timezone.now(),
+        duration_ms=85,
+    )
+    _delivery_record_outcome(
+        delivery=delivery_get_for_send(delivery_id=str(whatsapp.id)), result=refused, final_attempt=False
+    )
+
+    assert _delivery_claim(delivery_id=str(email.id))  # this worker dies
+    delivery_sweep_stuck(now=later(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1))
+    delivery_send(delivery_id=str(email.id))
+    email.refresh_from_db()
+    delivery_record_receipt(
+        provider=email.provider,
+        provider_reference=email.provider_reference,
+        event="deferred",
+        occurred_at=timezone.now(),
+        event_id="evt-deferred-1",
+        detail="greylisted, retrying",
+    )
+    assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 1
+    post.refresh_from_db()
+    assert post.status == Delivery.Status.PENDING
+    return notice
+
+
+def test_every_step_and_every_fallback_is_on_the_timeline_in_order(journey, region):
+    post = journey.deliveries.get(step=3)
+
+    timeline = notice_timeline(notice=journey)
+
+    assert [(entry.event, entry.channel) for entry in timeline] == EXPECTED_EVENTS
+    assert [entry.at for entry in timeline] == sorted(entry.at for entry in timeline)
+    by_event: dict[str, list[TimelineEntry]] = {}
+    for entry in timeline:
+        by_event.setdefault(entry.event, []).append(entry)
+    first_move, second_move = by_event["delivery.fallback"]
+    assert (first_move.channel, first_move.to_channel, first_move.step) == ("whatsapp", "email", 1)
+    assert (second_move.channel, second_move.to_channel, second_move.step) == ("email", "post", 2)
+    assert second_move.detail == (f"email → post: not confirmed by cut-off ({region.digital_cutoff_hours} h)")
+    [failed] = by_event["delivery.failed"]
+    assert (failed.attempt, failed.provider, failed.outcome) == (1, "whatsapp-cloud", "permanent")
+    assert failed.reason == "131026 recipient is not a WhatsApp user"
+    assert failed.detail == (
+        "attempt 1 via whatsapp-cloud: permanent (131026 recipient is not a WhatsApp user); final, no retry"
+    )
+    [expired] = by_event["delivery.lease_expired"]
+    assert (expired.step, expired.attempt) == (2, 1)
+    assert expired.detail == "attempt 1 lost with its worker (lease expired); sent again"
+    [accepted] = by_event["delivery.sent"]
+    assert (accepted.attempt, accepted.provider, accepted.outcome) == (2, "smtp", "sent")
+    [receipt] = by_event["delivery.receipt"]
+    assert receipt.outcome == "deferred"
+    [timed_out] = by_event["delivery.timed_out"]
+    assert timed_out.detail == f"not confirmed by cut-off (no delivery receipt within {region.digital_cutoff_hours} h)"
+    assert by_event["delivery.planned"][0].detail == "plan: whatsapp → email → post"
+    assert post.status == Delivery.Status.PENDING  # the plan went on
+
+
+def test_the_plan_running_out_is_on_the_timeline(mail_sink, delivery, region):
+    delivery_send(delivery_id=str(delivery.id))  # an email-only plan
+    delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1))
+
+    last = notice_timeline(notice=delivery.notice)[-1]
+
+    assert (last.event, last.channel) == ("delivery.plan_exhausted", "email")
+    assert last.detail.startswith("no channel left after email: not confirmed by cut-off")
+
+
+def test_the_timeline_costs_two_queries_or_one_with_the_deliveries_prefetched(
+    journey, region, django_assert_num_queries
+):
+    with django_assert_num_queries(2):
+        assert len(notice_timeline(notice=journey)) == len(EXPECTED_EVENTS)
+    prefetched = notice_get_for_region(region_id=region.pk, number=journey.number)
+    with django_assert_num_queries(1):
+        assert len(notice_timeline(notice=prefetched)) == len(EXPECTED_EVENTS)
+
+
+def test_the_api_notice_status_shows_the_timeline_without_personal_data(client, journey, pre_validated_key):
+    _key, token = pre_validated_key
+
+    response = get(client, token, f"notices/{journey.number}")
+
+    assert response.status_code == 200
+    timeline = response.json()["timeline"]
+    assert [(entry["event"], entry["channel"]) for entry in timeline] == [
+        (event, channel or None) for event, channel in EXPECTED_EVENTS
+    ]
+    assert all(set(entry) == {"at", "event", "channel", "detail"} for entry in timeline)
+    moves = [entry["detail"] for entry in timeline if entry["event"] == "delivery.fallback"]
+    assert moves[0].startswith("whatsapp → email: permanent: 131026")
+    assert moves[1].startswith("email → post: not confirmed by cut-off")
+    body = response.content.decode()
+    owner = journey.owner
+    personal = [owner.name, owner.nik, *ContactPoint.objects.filter(owner=owner).values_list("value", flat=True)]
+    for value in personal:
+        assert value not in body
+
+
+def test_the_openapi_schema_describes_the_timeline(client, db):
+    schema = client.get("/api/v1/openapi.json").json()
+    entry = schema["components"]["schemas"]["TimelineEntryOut"]
+    assert set(entry["properties"]) == {"at", "event", "channel", "detail"}
+    for name, spec in entry["properties"].items():
+        assert spec.get("description"), name
+    assert schema["components"]["schemas"]["NoticeOut"]["properties"]["timeline"]["description"]
+
+
+def test_the_officer_notice_page_shows_each_fallback_step(journey, officer):
+    device = TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
+    client = sign_in(english_client(), officer, device)
+
+    response = client.get(reverse("backoffice:notice", args=[journey.number]))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.count('class="event-deliveryfallback"') == 2
+    assert "Moved to the next channel" in html
+    assert "Not confirmed by the cut-off" in html
+    assert "Sender stopped mid-send; sent again" in html
+    assert "131026 recipient is not a WhatsApp user" in html
+    assert "WhatsApp → Email" in html
+    assert "Email → Post" in html
+    assert "Deferred by the provider" in html
+    email = ContactPoint.objects.get(owner=journey.owner, kind="email").value
+    assert email not in html
