@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/cakra
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/7
 PYTEST_ARGS ?=
 
 .PHONY: run test lint test-sqlite test-postgres messages venv system-deps browser demo bench bench-embedded clean
@@ -52,8 +53,8 @@ test-sqlite: messages browser
 
 test-postgres: messages browser
 	@scripts/services-up
-	@echo "== tests on PostgreSQL + RabbitMQ =="
-	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	@echo "== tests on PostgreSQL + RabbitMQ (+ Redis for the shared rate-limit store) =="
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) CAKRA_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint test-sqlite test-postgres
 

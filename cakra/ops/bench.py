@@ -29,6 +29,7 @@ import base64
 import contextlib
 import io
 import json
+import logging
 import os
 import random
 import shutil
@@ -145,7 +146,10 @@ def _tree_rss_kb(root: int) -> int:
 
 
 def _own_rss_mb() -> float:
-    return _tree_rss_kb(os.getpid()) / 1024
+    """This process alone (the system's processes are its children)."""
+    status = Path(f"/proc/{os.getpid()}/status").read_text()
+    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1]) / 1024
 
 
 def _wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -336,6 +340,7 @@ def _ceiling_send(args: tuple[int, int, int, int]) -> int:
     from cakra.delivery.channels.email import SmtpEmailAdapter
 
     first, count, port, size = args
+    logging.getLogger().setLevel(logging.WARNING)  # one line per message would swamp the run's output
     options = {**settings.CAKRA_EMAIL, "HOST": "127.0.0.1", "PORT": port, "SECURITY": "none"}
     adapter = SmtpEmailAdapter(options=options)
     text = "x" * size
@@ -419,15 +424,22 @@ def intake_run(*, config: BenchConfig, port: int, token: str, pool: list[bytes],
             totals["replayed"] += answer.get("replayed", 0)
             totals["rejected"] += answer.get("rejected", 0)
 
+    # At most two batches per thread exist at a time: the driver's memory
+    # must not grow with --notices (a batch of 100 photos is ~40 MB).
+    in_flight = threading.BoundedSemaphore(config.intake_threads * 2)
+
+    def post_and_release(body: bytes) -> None:
+        try:
+            post(body)
+        finally:
+            in_flight.release()
+
     with ThreadPoolExecutor(max_workers=config.intake_threads) as executor:
-        # Bounded in flight: the generator is consumed as threads free up.
-        for future in [
-            executor.submit(post, body)
-            for body in intake_batches(
-                notices=config.notices, batch_size=config.batch_size, pool_b64=pool_b64, run_id=run_id
-            )
-        ]:
-            future.result()
+        for body in intake_batches(
+            notices=config.notices, batch_size=config.batch_size, pool_b64=pool_b64, run_id=run_id
+        ):
+            in_flight.acquire()
+            executor.submit(post_and_release, body)
     return totals
 
 
