@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 
 import dkim
 import dkim.crypto
@@ -235,3 +236,28 @@ def test_callers_passing_pem_bytes_keep_dkimpys_own_path(settings):
     signed = dkim.sign(body, b"cakra1", b"korlantas.polri.go.id", key.private_pem) + body
 
     assert dkim.verify(signed, dnsfunc=SimulatedDkimDns(key=key, selector="cakra1"))
+
+
+def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mail_sink, monkeypatch):
+    adapter = adapter_for_channel("email")
+    opened = []
+    real_connect = type(adapter)._connect
+
+    def counting_connect(self):
+        connection = real_connect(self)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(type(adapter), "_connect", counting_connect)
+    for _ in range(3):
+        adapter.send(_message())
+    assert len(opened) == 1
+    assert len(mail_sink.messages()) == 3
+
+    opened[0].sock.shutdown(socket.SHUT_RDWR)  # the session broke while idle
+    with pytest.raises(RetryableProviderError):
+        adapter.send(_message())
+    adapter.send(_message())  # the next message opens a new session
+    assert len(opened) == 2
+    assert len(mail_sink.messages()) == 4
+    adapter.close()

@@ -145,6 +145,9 @@ class ChannelAdapter(abc.ABC):
         """
         return [f"OPTIONS[{key!r}] is required" for key in cls.required_options if key not in options]
 
+    def close(self) -> None:  # noqa: B027 - optional hook: most adapters hold nothing open
+        """Release what the adapter keeps open between sends (connections)."""
+
     def send(self, message: OutboundMessage) -> str:
         """Send one message; return the provider's reference for it.
 

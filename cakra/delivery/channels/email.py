@@ -16,10 +16,16 @@ the relay's handshake becomes the bottleneck.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import smtplib
 import socket
 import ssl
+import threading
+import time
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
@@ -45,6 +51,30 @@ RATE_WORDS = ("rate", "too many", "throttl", "limit", "slow down", "try again la
 THROTTLE_CODES = (421, 450, 451, 452)
 THROTTLE_RETRY_AFTER_SECONDS = 60.0
 MAX_PORT = 65536
+SESSION_MAX_MESSAGES = 200
+SESSION_IDLE_SECONDS = 10.0
+
+
+def _session_quit(connection: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        connection.quit()
+    connection.close()
+
+
+def _sessions_end_all(sessions: set[smtplib.SMTP], lock: threading.Lock) -> None:
+    with lock:
+        ending = list(sessions)
+        sessions.clear()
+    for connection in ending:
+        _session_quit(connection)
+
+
+@dataclass
+class _Session:
+    connection: smtplib.SMTP
+    pid: int
+    sent: int
+    last: float
 
 
 def _is_throttle(code: int, reply: bytes | str) -> bool:
@@ -113,6 +143,13 @@ class SmtpEmailAdapter(ChannelAdapter):
         # the whole SMTP exchange with a nearby relay. A context is safe to
         # share between threads once configured.
         self._tls_context = ssl.create_default_context() if self.security != "none" else None
+        # One SMTP session per thread (the adapter instance is shared by a
+        # process's threads); all of them are listed so close() can end them.
+        self._sessions = threading.local()
+        self._open_sessions: set[smtplib.SMTP] = set()
+        self._open_lock = threading.Lock()
+        # An adapter dropped without close() (a settings change, a test) still ends its sessions.
+        self._finalizer = weakref.finalize(self, _sessions_end_all, self._open_sessions, self._open_lock)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -188,12 +225,68 @@ class SmtpEmailAdapter(ChannelAdapter):
             raise
         return connection
 
+    def _session(self) -> smtplib.SMTP:
+        """This thread's open session with the relay, opened (and logged in) when needed.
+
+        One SMTP session carries many messages, as every bulk sender does: a
+        fresh TCP connection, TLS handshake and EHLO per message cost more
+        than the message itself, on both sides. A session is renewed after
+        SESSION_MAX_MESSAGES messages or SESSION_IDLE_SECONDS without use
+        (relays close idle sessions), and never crosses a fork.
+        """
+        state: _Session | None = getattr(self._sessions, "current", None)
+        now = time.monotonic()
+        if state is not None:
+            if (
+                state.pid == os.getpid()
+                and state.sent < SESSION_MAX_MESSAGES
+                and now - state.last < SESSION_IDLE_SECONDS
+            ):
+                state.sent += 1
+                state.last = now
+                return state.connection
+            self._session_drop()
+        connection = self._connect()
+        try:
+            if self.username:
+                connection.login(self.username, self.password)
+        except BaseException:
+            connection.close()
+            raise
+        self._sessions.current = _Session(connection=connection, pid=os.getpid(), sent=1, last=now)
+        with self._open_lock:
+            self._open_sessions.add(connection)
+        return connection
+
+    def _session_drop(self) -> None:
+        state: _Session | None = getattr(self._sessions, "current", None)
+        self._sessions.current = None
+        if state is not None and state.pid == os.getpid():
+            self._session_end(state.connection)
+
+    def _session_end(self, connection: smtplib.SMTP) -> None:
+        with self._open_lock:
+            self._open_sessions.discard(connection)
+        _session_quit(connection)
+
+    def close(self) -> None:
+        self._finalizer()
+        self._sessions = threading.local()
+
     def _submit(self, *, sender: str, recipient: str, data: bytes) -> None:
         try:
-            with self._connect() as connection:
-                if self.username:
-                    connection.login(self.username, self.password)
+            connection = self._session()
+            try:
                 connection.sendmail(sender, [recipient], data)
+            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused):
+                # A refusal leaves the session in a known state (smtplib sends
+                # RSET): keep it for the next message.
+                raise
+            except BaseException:
+                # Anything else (disconnect, timeout, protocol error) leaves the
+                # session unusable: the next message opens a new one.
+                self._session_drop()
+                raise
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise smtp_reply_error(code=code, reply=reply, stage="rcpt") from None

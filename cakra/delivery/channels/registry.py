@@ -224,14 +224,17 @@ _current_lock = threading.Lock()
 
 
 def _registry() -> _Registry:
-    global _current  # noqa: PLW0603 - the per-process cache of the parsed setting
+    global _current
     source = getattr(settings, "CAKRA_PROVIDERS", None)
     current = _current
     if current is not None and current.source is source:
         return current
     with _current_lock:
         if _current is None or _current.source is not source:
-            _current = _Registry(source)
+            previous, _current = _current, _Registry(source)
+            if previous is not None:  # adapters of the old setting may hold open connections
+                for adapter in previous.adapters.values():
+                    adapter.close()
         return _current
 
 
