@@ -102,6 +102,13 @@ class ProcessGroup:
     def rss_mb(self) -> float:
         return sum(_tree_rss_kb(p.pid) for p in self.processes.values() if p.poll() is None) / 1024
 
+    def cpu_seconds(self) -> dict[str, float]:
+        return {
+            name: round(sum(_proc_cpu_seconds(pid) for pid in _descendants(process.pid)), 1)
+            for name, process in self.processes.items()
+            if process.poll() is None
+        }
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -120,6 +127,50 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, children that exited included."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3; utime, stime, cutime, cstime are 14-17.
+    ticks = sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry, "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def _servers_cpu_seconds() -> dict[str, float]:
+    """CPU used so far by the machine's database and broker servers (for per-run deltas)."""
+    totals = {"postgres": 0.0, "rabbitmq": 0.0, "redis": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = Path(entry, "comm").read_text().strip()
+        except OSError:
+            continue
+        role = {"postgres": "postgres", "beam.smp": "rabbitmq", "redis-server": "redis"}.get(name)
+        if role:
+            totals[role] += _proc_cpu_seconds(int(entry.name))
+    return totals
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -511,6 +562,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         )
         log(f"  loopback ceiling: {ceiling:.0f} messages/s")
         region = Region.objects.get(code=REGION_CODE)
+        cpu_before = {**group.cpu_seconds(), **_servers_cpu_seconds(), "driver": _proc_cpu_seconds(os.getpid())}
         started = time.monotonic()
         started_at = timezone.now()
         intake_thread_result: dict[str, Counter[str]] = {}
@@ -539,6 +591,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
             time.sleep(1.0)
         seconds = time.monotonic() - started
         intake.join(timeout=60)
+        cpu_after = {**group.cpu_seconds(), **_servers_cpu_seconds(), "driver": _proc_cpu_seconds(os.getpid())}
     finally:
         stop_sampling.set()
         group.stop()
@@ -581,6 +634,10 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         "issued": issued_count,
         "mail_received": mail_total,
         "evidence_mean_kb": round(statistics.mean(len(p) for p in pool) / 1024),
+        # Where the time goes: CPU seconds per component during the measured run.
+        "cpu_seconds": {
+            name: round(cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0), 1) for name in sorted(cpu_after)
+        },
         "cpu_count": os.cpu_count(),
     }
     if not config.keep:
