@@ -33,7 +33,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import AuditEntry, audit_record_many
 from cakra.delivery.channels import Provider, provider_adapter, provider_for_channel
 from cakra.delivery.channels.base import (
     DuplicateProviderError,
@@ -177,25 +177,31 @@ def _delivery_record_outcome(*, delivery: Delivery, result: _Result, final_attem
         data["provider_reference"] = result.provider_reference
     else:
         data |= {"error": result.error, "final": status == Delivery.Status.FAILED_PERMANENT}
-    audit_record(
-        actor_type="system",
-        action="delivery.sent" if sent else "delivery.failed",
-        object_type="delivery",
-        object_id=str(delivery.id),
-        region_code=notice.region.code,
-        data=data,
-    )
+    events = [
+        AuditEntry(
+            actor_type="system",
+            action="delivery.sent" if sent else "delivery.failed",
+            object_type="delivery",
+            object_id=str(delivery.id),
+            region_code=notice.region.code,
+            data=data,
+        )
+    ]
+    if sent and Notice.objects.filter(pk=notice.pk, status=Notice.Status.ISSUED).update(status=Notice.Status.NOTIFIED):
+        events.append(
+            AuditEntry(
+                actor_type="system",
+                action="notice.notified",
+                object_type="notice",
+                object_id=str(notice.id),
+                region_code=notice.region.code,
+                data={"delivery": str(delivery.id), "channel": delivery.channel},
+            )
+        )
+    # One append (lock, insert, head update) for both events of this outcome.
+    audit_record_many(events)
     if status == Delivery.Status.FAILED_PERMANENT:
         delivery_fallback_advance(delivery=delivery, reason=f"{result.outcome}: {result.error}"[:MAX_ERROR_LENGTH])
-    if sent and Notice.objects.filter(pk=notice.pk, status=Notice.Status.ISSUED).update(status=Notice.Status.NOTIFIED):
-        audit_record(
-            actor_type="system",
-            action="notice.notified",
-            object_type="notice",
-            object_id=str(notice.id),
-            region_code=notice.region.code,
-            data={"delivery": str(delivery.id), "channel": delivery.channel},
-        )
     return status
 
 
