@@ -252,6 +252,11 @@ CELERY_TASK_IGNORE_RESULT = True
 # Worker logs go through the same structlog formatting as everything else.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fixup closes the database connections after every task
+# unless this is set: a new PostgreSQL backend (fork, auth, session setup)
+# per message. Reuse them, recycling after this many tasks; Django's
+# CONN_MAX_AGE and health checks still apply.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_SERIALIZER = "json"
