@@ -51,6 +51,11 @@ def celery_worker(*, queues: str, extra_env: dict[str, str] | None = None) -> It
                 "1",
                 "--without-gossip",
                 "--without-mingle",
+                # A name of its own: two workers on one broker under the same
+                # name (the default, celery@<host>) collide on the exclusive
+                # remote-control queue, and the second dies with RESOURCE_LOCKED.
+                "--hostname",
+                f"e2e-{os.getpid()}-{time.monotonic_ns()}@%h",
                 "--loglevel",
                 "INFO",
             ],

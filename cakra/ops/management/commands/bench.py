@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ class Command(BaseCommand):
             timeout_seconds=options["timeout"],
             keep=options["keep"],
         )
+        # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the child
+        # processes are stopped and the bench data removed on the way out.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             result = bench_run(config, log=self._log)
         finally:
