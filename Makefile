@@ -65,9 +65,15 @@ BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_NOTICES ?= 100000
 BENCH_EMBEDDED_NOTICES ?= 10000
 
+BENCH_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/cakra_bench
+
+# The bench gets a RabbitMQ virtual host of its own, so tests run meanwhile
+# (which purge their queues) cannot touch its messages.
 bench: messages
 	@scripts/services-up
-	CAKRA_DATA_DIR=var/bench DATABASE_URL=$(BENCH_PG_URL) CELERY_BROKER_URL=$(AMQP_URL) REDIS_URL=$(BENCH_REDIS_URL) \
+	@rabbitmqctl -q add_vhost cakra_bench 2>/dev/null || true
+	@rabbitmqctl -q set_permissions -p cakra_bench guest ".*" ".*" ".*"
+	CAKRA_DATA_DIR=var/bench DATABASE_URL=$(BENCH_PG_URL) CELERY_BROKER_URL=$(BENCH_AMQP_URL) REDIS_URL=$(BENCH_REDIS_URL) \
 	  $(BIN)/cakra bench --notices $(BENCH_NOTICES) --create-database
 
 bench-embedded: messages
