@@ -241,7 +241,7 @@ def test_callers_passing_pem_bytes_keep_dkimpys_own_path(settings):
 def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mail_sink, monkeypatch):
     adapter = adapter_for_channel("email")
     opened = []
-    real_connect = type(adapter)._connect
+    real_connect = type(adapter)._connect  # type: ignore[attr-defined]
 
     def counting_connect(self):
         connection = real_connect(self)
