@@ -44,7 +44,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -54,11 +53,10 @@ from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from pydantic import AwareDatetime, ConfigDict, TypeAdapter, field_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import PydanticCustomError
 
 from cakra.api.body import strict_json_loads
 from cakra.api.errors import MethodNotAllowedError, RateLimitedError, error_body
-from cakra.api.schemas import ErrorOut
+from cakra.api.schemas import ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
 from cakra.security.ratelimit import Limit, client_address, hit, is_limited
@@ -206,12 +204,7 @@ class EmailReceiptEventIn(Schema):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _parse_timestamp(cls, value: object) -> object:
-        if not isinstance(value, str):
-            raise PydanticCustomError("datetime_type", "must be an ISO 8601 string with a UTC offset")
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise PydanticCustomError("datetime_parsing", "must be an ISO 8601 string with a UTC offset") from exc
+        return iso_datetime_parse(value)
 
 
 _EVENTS = TypeAdapter(list[EmailReceiptEventIn])

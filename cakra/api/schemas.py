@@ -30,6 +30,21 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n..."
 
 
+def iso_datetime_parse(value: object) -> datetime:
+    """An ISO 8601 string into a datetime, for strict-mode schemas.
+
+    Strict mode wants a datetime object; JSON carries a string. Numbers
+    (epoch seconds) are refused: their offset is a guess. Whether an offset
+    is present is checked by the field's own validator.
+    """
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "must be an ISO 8601 string with a UTC offset")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise PydanticCustomError("datetime_parsing", "must be an ISO 8601 string with a UTC offset") from exc
+
+
 class _Input(Schema):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -120,14 +135,7 @@ class ViolationFieldsIn(_Input):
     @field_validator("captured_at", mode="before")
     @classmethod
     def _parse_timestamp(cls, value: object) -> object:
-        # Strict mode wants a datetime object; JSON carries a string. Numbers
-        # (epoch seconds) are refused: their offset is a guess.
-        if not isinstance(value, str):
-            raise PydanticCustomError("datetime_type", "must be an ISO 8601 string with a UTC offset")
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise PydanticCustomError("datetime_parsing", "must be an ISO 8601 string with a UTC offset") from exc
+        return iso_datetime_parse(value)
 
     @field_validator("captured_at")
     @classmethod
