@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cakra.config.settings")
 
 app = Celery("cakra")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_connections_checked(**kwargs: Any) -> None:
+    """Each task is a unit of work like a web request: drop connections that
+    broke (a database restart, a dropped connection) or outlived CONN_MAX_AGE,
+    as Django does around every request. Workers keep healthy connections
+    (CELERY_DB_REUSE_MAX) instead of opening one per task, so without this a
+    connection killed under a worker would fail every task that follows."""
+    from django.db import close_old_connections
+
+    close_old_connections()
