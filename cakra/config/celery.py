@@ -17,12 +17,16 @@ app.autodiscover_tasks()
 
 @task_prerun.connect
 @task_postrun.connect
-def _database_connections_checked(**kwargs: Any) -> None:
+def _database_connections_checked(*, task: Any = None, **kwargs: Any) -> None:
     """Each task is a unit of work like a web request: drop connections that
     broke (a database restart, a dropped connection) or outlived CONN_MAX_AGE,
     as Django does around every request. Workers keep healthy connections
     (CELERY_DB_REUSE_MAX) instead of opening one per task, so without this a
     connection killed under a worker would fail every task that follows."""
+    if task is None or task.request.is_eager:
+        # Run in the caller's process (tests, CELERY_TASK_ALWAYS_EAGER): the
+        # caller's connection and transaction are not the task's to close.
+        return
     from django.db import close_old_connections
 
     close_old_connections()
