@@ -124,6 +124,10 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "cakra_cache",
+            # Django culls a third of the table once it holds MAX_ENTRIES (300
+            # by default), live rate-limit counters included, which would let
+            # a window start over. Expired rows are still removed at each cull.
+            "OPTIONS": {"MAX_ENTRIES": 1_000_000, "CULL_FREQUENCY": 3},
         }
     }
 

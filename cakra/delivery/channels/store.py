@@ -186,11 +186,13 @@ class CacheStore(SharedStore):
         # Whole seconds, or one token per window when the rate is below 1/s.
         window_seconds = 1.0 if rate >= 1 else 1.0 / rate
         limit = max(1, int(rate * window_seconds))
-        now = time.time()
-        window = int(now // window_seconds)
-        count_key = f"{KEY_PREFIX}{identity}:window:{window}"
         _, hold_key = _rate_keys(identity)
         with self._locked(f"rate:{identity}"):
+            # The clock is read under the lock: a take that waited for it
+            # counts in the window it is granted in, not the one it asked in.
+            now = time.time()
+            window = int(now // window_seconds)
+            count_key = f"{KEY_PREFIX}{identity}:window:{window}"
             values = self.cache.get_many([count_key, hold_key])
             held_until = values.get(hold_key)
             if held_until is not None and held_until > now:
