@@ -9,7 +9,7 @@ from faker import Faker
 
 from cakra.api.services import apikey_create
 from cakra.backoffice.models import Officer
-from cakra.enforcement.models import Region
+from cakra.enforcement.models import Article, Region, Violation
 from cakra.registry.models import Owner, Vehicle
 from cakra.registry.services import owner_create, vehicle_register
 
@@ -86,3 +86,21 @@ class ApiKeyFactory:
     def with_token(*, region: Region, pre_validated: bool = False) -> tuple[Any, str]:
         issued = apikey_create(region_code=region.code, name="ETLE back office", pre_validated=pre_validated)
         return issued.key, issued.token
+
+
+def make_violation(*, region: Region, vehicle: Vehicle | None = None, **overrides: Any) -> Violation:
+    """A received violation as intake stores it (no evidence), for service-level tests."""
+    plate = vehicle.plate if vehicle is not None else "B 9 ZZZ"
+    values: dict[str, Any] = {
+        "capture_id": "CAP-1",
+        "payload_hash": "0" * 64,
+        "camera_id": "CAM-1",
+        "captured_at": "2026-11-28T08:05:00+07:00",
+        "location": "Jl. Jend. Sudirman, Jakarta Pusat",
+        "plate": plate,
+        "plate_compact": plate.replace(" ", ""),
+        "article": Article.objects.get(code=overrides.pop("article_code", "287(2)")),
+        "vehicle": vehicle,
+    }
+    values.update(overrides)
+    return Violation.objects.create(region=region, **values)

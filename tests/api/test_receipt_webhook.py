@@ -15,10 +15,10 @@ import cakra.api.receipts as receipts_api
 from cakra.api.receipts import receipt_signature, receipt_signature_header
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryReceipt
-from cakra.enforcement.models import Article, Violation
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from cakra.security.ratelimit import Limit
+from tests.factories import make_violation
 
 URL = "/api/v1/receipts/email/smtp-sink"
 SECRET = "s3cret-for-the-receipt-webhook-tests-0123456789"
@@ -39,17 +39,14 @@ def _webhooks(settings):
 def delivery(vehicle, pre_validated_key, region):
     """The notice's email delivery, accepted by the relay (sent, with its Message-ID)."""
     key, _token = pre_validated_key
-    violation = Violation.objects.create(
+    violation = make_violation(
         region=region,
+        vehicle=vehicle,
         capture_id="CAP-WEBHOOK-1",
         payload_hash="2" * 64,
         camera_id="CAM-3",
         captured_at="2026-11-28T10:00:00+07:00",
         location="Jl. Gatot Subroto, Jakarta Selatan",
-        plate=vehicle.plate,
-        plate_compact=vehicle.plate_compact,
-        article=Article.objects.get(code="287(2)"),
-        vehicle=vehicle,
         source_key=key,
     )
     notice = violation_validate_pre_validated(violation=violation)

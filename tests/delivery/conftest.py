@@ -11,9 +11,9 @@ import pytest
 
 from cakra.delivery.channels.health import provider_health_reset_process
 from cakra.delivery.channels.store import REDIS_CACHE_BACKEND
-from cakra.enforcement.models import Article, Violation
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.simulators.smtp_sink import MailSink
+from tests.factories import make_violation
 
 
 @pytest.fixture
@@ -62,17 +62,12 @@ def notice(vehicle, pre_validated_key, region):
     only in who validates, and hashing an officer's password costs a third of
     a second per test)."""
     key, _token = pre_validated_key
-    violation = Violation.objects.create(
+    violation = make_violation(
         region=region,
-        capture_id="CAP-EMAIL-1",
-        payload_hash="0" * 64,
-        camera_id="CAM-7",
-        captured_at="2026-11-28T08:05:00+07:00",
-        location="Jl. Jend. Sudirman (depan FX Sudirman), Jakarta Pusat",
-        plate=vehicle.plate,
-        plate_compact=vehicle.plate_compact,
-        article=Article.objects.get(code="287(2)"),
         vehicle=vehicle,
+        capture_id="CAP-EMAIL-1",
+        camera_id="CAM-7",
+        location="Jl. Jend. Sudirman (depan FX Sudirman), Jakarta Pusat",
         source_key=key,
     )
     return violation_validate_pre_validated(violation=violation)

@@ -22,10 +22,10 @@ from cakra.delivery.receipts import (
 )
 from cakra.delivery.sending import delivery_send
 from cakra.delivery.states import RECEIPT_TRANSITIONS, STATUS_RANK
-from cakra.enforcement.models import Article, Violation
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from cakra.simulators.smtp_sink import MailSink
+from tests.factories import make_violation
 
 PROVIDER = "smtp"
 REFERENCE = "<3f1c2b9e-receipt-test@korlantas.polri.go.id>"
@@ -60,17 +60,15 @@ def _audit(action):
 
 
 def _issue(*, vehicle, key, region, capture_id):
-    violation = Violation.objects.create(
+    violation = make_violation(
         region=region,
+        vehicle=vehicle,
         capture_id=capture_id,
         payload_hash="1" * 64,
         camera_id="CAM-9",
         captured_at="2026-11-28T09:00:00+07:00",
         location="Jl. M.H. Thamrin, Jakarta Pusat",
-        plate=vehicle.plate,
-        plate_compact=vehicle.plate_compact,
-        article=Article.objects.get(code="287(1)"),
-        vehicle=vehicle,
+        article_code="287(1)",
         source_key=key,
     )
     return violation_validate_pre_validated(violation=violation)

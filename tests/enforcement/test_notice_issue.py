@@ -14,22 +14,12 @@ from cakra.enforcement.models import Article, Violation
 from cakra.enforcement.numbers import notice_number_is_valid
 from cakra.enforcement.services import verification_code_hash, violation_reject, violation_validate
 from cakra.registry.models import ContactPoint, Owner
+from tests import factories
 from tests.factories import OfficerFactory
 
 
-def make_violation(region, vehicle=None, *, capture_id="CAP-1", captured_at="2026-11-28T08:00:00+07:00"):
-    return Violation.objects.create(
-        region=region,
-        capture_id=capture_id,
-        payload_hash="0" * 64,
-        camera_id="CAM-1",
-        captured_at=captured_at,
-        location="Jl. Jend. Sudirman",
-        plate=vehicle.plate if vehicle else "B 9 ZZZ",
-        plate_compact=vehicle.plate_compact if vehicle else "B9ZZZ",
-        article=Article.objects.get(code="287(2)"),
-        vehicle=vehicle,
-    )
+def make_violation(region, vehicle=None):
+    return factories.make_violation(region=region, vehicle=vehicle, captured_at="2026-11-28T08:00:00+07:00")
 
 
 def test_personal_fields_are_encrypted_at_rest(vehicle):

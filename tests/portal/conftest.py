@@ -14,9 +14,9 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from cakra.enforcement.evidence import evidence_derive
-from cakra.enforcement.models import Article, Evidence, Notice, Violation, evidence_storage
+from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
 from cakra.enforcement.services import violation_validate
-from tests.factories import VehicleFactory
+from tests.factories import VehicleFactory, make_violation
 
 CSRF_TOKEN_RE = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
 
@@ -59,18 +59,7 @@ class IssuedNotice:
 
 
 def issue_notice(*, vehicle, officer, region, capture_id: str, derived: bool = True, colour=(200, 30, 30)):
-    violation = Violation.objects.create(
-        region=region,
-        capture_id=capture_id,
-        payload_hash="0" * 64,
-        camera_id="CAM-SUDIRMAN-01",
-        captured_at="2026-11-28T08:05:00+07:00",
-        location="Jl. Jend. Sudirman, Jakarta Pusat",
-        plate=vehicle.plate,
-        plate_compact=vehicle.plate_compact,
-        article=Article.objects.get(code="287(2)"),
-        vehicle=vehicle,
-    )
+    violation = make_violation(region=region, vehicle=vehicle, capture_id=capture_id, camera_id="CAM-SUDIRMAN-01")
     evidence = [add_evidence(violation, position=1, derived=derived, colour=colour)]
     notice = violation_validate(officer=officer, violation_id=violation.id)
     derivative = b""
