@@ -45,13 +45,13 @@ from cakra.delivery.tasks import (
     delivery_sweep_unconfirmed_task,
 )
 from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
-from cakra.enforcement.models import Article, Notice, Violation
+from cakra.enforcement.models import Notice
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.ops.management.commands.run import WORKER_QUEUES
 from cakra.simulators.smtp_sink import MailSink
 from tests.api.helpers import jpeg_bytes
 from tests.e2e.processes import celery_worker, wait_for
-from tests.factories import ApiKeyFactory, VehicleFactory, make_owner
+from tests.factories import ApiKeyFactory, VehicleFactory, make_owner, make_violation
 
 PENDING_LEASE = 300
 SENDING_LEASE = 600
@@ -127,17 +127,14 @@ def events(action, object_id):
 
 
 def issue_notice(*, region, key, vehicle, capture_id):
-    violation = Violation.objects.create(
+    violation = make_violation(
         region=region,
+        vehicle=vehicle,
         capture_id=capture_id,
-        payload_hash="0" * 64,
         camera_id="CAM-7",
         captured_at=timezone.now() - timedelta(hours=3),
         location="Jl. M.H. Thamrin, Jakarta Pusat",
-        plate=vehicle.plate,
-        plate_compact=vehicle.plate_compact,
-        article=Article.objects.get(code="287(1)"),
-        vehicle=vehicle,
+        article_code="287(1)",
         source_key=key,
     )
     notice = violation_validate_pre_validated(violation=violation)

@@ -15,12 +15,12 @@ from cakra.delivery.receipts import delivery_record_receipt
 from cakra.delivery.selectors import TimelineEntry, delivery_get_for_send, notice_timeline
 from cakra.delivery.sending import _delivery_claim, _delivery_record_outcome, _Result, delivery_send
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
-from cakra.enforcement.models import Article, Violation
 from cakra.enforcement.selectors import notice_get_for_region
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from tests.api.helpers import get
 from tests.backoffice.conftest import english_client, sign_in
+from tests.factories import make_violation
 
 EXPECTED_EVENTS = [
     ("notice.issued", ""),
@@ -52,17 +52,14 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
     """
     settings.CAKRA_ENABLED_CHANNELS = ["whatsapp", "email", "post"]
     key, _token = pre_validated_key
-    violation = Violation.objects.create(
+    violation = make_violation(
         region=region,
+        vehicle=vehicle,
         capture_id="CAP-TIMELINE",
-        payload_hash="0" * 64,
         camera_id="CAM-9",
         captured_at=timezone.now() - timedelta(hours=5),
         location="Jl. Gatot Subroto, Jakarta Selatan",
-        plate=vehicle.plate,
-        plate_compact=vehicle.plate_compact,
-        article=Article.objects.get(code="287(5)"),
-        vehicle=vehicle,
+        article_code="287(5)",
         source_key=key,
     )
     notice = violation_validate_pre_validated(violation=violation)
