@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -64,7 +64,6 @@ from cakra.demo.images import capture_jpeg
 from cakra.enforcement.models import Notice, Region
 from cakra.registry.models import ContactPoint, Owner, Vehicle
 from cakra.registry.services import contact_hash
-from cakra.security.crypto import lookup_hash
 
 REGION_CODE = "BENCH"
 RECIPIENT_DOMAIN = "bench.example.com"
@@ -99,15 +98,16 @@ class ProcessGroup:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
+    def _trees(self) -> dict[str, list[int]]:
+        alive = {name: process.pid for name, process in self.processes.items() if process.poll() is None}
+        trees = _process_trees(alive.values())
+        return {name: trees[pid] for name, pid in alive.items()}
+
     def rss_mb(self) -> float:
-        return sum(_tree_rss_kb(p.pid) for p in self.processes.values() if p.poll() is None) / 1024
+        return sum(_rss_kb(pid) for tree in self._trees().values() for pid in tree) / 1024
 
     def cpu_seconds(self) -> dict[str, float]:
-        return {
-            name: round(sum(_proc_cpu_seconds(pid) for pid in _descendants(process.pid)), 1)
-            for name, process in self.processes.items()
-            if process.poll() is None
-        }
+        return {name: round(sum(_proc_cpu_seconds(pid) for pid in tree), 1) for name, tree in self._trees().items()}
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -140,7 +140,8 @@ def _proc_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _descendants(root: int) -> list[int]:
+def _process_trees(roots: Iterable[int]) -> dict[int, list[int]]:
+    """Each root with all its descendants, from one scan of /proc."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -149,12 +150,24 @@ def _descendants(root: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
+    trees = {}
+    for root in roots:
+        found, stack = [], [root]
+        while stack:
+            pid = stack.pop()
+            found.append(pid)
+            stack.extend(children.get(pid, []))
+        trees[root] = found
+    return trees
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), "VmRSS: 0 kB")
+    return int(line.split()[1])
 
 
 def _servers_cpu_seconds() -> dict[str, float]:
@@ -173,34 +186,9 @@ def _servers_cpu_seconds() -> dict[str, float]:
     return totals
 
 
-def _tree_rss_kb(root: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid = int(entry.name)
-        children.setdefault(int(fields.get("PPid", "0").strip() or 0), []).append(pid)
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) if "VmRSS" in fields else 0
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
 def _own_rss_mb() -> float:
     """This process alone (the system's processes are its children)."""
-    status = Path(f"/proc/{os.getpid()}/status").read_text()
-    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), "VmRSS: 0 kB")
-    return int(line.split()[1]) / 1024
+    return _rss_kb(os.getpid()) / 1024
 
 
 def _wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -318,7 +306,6 @@ def registry_seed(*, notices: int, log: Callable[[str], None]) -> str:
         Vehicle.objects.bulk_create(vehicles)
         if (stop // chunk) % 10 == 0 or stop == notices:
             log(f"  registry: {stop:,}/{notices:,} vehicles")
-    _ = lookup_hash  # (contact_hash uses it; kept explicit for readers of the cost model)
     return apikey_create(region_code=region.code, name="bench", pre_validated=True, actor="bench").token
 
 
