@@ -28,8 +28,10 @@ If the store cannot be reached the limit cannot be enforced, so the worker
 waits (``STORE_DOWN_WAIT_SECONDS``) instead of sending blind: a provider
 that suspends an identity for abuse would cost far more than a delay.
 
-**Cost on the hot path:** one store round trip per send (Redis: one
-``EVALSHA``; database cache: one short transaction).
+**Cost on the hot path:** one store round trip per batch of sends (Redis: one
+``EVALSHA``; database cache: one short transaction): a batch takes its
+tokens at once, so a batch can be at most the burst (and, on the fixed
+window, the rate) of its identity.
 """
 
 from __future__ import annotations
@@ -85,17 +87,25 @@ def rate_limit_policy_problems(configured: object) -> list[str]:
     return problems
 
 
-def sender_token_acquire(provider: Provider, *, patience: float | None = None) -> None:
-    """Take one token of ``provider``'s sender identity, waiting in this
-    process up to ``patience`` seconds; raise :class:`RateLimitedError` with
-    the wait when the token is further away than that."""
+def sender_batch_limit(provider: Provider) -> int:
+    """How many messages one batch of ``provider`` may send on one take of tokens."""
+    return shared_store().max_take(rate=provider.rate_per_second, burst=provider.burst)
+
+
+def sender_token_acquire(provider: Provider, *, patience: float | None = None, count: int = 1) -> None:
+    """Take ``count`` tokens of ``provider``'s sender identity (at most
+    :func:`sender_batch_limit`), waiting in this process up to ``patience``
+    seconds; raise :class:`RateLimitedError` with the wait when they are
+    further away than that."""
     policy = rate_limit_policy()
     patience = policy["PATIENCE_SECONDS"] if patience is None else patience
     deadline = time.monotonic() + patience
     store = shared_store()
     while True:
         try:
-            wait = store.take(identity=provider.sender_identity, rate=provider.rate_per_second, burst=provider.burst)
+            wait = store.take(
+                identity=provider.sender_identity, rate=provider.rate_per_second, burst=provider.burst, count=count
+            )
         except STORE_ERRORS as exc:
             logger.warning(
                 "rate_limit_store_unavailable", sender_identity=provider.sender_identity, error=type(exc).__name__

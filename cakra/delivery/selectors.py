@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,16 +13,21 @@ from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery
 from cakra.enforcement.models import Notice, Region
 
+SEND_RELATED = ("contact_point", "notice__region", "notice__article", "notice__violation", "notice__vehicle")
+
 
 def delivery_get_for_send(*, delivery_id: str) -> Delivery:
     """A delivery with everything its message is rendered from, in one query."""
-    return Delivery.objects.select_related(
-        "contact_point",
-        "notice__region",
-        "notice__article",
-        "notice__violation",
-        "notice__vehicle",
-    ).get(pk=delivery_id)
+    return Delivery.objects.select_related(*SEND_RELATED).get(pk=delivery_id)
+
+
+def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[Delivery]:
+    """Deliveries with everything their messages are rendered from, in one
+    query, in the order of ``delivery_ids`` (missing ones left out)."""
+    found = {
+        delivery.pk: delivery for delivery in Delivery.objects.select_related(*SEND_RELATED).filter(pk__in=delivery_ids)
+    }
+    return [found[pk] for pk in delivery_ids if pk in found]
 
 
 def email_sender_domains() -> list[str]:

@@ -16,22 +16,35 @@ from cakra.enforcement.models import Notice
 from cakra.registry.models import ContactPoint
 
 
+def deliveries_publish(triggers: Sequence[tuple[str, str]]) -> int:
+    """Publish send triggers for (delivery id, channel) pairs now: one batch
+    message per channel and ``CAKRA_SEND_BATCH`` deliveries, all on one
+    broker connection. Returns how many deliveries were published before a
+    broker failure (which is raised)."""
+    from cakra.delivery.sending import send_batch_size  # sending imports fallback, which imports us
+    from cakra.delivery.tasks import delivery_send_batch_task  # tasks import services: import late
+
+    by_channel: dict[str, list[str]] = {}
+    for delivery_id, channel in triggers:
+        by_channel.setdefault(channel, []).append(delivery_id)
+    size = send_batch_size()
+    published = 0
+    with delivery_send_batch_task.app.producer_or_acquire() as producer:
+        for channel, ids in by_channel.items():
+            for start in range(0, len(ids), size):
+                batch = ids[start : start + size]
+                delivery_send_batch_task.apply_async(args=(batch,), queue=channel, producer=producer)
+                published += len(batch)
+    return published
+
+
 def delivery_enqueue_many_on_commit(*, deliveries: Sequence[Delivery]) -> None:
-    """Trigger the sends after the surrounding transaction commits (ids only),
-    publishing all of them over one broker connection."""
+    """Trigger the sends after the surrounding transaction commits (ids only,
+    in batches per channel)."""
     if not deliveries:
         return
-    from cakra.config.celery import app
-    from cakra.delivery.tasks import delivery_send_task  # tasks import services: import late
-
     triggers = [(str(delivery.id), delivery.channel) for delivery in deliveries]
-
-    def publish() -> None:
-        with app.producer_or_acquire() as producer:
-            for delivery_id, queue in triggers:
-                delivery_send_task.apply_async(args=(delivery_id,), queue=queue, producer=producer)
-
-    transaction.on_commit(publish)
+    transaction.on_commit(lambda: deliveries_publish(triggers))
 
 
 def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:

@@ -130,24 +130,21 @@ def _lock_skipping_taken(queryset: QuerySet[Delivery]) -> QuerySet[Delivery]:
 
 
 def _requeue_on_commit(rows: list[tuple[str, str]]) -> None:
-    """Publish one send trigger per (delivery id, channel) after commit, on one producer.
+    """Publish send triggers for (delivery id, channel) after commit, in
+    batches per channel on one producer.
 
     A broker failure loses nothing: the rows were touched, not sent, and the
     next sweep after the lease finds them again.
     """
-    from cakra.delivery.tasks import delivery_send_task  # tasks import this module: import late
+    from cakra.delivery.services import deliveries_publish  # services import fallback: import late
 
     def publish() -> None:
-        published = 0
         try:
-            with delivery_send_task.app.producer_or_acquire() as producer:
-                for delivery_id, channel in rows:
-                    delivery_send_task.apply_async(args=(delivery_id,), queue=channel, producer=producer)
-                    published += 1
+            deliveries_publish(rows)
         except Exception as exc:  # noqa: BLE001 - any broker failure: the next sweep retries
             # The error's type only: broker errors may quote the broker URL.
             logger.error(  # noqa: TRY400 - see above: no traceback
-                "delivery_sweep_publish_failed", published=published, total=len(rows), error=type(exc).__name__
+                "delivery_sweep_publish_failed", total=len(rows), error=type(exc).__name__
             )
 
     if rows:
@@ -248,14 +245,14 @@ def channel_backlogs(channels: Iterable[str]) -> dict[str, int | None]:
     as if there were no backlog, since a duplicate trigger is harmless and a
     lost one is not. A queue that does not exist holds nothing.
     """
-    from cakra.delivery.tasks import delivery_send_task  # tasks import this module: import late
+    from cakra.delivery.tasks import delivery_send_batch_task  # tasks import this module: import late
 
     names = sorted(set(channels))
     backlogs: dict[str, int | None] = dict.fromkeys(names)
     if not names:
         return backlogs
     try:
-        with delivery_send_task.app.connection_for_read() as broker:
+        with delivery_send_batch_task.app.connection_for_read() as broker:
             broker.ensure_connection(max_retries=1)
             for name in names:
                 # A channel of its own per queue: on AMQP a passive declare of

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 import structlog
 from celery import Task, shared_task
 
-from cakra.delivery.ratelimit import RateLimitedError
-from cakra.delivery.sending import RetryLaterError, delivery_send
+from cakra.delivery.sending import MAX_ATTEMPTS, deliveries_send
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
 
 logger = structlog.get_logger(__name__)
@@ -21,7 +21,7 @@ logger = structlog.get_logger(__name__)
 RETRY_BACKOFF_BASE_SECONDS = 5
 RETRY_BACKOFF_MIN_SECONDS = 1.0
 RETRY_BACKOFF_MAX_SECONDS = 600
-MAX_RETRIES = 8
+MAX_RETRIES = MAX_ATTEMPTS - 1  # the first try and this many retries
 DEFER_JITTER_MAX_SECONDS = 5.0
 
 
@@ -48,41 +48,66 @@ def defer_countdown(*, wait: float, rng: random.Random | None = None) -> float:
     return wait + (rng or random).uniform(0, min(wait / 2, DEFER_JITTER_MAX_SECONDS))
 
 
-@shared_task(bind=True, acks_late=True, max_retries=MAX_RETRIES, ignore_result=True)
+@shared_task(bind=True, acks_late=True, ignore_result=True)
+def delivery_send_batch_task(self: Task[[list[str]], None], delivery_ids: list[str]) -> None:
+    """Send a batch of deliveries of one channel (ids only)."""
+    _send(self, delivery_ids)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True)
 def delivery_send_task(self: Task[[str], None], delivery_id: str) -> None:
-    # On the last try a retryable failure is recorded as permanent by the
-    # service itself, so the delivery never waits for a retry that won't come.
-    final_attempt = self.request.retries >= MAX_RETRIES
-    while True:
-        try:
-            delivery_send(delivery_id=delivery_id, final_attempt=final_attempt)
-        except RateLimitedError as exc:
-            countdown = defer_countdown(wait=exc.wait)
-            if self.request.is_eager:
-                # apply() or eager mode: there is no broker to hold a message,
-                # so wait here and send again.
-                time.sleep(countdown)
-                continue
-            _delivery_send_defer(self, delivery_id=delivery_id, countdown=countdown)
-        except RetryLaterError as exc:
-            countdown = retry_countdown(retries=self.request.retries, retry_after=exc.retry_after)
-            raise self.retry(exc=exc, countdown=countdown) from exc
-        return
+    """One delivery, the same way as a batch of one (messages published by
+    earlier versions, an operator's one-off send)."""
+    _send(self, [delivery_id])
 
 
-def _delivery_send_defer(task: Task[[str], None], *, delivery_id: str, countdown: float) -> None:
-    """Publish this task again after ``countdown``, with the same retry count:
-    waiting for a rate limit is not a failed try, so it must not bring the
-    delivery closer to its last attempt (``self.retry`` would count it).
+def _send(task: Task[Any, None], delivery_ids: list[str]) -> None:
+    """Send, then publish what must be sent again later.
 
-    Same queue and options as this message (what ``Task.retry`` does, minus
-    the count). With acks_late this message is acknowledged when the task
-    returns, after the new one is published: a worker dying in between leaves
-    both, and the claim lets only one of them send.
+    Retries and rate-limit waits become new batch messages with their
+    countdown, never ``task.retry``: one batch holds deliveries at different
+    attempts, and the count that decides the last try is each delivery's
+    own, in the database. With acks_late this message is acknowledged when
+    the task returns, after those are published: a worker dying in between
+    leaves both, and the claim lets only one of them send each delivery.
     """
-    signature = task.signature_from_request(task.request, countdown=countdown, retries=task.request.retries)
-    signature.apply_async()
-    logger.info("delivery_send_deferred", delivery_id=delivery_id, countdown=round(countdown, 3))
+    pending = list(delivery_ids)
+    while pending:
+        report = deliveries_send(delivery_ids=pending)
+        later = [
+            (
+                group.channel,
+                group.delivery_ids,
+                retry_countdown(retries=group.retries - 1, retry_after=group.retry_after),
+            )
+            for group in report.retries
+        ]
+        later += [(channel, ids, defer_countdown(wait=report.deferred_wait)) for channel, ids in report.deferred]
+        if not task.request.is_eager:
+            # Back to the queue this message came from (the channel's queue,
+            # unless operators route differently).
+            queue = (task.request.delivery_info or {}).get("routing_key") or ""
+            deliveries_publish_later([(queue or channel, ids, countdown) for channel, ids, countdown in later])
+            return
+        # apply() or eager mode: there is no broker to hold a message, so send
+        # again here at once; only a rate-limit wait is slept.
+        if report.deferred:
+            time.sleep(defer_countdown(wait=report.deferred_wait))
+        pending = [delivery_id for _, ids, _ in later for delivery_id in ids]
+
+
+def deliveries_publish_later(later: list[tuple[str, list[str], float]]) -> None:
+    """Publish (channel, delivery ids, countdown) batches, on one producer.
+
+    If the broker fails here the deliveries are not lost: they wait in
+    failed_temporary or pending, where the sweeper finds them after its lease.
+    """
+    if not later:
+        return
+    with delivery_send_batch_task.app.producer_or_acquire() as producer:
+        for channel, ids, countdown in later:
+            delivery_send_batch_task.apply_async(args=(ids,), queue=channel, countdown=countdown, producer=producer)
+            logger.info("delivery_send_later", queue=channel, deliveries=len(ids), countdown=round(countdown, 3))
 
 
 # --- Sweeper (Celery beat; see cakra.delivery.sweeper) ------------------------

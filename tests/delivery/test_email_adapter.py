@@ -255,9 +255,7 @@ def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mai
     assert len(mail_sink.messages()) == 3
 
     opened[0].sock.shutdown(socket.SHUT_RDWR)  # the session broke while idle
-    with pytest.raises(RetryableProviderError):
-        adapter.send(_message())
-    adapter.send(_message())  # the next message opens a new session
+    adapter.send(_message())  # sent over a new session, without failing the message
     assert len(opened) == 2
     assert len(mail_sink.messages()) == 4
     adapter.close()

@@ -275,7 +275,7 @@ def test_logs_of_a_send_carry_ids_but_no_address_or_name(mail_sink, delivery, ve
 
     logged = caplog.text + "".join(record.getMessage() for record in caplog.records)
     assert str(delivery.id) in logged
-    assert "delivery_attempt_recorded" in logged
+    assert "delivery_batch_recorded" in logged
     owner = Owner.objects.get(pk=vehicle.owner_id)
     assert _owner_email(delivery) not in logged
     assert "@example.co.id" not in logged

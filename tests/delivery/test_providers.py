@@ -22,10 +22,11 @@ from cakra.delivery.channels.health import (
     provider_outcome_record,
 )
 from cakra.delivery.channels.provider_settings import providers_from_environment
-from cakra.delivery.channels.routing import delivery_route, delivery_route_outcome
+from cakra.delivery.channels.routing import deliveries_route, delivery_route_outcome
 from cakra.delivery.channels.store import CacheStore, SharedStore
 from cakra.delivery.checks import providers_check
 from cakra.delivery.models import Delivery
+from cakra.delivery.ratelimit import sender_token_acquire
 from cakra.delivery.sending import RetryLaterError, delivery_send
 
 SMTP = "cakra.delivery.channels.email.SmtpEmailAdapter"
@@ -383,8 +384,8 @@ class CountingStore(SharedStore):
         return self.inner.forget_identity(identity)
 
 
-def test_a_send_costs_one_store_round_trip_and_health_syncs_once_per_interval(
-    settings, monkeypatch, delivery, unique_name, provider_state
+def test_a_batch_costs_one_store_round_trip_and_health_syncs_once_per_interval(
+    settings, monkeypatch, db, unique_name, provider_state
 ):
     counting = CountingStore(CacheStore("default"))
     monkeypatch.setattr(store_module, "_cache_store", lambda _alias: counting)
@@ -394,12 +395,13 @@ def test_a_send_costs_one_store_round_trip_and_health_syncs_once_per_interval(
     }
     settings.CAKRA_PROVIDER_HEALTH = {**settings.CAKRA_PROVIDER_HEALTH, "SYNC_SECONDS": 60}
 
-    for _ in range(50):  # what delivery_send adds around each attempt
-        provider = delivery_route(delivery_id=str(delivery.id))
-        assert provider is not None
-        delivery_route_outcome(provider=provider, outcome="sent", retry_after=None)
+    for _ in range(50):  # what deliveries_send adds around each batch of 100
+        provider = deliveries_route(channel="email")
+        sender_token_acquire(provider, count=100)
+        for _ in range(100):
+            delivery_route_outcome(provider=provider, outcome="sent", retry_after=None)
 
-    assert counting.calls == {"take": 50, "sync": 1}  # the rate-limit token; health once for the interval
+    assert counting.calls == {"take": 50, "sync": 1}  # the batch's tokens at once; health once for the interval
 
 
 def test_a_channel_no_provider_serves_fails_its_deliveries_visibly_instead_of_waiting(delivery, provider_state):
@@ -415,19 +417,18 @@ def test_a_channel_no_provider_serves_fails_its_deliveries_visibly_instead_of_wa
     assert errors == {"internal ImproperlyConfigured"}
 
 
-def test_routing_a_send_reads_the_delivery_once_and_nothing_else_of_the_domain(
-    store_backend, delivery, provider_state, unique_name, settings
-):
+def test_routing_a_batch_reads_nothing_of_the_domain(store_backend, db, provider_state, unique_name, settings):
     entry = settings.CAKRA_PROVIDERS["smtp"]
     settings.CAKRA_PROVIDERS = {"smtp": {**entry, "SENDER_IDENTITY": unique_name("smtp")}}
 
     with CaptureQueriesContext(connection) as captured:
-        provider = delivery_route(delivery_id=str(delivery.id))
+        provider = deliveries_route(channel="email")
+        sender_token_acquire(provider, count=10)
 
-    assert provider is not None
     assert provider.name == "smtp"
     # The database cache store's own statements (its table, its transaction
-    # and lock) aside, the only query is the read of the delivery's channel.
+    # and lock) aside, nothing is read: the batch's one read of its rows
+    # (channel, status, last provider) happened before, in deliveries_send.
     domain = [
         query["sql"]
         for query in captured.captured_queries
@@ -435,5 +436,4 @@ def test_routing_a_send_reads_the_delivery_once_and_nothing_else_of_the_domain(
         and "pg_advisory_xact_lock" not in query["sql"]
         and not query["sql"].upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "BEGIN", "COMMIT"))
     ]
-    assert len(domain) == 1
-    assert '"delivery_delivery"' in domain[0]
+    assert domain == []

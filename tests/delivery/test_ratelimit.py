@@ -18,7 +18,7 @@ from cakra.delivery.channels.store import CacheStore, RedisStore, shared_store
 from cakra.delivery.models import Delivery
 from cakra.delivery.ratelimit import RateLimitedError, sender_back_off, sender_token_acquire
 from cakra.delivery.sending import RetryLaterError, delivery_send
-from cakra.delivery.tasks import DEFER_JITTER_MAX_SECONDS, defer_countdown, delivery_send_task
+from cakra.delivery.tasks import DEFER_JITTER_MAX_SECONDS, defer_countdown, delivery_send_batch_task, delivery_send_task
 from cakra.registry.models import ContactPoint
 
 SMTP = "cakra.delivery.channels.email.SmtpEmailAdapter"
@@ -253,12 +253,12 @@ def test_the_task_reschedules_a_rate_limited_send_without_counting_a_retry(limit
 
     assert message is not None
     headers: dict[str, object] = dict(message.headers)
-    assert headers["task"] == delivery_send_task.name
-    assert headers["retries"] == 3  # waiting for a token is not a failed try
+    assert headers["task"] == delivery_send_batch_task.name
     assert headers["eta"] is not None
     args, _kwargs, _embed = message.decode()
-    assert args == [str(delivery.id)]
+    assert args == [[str(delivery.id)]]
     delivery.refresh_from_db()
+    # Waiting for a token is not a try: nothing claimed, no attempt charged.
     assert (delivery.status, delivery.attempt_count) == (Delivery.Status.PENDING, 0)
 
 

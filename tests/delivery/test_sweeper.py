@@ -22,13 +22,14 @@ from kombu import Queue
 
 from cakra.audit.models import AuditEvent
 from cakra.config.celery import app as celery_app
+from cakra.delivery.channels.routing import deliveries_route
 from cakra.delivery.models import Delivery
-from cakra.delivery.selectors import delivery_get_for_send
+from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import (
     RetryLaterError,
-    _attempt,
-    _delivery_claim,
-    _delivery_record_outcome,
+    deliveries_attempt,
+    deliveries_claim,
+    deliveries_record_outcomes,
     delivery_send,
 )
 from cakra.delivery.sweeper import (
@@ -40,7 +41,7 @@ from cakra.delivery.sweeper import (
 )
 from cakra.delivery.tasks import (
     RETRY_BACKOFF_MAX_SECONDS,
-    delivery_send_task,
+    delivery_send_batch_task,
     delivery_sweep_stuck_task,
     delivery_sweep_unconfirmed_task,
 )
@@ -113,8 +114,8 @@ def published(queue_name, *, expect=None, timeout=5.0):
 def run_as_worker(messages):
     """What a worker does with the messages read back: run each task."""
     for task_name, args in messages:
-        assert task_name == delivery_send_task.name
-        result = delivery_send_task.apply(args=args)
+        assert task_name == delivery_send_batch_task.name
+        result = delivery_send_batch_task.apply(args=args)
         assert result.successful(), result.traceback
 
 
@@ -166,7 +167,7 @@ def test_a_delivery_left_sending_by_a_killed_worker_is_sent_after_the_lease(
     mail_sink, delivery, django_capture_on_commit_callbacks
 ):
     # The worker claims the delivery, then dies before the provider call returns.
-    assert _delivery_claim(delivery_id=str(delivery.id))
+    assert deliveries_claim(delivery_ids=[delivery.pk]) == [delivery.pk]
 
     with django_capture_on_commit_callbacks(execute=True):
         within_lease = delivery_sweep_stuck(now=later(SENDING_LEASE - 5))
@@ -189,7 +190,7 @@ def test_a_delivery_left_sending_by_a_killed_worker_is_sent_after_the_lease(
         "reason": LEASE_EXPIRED,
     }
     messages = published("email", expect=1)
-    assert messages == [(delivery_send_task.name, (str(delivery.id),))]
+    assert messages == [(delivery_send_batch_task.name, ([str(delivery.id)],))]
 
     run_as_worker(messages)
 
@@ -206,13 +207,14 @@ def test_a_live_send_that_outlasts_the_lease_is_kept_as_an_attempt_only(
 ):
     # A worker that is slow but alive records its outcome after the sweeper
     # gave its lease back: the attempt is kept, the status is not overwritten.
-    assert _delivery_claim(delivery_id=str(delivery.id))
-    loaded = delivery_get_for_send(delivery_id=str(delivery.id))
-    result = _attempt(loaded)
+    assert deliveries_claim(delivery_ids=[delivery.pk]) == [delivery.pk]
+    loaded = deliveries_get_for_send(delivery_ids=[delivery.pk])
+    results, _released = deliveries_attempt(loaded, provider=deliveries_route(channel="email"))
     with django_capture_on_commit_callbacks(execute=True):
         delivery_sweep_stuck(now=later(SENDING_LEASE + 1))
 
-    assert _delivery_record_outcome(delivery=loaded, result=result, final_attempt=False) is None
+    recorded = deliveries_record_outcomes(deliveries=loaded, results=results, provider="smtp")
+    assert recorded.statuses == {}  # nothing applied: the delivery had left "sending"
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_TEMPORARY
@@ -239,7 +241,7 @@ def test_a_lost_pending_trigger_is_published_again_and_the_notice_is_sent(
 
     assert report.pending_requeued == 1
     messages = published("email", expect=1)
-    assert messages == [(delivery_send_task.name, (str(delivery.id),))]
+    assert messages == [(delivery_send_batch_task.name, ([str(delivery.id)],))]
     run_as_worker(messages)
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SENT
@@ -281,7 +283,9 @@ def test_sweeps_are_bounded_oldest_first_and_cover_everything_over_several_runs(
     for expected in (3, 3, 1, 0):
         with django_capture_on_commit_callbacks(execute=True):
             assert delivery_sweep_stuck(now=moment).pending_requeued == expected
-        runs.append({args[0] for _task, args in published("email", expect=expected)})
+        runs.append(
+            {delivery_id for _task, args in published("email", expect=min(expected, 1)) for delivery_id in args[0]}
+        )
 
     assert runs == [set(oldest_first[:3]), set(oldest_first[3:6]), set(oldest_first[6:]), set()]
 
@@ -303,7 +307,7 @@ def test_pending_deliveries_wait_while_their_queue_has_a_backlog(
     # Three triggers of other deliveries wait in the email queue: the stuck
     # one is most likely among such a backlog, not lost.
     for _ in range(3):
-        delivery_send_task.apply_async(args=("00000000-0000-0000-0000-000000000000",), queue="email")
+        delivery_send_batch_task.apply_async(args=(["00000000-0000-0000-0000-000000000000"],), queue="email")
     wait_for_backlog("email", 3)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -316,7 +320,7 @@ def test_pending_deliveries_wait_while_their_queue_has_a_backlog(
         report = delivery_sweep_stuck(now=later(PENDING_LEASE + 1))
     assert report.backlogged == []
     assert report.pending_requeued == 1
-    assert published("email", expect=1) == [(delivery_send_task.name, (str(delivery.id),))]
+    assert published("email", expect=1) == [(delivery_send_batch_task.name, ([str(delivery.id)],))]
 
 
 def wait_for_backlog(queue_name, count):
@@ -397,7 +401,7 @@ def test_a_sent_delivery_not_confirmed_by_the_cut_off_fails_and_the_plan_moves_o
     assert fallback.data["reason"] == f"{NOT_CONFIRMED} ({region.digital_cutoff_hours} h)"
     assert timed_out.seq < fallback.seq  # one transaction, in this order
     # The next step's trigger is published on commit, to its channel's queue.
-    assert published("post", expect=1) == [(delivery_send_task.name, (str(post.id),))]
+    assert published("post", expect=1) == [(delivery_send_batch_task.name, ([str(post.id)],))]
 
 
 def test_the_timeout_is_idempotent(mail_sink, two_step_notice, region):
@@ -554,7 +558,8 @@ def test_counts_add_up_across_sent_timed_out_confirmed_and_lost_notices(
         sent(notice.deliveries.get(step=1))
     for notice in notices[:2]:
         notice.deliveries.filter(step=1).update(status=Delivery.Status.DELIVERED)
-    assert _delivery_claim(delivery_id=str(notices[4].deliveries.get(step=1).id))
+    killed = notices[4].deliveries.get(step=1)
+    assert deliveries_claim(delivery_ids=[killed.pk]) == [killed.pk]
 
     with django_capture_on_commit_callbacks(execute=True):
         delivery_sweep_stuck(now=later(SENDING_LEASE + 1))

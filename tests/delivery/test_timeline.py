@@ -10,10 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.delivery.channels.base import PermanentProviderError, SendResult
+from cakra.delivery.models import Delivery
 from cakra.delivery.receipts import delivery_record_receipt
-from cakra.delivery.selectors import TimelineEntry, delivery_get_for_send, notice_timeline
-from cakra.delivery.sending import _delivery_claim, _delivery_record_outcome, _Result, delivery_send
+from cakra.delivery.selectors import TimelineEntry, deliveries_get_for_send, notice_timeline
+from cakra.delivery.sending import deliveries_claim, deliveries_record_outcomes, delivery_send
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
 from cakra.enforcement.selectors import notice_get_for_region
 from cakra.enforcement.services import violation_validate_pre_validated
@@ -67,20 +68,19 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
     whatsapp, email, post = notice.deliveries.order_by("step")
     assert (whatsapp.channel, email.channel, post.channel) == ("whatsapp", "email", "post")
 
-    assert _delivery_claim(delivery_id=str(whatsapp.id))
-    refused = _Result(
-        outcome=DeliveryAttempt.Outcome.PERMANENT,
-        provider="whatsapp-cloud",
-        provider_reference="",
-        error="131026 recipient is not a WhatsApp user",
+    assert deliveries_claim(delivery_ids=[whatsapp.pk]) == [whatsapp.pk]
+    refused = SendResult(
         started_at=timezone.now(),
         duration_ms=85,
+        error=PermanentProviderError("131026 recipient is not a WhatsApp user"),
     )
-    _delivery_record_outcome(
-        delivery=delivery_get_for_send(delivery_id=str(whatsapp.id)), result=refused, final_attempt=False
+    deliveries_record_outcomes(
+        deliveries=deliveries_get_for_send(delivery_ids=[whatsapp.pk]),
+        results={whatsapp.pk: refused},
+        provider="whatsapp-cloud",
     )
 
-    assert _delivery_claim(delivery_id=str(email.id))  # this worker dies
+    assert deliveries_claim(delivery_ids=[email.pk]) == [email.pk]  # this worker dies
     delivery_sweep_stuck(now=later(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1))
     delivery_send(delivery_id=str(email.id))
     email.refresh_from_db()

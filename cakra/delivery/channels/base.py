@@ -11,8 +11,17 @@ sending service decides what happens next by the error's type alone:
 - :class:`DuplicateProviderError`: the provider already has this message (same
   idempotency reference): treat it as sent.
 
+:class:`UnavailableProviderError` is the retryable error that says the
+provider cannot be reached at all (connection refused, timed out, session
+lost), so every further message would fail the same way.
+
 Subclasses implement only ``_send``; :meth:`ChannelAdapter.send` adds timing
 and a structured log line carrying ids, never the recipient or the text.
+:meth:`ChannelAdapter.send_many` sends a batch the same way (one call per
+message, one log line per batch) and **stops at the first throttling or
+unavailable answer**: the provider has said that the rest would fail too, so
+the messages after it are left unattempted for the caller to hand back,
+instead of hammering a provider that asked us to slow down.
 Errors carry a short ``detail`` written by the adapter, never the provider's
 free text (an SMTP reply often echoes the address), so it is safe to store,
 log and audit.
@@ -23,12 +32,15 @@ from __future__ import annotations
 import abc
 import time
 import traceback
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
 logger = structlog.get_logger(__name__)
 
@@ -76,6 +88,11 @@ class RetryableProviderError(ProviderError):
     outcome = "retryable"
 
 
+class UnavailableProviderError(RetryableProviderError):
+    """The provider cannot be reached (refused, timed out, disconnected): a
+    retryable failure that would repeat for every further message now."""
+
+
 class ThrottledProviderError(ProviderError):
     outcome = "throttled"
 
@@ -94,6 +111,24 @@ class DuplicateProviderError(ProviderError):
     def __init__(self, detail: str, *, provider_reference: str = "") -> None:
         super().__init__(detail)
         self.provider_reference = provider_reference
+
+
+# Answers after which a batch stops: the provider has said the rest would fail too.
+BATCH_HALTING_ERRORS = (ThrottledProviderError, UnavailableProviderError)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What became of one message of a batch: the provider's reference, or the error."""
+
+    started_at: datetime
+    duration_ms: int
+    reference: str = ""
+    error: ProviderError | None = None
+
+    @property
+    def outcome(self) -> str:
+        return "sent" if self.error is None else self.error.outcome
 
 
 def exception_site(exc: BaseException) -> str:
@@ -172,6 +207,65 @@ class ChannelAdapter(abc.ABC):
             raise RetryableProviderError(error) from None  # the cause's text may quote data
         log.info("provider_send_ok", provider_reference=reference, duration_ms=_elapsed_ms(started))
         return reference
+
+    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Send a batch, in order; one result per message attempted.
+
+        Stops after a throttling or unavailable answer (``BATCH_HALTING_ERRORS``),
+        so the list may be shorter than ``messages``: the messages after it
+        were not attempted, and the caller hands them back unsent. Adapters
+        that keep a session (SMTP) carry the whole batch over it. One log line
+        for the batch (counts and time), plus one per failed message, with
+        ids only.
+        """
+        results: list[SendResult] = []
+        batch_started = time.monotonic()
+        for message in messages:
+            started_at, started = timezone.now(), time.monotonic()
+            error: ProviderError | None = None
+            reference = ""
+            try:
+                reference = self._send(message)
+            except ProviderError as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - any adapter failure must end as a recorded attempt
+                error = RetryableProviderError(f"unexpected {type(exc).__name__}")
+                # Not logger.exception: the message and traceback may quote the recipient.
+                logger.error(  # noqa: TRY400
+                    "provider_send_crashed",
+                    delivery_id=message.reference,
+                    channel=self.channel,
+                    provider=self.name,
+                    error=error.detail,
+                    site=exception_site(exc),
+                )
+            result = SendResult(
+                started_at=started_at, duration_ms=_elapsed_ms(started), reference=reference, error=error
+            )
+            results.append(result)
+            if error is not None:
+                logger.warning(
+                    "provider_send_failed",
+                    delivery_id=message.reference,
+                    channel=self.channel,
+                    provider=self.name,
+                    outcome=error.outcome,
+                    error=error.detail,
+                    duration_ms=result.duration_ms,
+                )
+                if isinstance(error, BATCH_HALTING_ERRORS):
+                    break
+        outcomes = Counter(result.outcome for result in results)
+        logger.info(
+            "provider_send_batch",
+            channel=self.channel,
+            provider=self.name,
+            messages=len(messages),
+            attempted=len(results),
+            outcomes=dict(outcomes),
+            duration_ms=_elapsed_ms(batch_started),
+        )
+        return results
 
     @abc.abstractmethod
     def _send(self, message: OutboundMessage) -> str:

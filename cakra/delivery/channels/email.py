@@ -42,6 +42,7 @@ from cakra.delivery.channels.base import (
     ProviderError,
     RetryableProviderError,
     ThrottledProviderError,
+    UnavailableProviderError,
 )
 from cakra.delivery.channels.dkim import dkim_key_load
 
@@ -275,18 +276,7 @@ class SmtpEmailAdapter(ChannelAdapter):
 
     def _submit(self, *, sender: str, recipient: str, data: bytes) -> None:
         try:
-            connection = self._session()
-            try:
-                connection.sendmail(sender, [recipient], data)
-            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused):
-                # A refusal leaves the session in a known state (smtplib sends
-                # RSET): keep it for the next message.
-                raise
-            except BaseException:
-                # Anything else (disconnect, timeout, protocol error) leaves the
-                # session unusable: the next message opens a new one.
-                self._session_drop()
-                raise
+            self._submit_on_session(sender=sender, recipient=recipient, data=data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             raise smtp_reply_error(code=code, reply=reply, stage="rcpt") from None
@@ -302,6 +292,43 @@ class SmtpEmailAdapter(ChannelAdapter):
             raise RetryableProviderError(f"smtp relay does not support {self.security}") from None
         except (smtplib.SMTPException, OSError) as exc:
             # Refused, reset, timed out, TLS failure, disconnected: the relay
-            # may be back in a minute. (`from None`: the chained text can hold
-            # an address; the type is enough to diagnose.)
-            raise RetryableProviderError(f"smtp connection failed: {type(exc).__name__}") from None
+            # may be back in a minute, and until then every message would
+            # fail the same way (a batch stops here). `from None`: the
+            # chained text can hold an address; the type is enough to diagnose.
+            raise UnavailableProviderError(f"smtp connection failed: {type(exc).__name__}") from None
+
+    def _submit_on_session(self, *, sender: str, recipient: str, data: bytes) -> None:
+        """Submit over this thread's session; once more on a fresh one if a
+        reused session turns out to be closed before the relay took the message."""
+        state: _Session | None = getattr(self._sessions, "current", None)
+        reused = state is not None and state.pid == os.getpid()
+        connection = self._session()
+        try:
+            connection.sendmail(sender, [recipient], data)
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused):
+            # A refusal leaves the session in a known state (smtplib sends
+            # RSET): keep it for the next message.
+            raise
+        except smtplib.SMTPServerDisconnected:
+            # Most often the relay closed a session we kept open (its idle
+            # timeout is its own) and never saw this message: one more try on
+            # a new session. In the rare case it dropped us after taking the
+            # data, the copy carries the same Message-ID (derived from the
+            # delivery id) and receivers fold it, as after any retry. A fresh
+            # session that fails again is a real failure.
+            self._session_drop()
+            if not reused:
+                raise
+            connection = self._session()
+            try:
+                connection.sendmail(sender, [recipient], data)
+            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused):
+                raise
+            except BaseException:
+                self._session_drop()
+                raise
+        except BaseException:
+            # Anything else (reset, timeout, protocol error) leaves the
+            # session unusable: the next message opens a new one.
+            self._session_drop()
+            raise

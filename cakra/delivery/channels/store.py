@@ -46,8 +46,9 @@ MICROSECONDS = 1_000_000
 
 # GCRA ("virtual scheduling"): the bucket is the theoretical arrival time
 # (TAT) of the next token; a request is allowed while TAT - now stays within
-# the burst. Returns 0 when a token was taken, else the microseconds to wait.
-# KEYS: tat, hold. ARGV: emission interval (µs), burst.
+# the burst. Taking n tokens at once (a batch) advances TAT by n intervals.
+# Returns 0 when the tokens were taken, else the microseconds to wait.
+# KEYS: tat, hold. ARGV: emission interval (µs), burst, count (<= burst).
 _TAKE_LUA = """
 local hold = redis.call('PTTL', KEYS[2])
 if hold > 0 then return hold * 1000 end
@@ -55,9 +56,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local count = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local new_tat = tat + interval
+local new_tat = tat + interval * count
 local allowed_at = new_tat - burst * interval
 if allowed_at > now then return math.ceil(allowed_at - now) end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
@@ -93,9 +95,16 @@ class SharedStore(abc.ABC):
     """What rate limits and health need from the shared store."""
 
     @abc.abstractmethod
-    def take(self, *, identity: str, rate: float, burst: int) -> float:
-        """Take one token of ``identity``'s bucket: 0.0 when granted, else the
-        seconds until one may be (nothing is taken then)."""
+    def take(self, *, identity: str, rate: float, burst: int, count: int = 1) -> float:
+        """Take ``count`` tokens of ``identity``'s bucket at once: 0.0 when
+        granted, else the seconds until they may be (nothing is taken then).
+        ``count`` must not exceed :meth:`max_take`, or it is never granted."""
+
+    @staticmethod
+    def max_take(*, rate: float, burst: int) -> int:
+        """The most tokens one take can ever get: the burst (token bucket),
+        and the window's whole allowance (fixed window)."""
+        return max(1, min(burst, int(rate)))
 
     @abc.abstractmethod
     def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
@@ -121,9 +130,9 @@ class RedisStore(SharedStore):
         self._take = self.client.register_script(_TAKE_LUA)
         self._hold = self.client.register_script(_HOLD_LUA)
 
-    def take(self, *, identity: str, rate: float, burst: int) -> float:
+    def take(self, *, identity: str, rate: float, burst: int, count: int = 1) -> float:
         interval_us = max(1, round(MICROSECONDS / rate))
-        wait_us = int(self._take(keys=list(_rate_keys(identity)), args=[interval_us, burst]))
+        wait_us = int(self._take(keys=list(_rate_keys(identity)), args=[interval_us, burst, count]))
         return wait_us / MICROSECONDS
 
     def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
@@ -182,7 +191,7 @@ class CacheStore(SharedStore):
                 # the database's write lock until it ends.
                 yield
 
-    def take(self, *, identity: str, rate: float, burst: int) -> float:
+    def take(self, *, identity: str, rate: float, burst: int, count: int = 1) -> float:
         # Whole seconds, or one token per window when the rate is below 1/s.
         window_seconds = 1.0 if rate >= 1 else 1.0 / rate
         limit = max(1, int(rate * window_seconds))
@@ -197,10 +206,10 @@ class CacheStore(SharedStore):
             held_until = values.get(hold_key)
             if held_until is not None and held_until > now:
                 return float(held_until - now)
-            count = int(values.get(count_key, 0))
-            if count >= limit:
+            taken = int(values.get(count_key, 0))
+            if taken + count > limit:
                 return (window + 1) * window_seconds - now
-            self.cache.set(count_key, count + 1, timeout=math.ceil(window_seconds) + 1)
+            self.cache.set(count_key, taken + count, timeout=math.ceil(window_seconds) + 1)
         return 0.0
 
     def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
