@@ -26,9 +26,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -45,6 +43,7 @@ from cakra.delivery.channels.base import (
     UnavailableProviderError,
 )
 from cakra.delivery.channels.dkim import dkim_key_load
+from cakra.delivery.channels.mime import address_header, alternative_message, header
 
 SECURITY_MODES = ("none", "starttls", "ssl")
 # Words relays use in a 421/451 reply when they rate-limit the sender.
@@ -181,27 +180,34 @@ class SmtpEmailAdapter(ChannelAdapter):
         return problems
 
     def build(self, message: OutboundMessage) -> tuple[str, bytes]:
-        """The message id and the signed RFC 5322 bytes, exactly as submitted."""
+        """The message id and the signed RFC 5322 bytes, exactly as submitted.
+
+        Written directly as bytes (:mod:`cakra.delivery.channels.mime`) and
+        signed from its parts (:meth:`DkimKey.sign_parts`): the ``email``
+        package and dkimpy's parser cost ten times the rest.
+        """
         domain = email_domain(message.sender.address)
         # Derived from the delivery id, so a retry after an ambiguous failure
         # (accepted, then the connection dropped) carries the same Message-ID
         # and receivers can fold the duplicate.
         message_id = f"<{message.reference}@{domain}>"
-        mime = EmailMessage(policy=SMTP_POLICY)
-        mime["From"] = formataddr((message.sender.display_name, message.sender.address))
-        mime["To"] = message.recipient
-        mime["Subject"] = message.subject
-        mime["Date"] = format_datetime(timezone.localtime())
-        mime["Message-ID"] = message_id
-        # A legal notice, not a mailing: no List-Unsubscribe; this header tells
-        # auto-responders not to answer (RFC 3834).
-        mime["Auto-Submitted"] = "auto-generated"
-        mime.set_content(message.text, cte="quoted-printable")
-        if message.html:
-            mime.add_alternative(message.html, subtype="html", cte="quoted-printable")
-        mime["Content-Language"] = "id, en"  # after set_content, which drops Content-* headers
-        signed = self.dkim_key.sign(mime.as_bytes(), selector=self.dkim_selector, domain=domain)
-        return message_id, signed
+        mime = alternative_message(
+            headers=(
+                address_header("From", message.sender.display_name, message.sender.address),
+                header("To", message.recipient),
+                header("Subject", message.subject),
+                header("Date", format_datetime(timezone.localtime())),
+                header("Message-ID", message_id),
+                # A legal notice, not a mailing: no List-Unsubscribe; this header
+                # tells auto-responders not to answer (RFC 3834).
+                (b"Auto-Submitted", b" auto-generated"),
+            ),
+            text=message.text,
+            html=message.html,
+            content_language="id, en",
+        )
+        signature = self.dkim_key.sign_parts(mime.headers, mime.body, selector=self.dkim_selector, domain=domain)
+        return message_id, signature + mime.as_bytes()
 
     def _send(self, message: OutboundMessage) -> str:
         message_id, data = self.build(message)
