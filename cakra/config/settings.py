@@ -374,10 +374,14 @@ CAKRA_SWEEPER = {
     "RETRY_MARGIN_SECONDS": float(os.environ.get("CAKRA_SWEEP_RETRY_MARGIN_SECONDS", "300")),
     # Rows per kind per run, oldest first.
     "BATCH_SIZE": int(os.environ.get("CAKRA_SWEEP_BATCH_SIZE", "5000")),
-    # A channel queue with more messages waiting than this is behind, not
-    # losing messages: its pending deliveries are not re-enqueued meanwhile.
-    "MAX_BACKLOG": int(os.environ.get("CAKRA_SWEEP_MAX_BACKLOG", "1000")),
+    # A channel queue with more messages waiting than this (each carries up
+    # to CAKRA_SEND_BATCH deliveries) is behind, not losing messages: its
+    # pending deliveries are not re-enqueued meanwhile.
+    "MAX_BACKLOG": int(os.environ.get("CAKRA_SWEEP_MAX_BACKLOG", "20")),
 }
+# Deliveries per send message and per chunk a worker claims, sends over one
+# provider session and records in one transaction (docs/performance.md).
+CAKRA_SEND_BATCH = int(os.environ.get("CAKRA_SEND_BATCH", "100"))
 # Channels whose sent deliveries fall back when not confirmed (delivered/read)
 # within the region's digital_cutoff_hours. Channels that never confirm (post)
 # stay out.

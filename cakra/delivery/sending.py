@@ -43,6 +43,7 @@ delivery id lets receivers fold a resulting duplicate).
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,13 @@ class SendReport:
 
 def send_batch_size() -> int:
     return max(1, int(getattr(settings, "CAKRA_SEND_BATCH", DEFAULT_SEND_BATCH)))
+
+
+def send_time_budget() -> float:
+    """Seconds a chunk may spend with its provider before the rest is handed
+    back: a tenth of the sweeper's sending lease, so a slow provider never
+    keeps claimed deliveries past it."""
+    return float(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"]) / 10
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
@@ -270,7 +278,7 @@ def deliveries_attempt(
     # timeout to answer, and a transaction held across that wait would hold
     # row locks (on SQLite, the database's single write lock) and a
     # connection from the pool for every message in flight.
-    answered = adapter.send_many(messages)
+    answered = adapter.send_many(messages, deadline=time.monotonic() + send_time_budget())
     for delivery, result in zip(rendered, answered, strict=False):
         results[delivery.pk] = result
     return results, rendered[len(answered) :]

@@ -16,6 +16,7 @@ from cakra.delivery.sending import MAX_ATTEMPTS, deliveries_claim, deliveries_se
 from cakra.delivery.tasks import delivery_send_batch_task
 from cakra.enforcement.models import Notice
 from cakra.enforcement.services import violation_validate_pre_validated
+from cakra.simulators.smtp_sink import MailSink
 from tests.factories import VehicleFactory, make_owner, make_violation
 
 
@@ -201,3 +202,24 @@ def test_a_mixed_batch_records_each_outcome_on_its_own_delivery(mail_sink, email
     bounced.refresh_from_db()
     assert bounced.last_error == "smtp 550 at rcpt"
     assert bounced.provider_reference == ""
+
+
+def test_a_slow_provider_cannot_keep_a_batch_sending_past_the_lease(settings, tmp_path, email_relay, email_deliveries):
+    # Each message takes 0.15 s to be answered; the budget is a tenth of the
+    # sending lease (0.2 s): the batch hands the rest back before the lease
+    # could expire under it, uncharged, to be sent again at once.
+    settings.CAKRA_SWEEPER = {**settings.CAKRA_SWEEPER, "SENDING_LEASE_SECONDS": 2}
+    deliveries = email_deliveries([f"slow{i}@example.co.id" for i in range(4)])
+    with MailSink(
+        maildir=tmp_path / "slow",
+        dkim_private_key=settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"],
+        dkim_selector=settings.CAKRA_EMAIL["DKIM_SELECTOR"],
+        reply_delay=0.15,
+    ) as sink:
+        email_relay(HOST="127.0.0.1", PORT=sink.smtp_port, SECURITY="none")
+        report = deliveries_send(delivery_ids=_ids(deliveries))
+
+    assert report.outcomes == {"sent": 2, "released": 2}
+    assert _statuses(deliveries) == ["sent", "sent", "pending", "pending"]
+    [group] = report.retries
+    assert group.delivery_ids == _ids(deliveries[2:])

@@ -208,12 +208,15 @@ class ChannelAdapter(abc.ABC):
         log.info("provider_send_ok", provider_reference=reference, duration_ms=_elapsed_ms(started))
         return reference
 
-    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def send_many(self, messages: Sequence[OutboundMessage], *, deadline: float | None = None) -> list[SendResult]:
         """Send a batch, in order; one result per message attempted.
 
         Stops after a throttling or unavailable answer (``BATCH_HALTING_ERRORS``),
-        so the list may be shorter than ``messages``: the messages after it
-        were not attempted, and the caller hands them back unsent. Adapters
+        and before starting a message once ``deadline`` (``time.monotonic()``)
+        has passed, so the list may be shorter than ``messages``: the messages
+        after it were not attempted, and the caller hands them back unsent
+        (a provider answering each message just within its timeout must not
+        keep a batch in ``sending`` past the sweeper's lease). Adapters
         that keep a session (SMTP) carry the whole batch over it. One log line
         for the batch (counts and time), plus one per failed message, with
         ids only.
@@ -221,6 +224,8 @@ class ChannelAdapter(abc.ABC):
         results: list[SendResult] = []
         batch_started = time.monotonic()
         for message in messages:
+            if deadline is not None and results and time.monotonic() > deadline:
+                break
             started_at, started = timezone.now(), time.monotonic()
             error: ProviderError | None = None
             reference = ""
