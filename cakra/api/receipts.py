@@ -49,9 +49,9 @@ from typing import Any, Literal
 import structlog
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Router, Schema
 from ninja.errors import HttpError, ValidationError
-from pydantic import AwareDatetime, ConfigDict, TypeAdapter, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from cakra.api.body import strict_json_loads
@@ -168,10 +168,13 @@ def _authenticate(
 
 
 # --- schemas ----------------------------------------------------------------
-class EmailReceiptEventIn(Schema):
+class EmailReceiptEventIn(BaseModel):
     # Unknown fields are ignored, unlike the intake API's closed schemas: a
     # provider adds fields to its events over time, and refusing them would
     # lose every receipt from the day it does. They are never stored.
+    # A plain pydantic model, not ninja's Schema (as the intake inputs in
+    # cakra.api.schemas): Schema wraps each event's validation in a hook for
+    # reading Django objects, which tripled the cost of a 500-event body.
     model_config = ConfigDict(extra="ignore", strict=True)
 
     event_id: str = Field(
@@ -259,6 +262,16 @@ _REQUEST_BODY = {
 
 
 # --- the endpoint -------------------------------------------------------------
+# The counts of the 200 answer, in ReceiptBatchOut's order.
+_COUNTED = (
+    ReceiptResult.APPLIED,
+    ReceiptResult.RECORDED,
+    ReceiptResult.IGNORED_OLDER,
+    ReceiptResult.DUPLICATE,
+    ReceiptResult.UNKNOWN_REFERENCE,
+)
+
+
 def _error(status: int, *, code: str, message: str, field: str = "") -> HttpResponse:
     # Returned as is (not through the response schema, which would add null
     # fields), so these answers are byte for byte the API's other errors.
@@ -310,7 +323,7 @@ def _parse(body: bytes) -> list[EmailReceiptEventIn]:
     operation_id="receipt_email_report",
     openapi_extra=_REQUEST_BODY,
 )
-def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse | Status[ReceiptBatchOut]:
+def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
     """A batch of delivery events from the email provider named in the path.
 
     Signed with `X-Cakra-Signature` (see the parameter). Idempotent per
@@ -358,21 +371,18 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse | 
     if len(events) == 1 and outcomes[0].result == ReceiptResult.UNKNOWN_REFERENCE:
         message = "no delivery has this message_id"
         return _error(404, code="unknown_reference", message=message, field="[0].message_id")
-    return Status(
-        200,
-        ReceiptBatchOut(
-            received=len(events),
-            applied=counts[ReceiptResult.APPLIED],
-            recorded=counts[ReceiptResult.RECORDED],
-            ignored_older=counts[ReceiptResult.IGNORED_OLDER],
-            duplicate=counts[ReceiptResult.DUPLICATE],
-            unknown_reference=counts[ReceiptResult.UNKNOWN_REFERENCE],
-            results=[
-                ReceiptEventResultOut(event_id=item.event_id, outcome=outcome.result.value)
-                for item, outcome in zip(events, outcomes, strict=True)
-            ],
-        ),
-    )
+    # Built as plain JSON, shaped as ReceiptBatchOut (which documents it):
+    # a schema instance per event, dumped again by ninja, cost more than
+    # parsing the request.
+    answer: dict[str, Any] = {
+        "received": len(events),
+        **{result.value: counts[result] for result in _COUNTED},
+        "results": [
+            {"event_id": item.event_id, "outcome": outcome.result.value}
+            for item, outcome in zip(events, outcomes, strict=True)
+        ],
+    }
+    return JsonResponse(answer)
 
 
 @router.api_operation(

@@ -36,9 +36,12 @@ receipts racing on the same delivery cannot both win.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connections, router
+from django.db.models import Field
 from django.utils import timezone
 
 from cakra.delivery.models import Delivery, DeliveryReceipt
@@ -99,3 +102,63 @@ def delivery_transition(*, delivery_id: Any, from_states: frozenset[str], to: st
         status=to, updated_at=timezone.now(), **changes
     )
     return updated == 1
+
+
+def delivery_transition_many(
+    *,
+    from_states: frozenset[str],
+    to: str,
+    changes: Mapping[Any, Mapping[str, Any]],
+    keep_existing: Collection[str] = (),
+) -> set[Any]:
+    """:func:`delivery_transition` for many deliveries in one statement.
+
+    ``changes`` maps each delivery id to the columns it sets besides the
+    status (each row its own values, e.g. its own ``delivered_at``); a column
+    in ``keep_existing`` is set only where it is still NULL. Returns the ids
+    (as given) of the deliveries that moved: the UPDATE's ``RETURNING``
+    decides, so a delivery another transaction moved first is not among them.
+
+    Must run inside the transaction that records the changes' audit events.
+    """
+    if not from_states or not changes:
+        return set()
+    connection = connections[router.db_for_write(Delivery)]
+    quote = connection.ops.quote_name
+    meta = Delivery._meta  # noqa: SLF001 - Django's public model metadata
+
+    def column(name: str) -> tuple[Field[Any, Any], str]:
+        field = meta.get_field(name)
+        assert isinstance(field, Field)  # noqa: S101 - a concrete column of Delivery
+        assert field.column  # noqa: S101
+        return field, quote(field.column)
+
+    pk_field, pk_column = column("id")
+    _, status_column = column("status")
+    updated_at_field, updated_at_column = column("updated_at")
+    # The database's form of each id (a hex string on SQLite, a UUID on
+    # PostgreSQL), which is also what RETURNING gives back.
+    ids = {pk_field.get_db_prep_value(delivery_id, connection): delivery_id for delivery_id in changes}
+    assignments = [f"{status_column} = %s", f"{updated_at_column} = %s"]
+    params: list[Any] = [to, updated_at_field.get_db_prep_value(timezone.now(), connection)]
+    for name in sorted({name for row in changes.values() for name in row}):
+        field, field_column = column(name)
+        cases: list[str] = []
+        for prepared, delivery_id in ids.items():
+            if name in changes[delivery_id]:
+                cases.append("WHEN %s THEN %s")
+                params += [prepared, field.get_db_prep_value(changes[delivery_id][name], connection)]
+        value = f"CASE {pk_column} {' '.join(cases)} ELSE {field_column} END"
+        if name in keep_existing:
+            value = f"COALESCE({field_column}, {value})"
+        assignments.append(f"{field_column} = {value}")
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 - names are quoted model metadata; values are parameters
+        f"WHERE {pk_column} IN ({', '.join(['%s'] * len(ids))}) "
+        f"AND {status_column} IN ({', '.join(['%s'] * len(from_states))}) "
+        f"RETURNING {pk_column}"
+    )
+    params += [*ids, *sorted(from_states)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {ids[row[0]] for row in cursor.fetchall()}

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
@@ -395,6 +396,146 @@ def test_a_duplicate_in_a_batch_does_not_undo_its_neighbours(delivery):
     assert [o.result for o in outcomes] == [APPLIED, ReceiptResult.DUPLICATE, ReceiptResult.UNKNOWN_REFERENCE, APPLIED]
     assert _status(delivery) == S.READ
     assert sorted(DeliveryReceipt.objects.values_list("event_id", flat=True)) == ["b-1", "b-3"]
+
+
+def _twins(delivery, count, *, status=S.SENT, first_step=10):
+    """``count`` more deliveries of the notice in ``status``, each with its own reference."""
+    twins = [
+        Delivery(
+            notice_id=delivery.notice_id,
+            channel="email",
+            step=step,
+            contact_point_id=delivery.contact_point_id,
+            status=status,
+            provider=PROVIDER,
+            provider_reference=f"<twin-{step}@korlantas.polri.go.id>",
+        )
+        for step in range(first_step, first_step + count)
+    ]
+    return Delivery.objects.bulk_create(twins)
+
+
+def _state(delivery):
+    row = Delivery.objects.values("status", "delivered_at", "read_at", "last_error").get(pk=delivery.pk)
+    timeline = list(
+        DeliveryReceipt.objects.filter(delivery=delivery).order_by("id").values_list("event", "outcome", "status_after")
+    )
+    return row, timeline
+
+
+@pytest.mark.parametrize("start", [S.SENT, S.DELIVERED])
+@pytest.mark.parametrize(
+    "events",
+    [
+        *[(first, second) for first in DeliveryReceipt.Event.values for second in DeliveryReceipt.Event.values],
+        ("delivered", "deferred", "read"),
+        ("deferred", "read", "delivered", "failed"),
+    ],
+)
+def test_reports_about_one_delivery_in_one_batch_end_as_if_they_came_one_by_one(delivery, start, events):
+    batched, one_by_one = _twins(delivery, 2, status=start)
+    base = timezone.now() - timedelta(minutes=10)
+    times = [base + timedelta(minutes=n) for n in range(len(events))]
+
+    outcomes = delivery_record_receipts(
+        provider=PROVIDER,
+        reports=[
+            ReceiptReport(
+                provider_reference=batched.provider_reference,
+                event=event,
+                occurred_at=at,
+                event_id=f"batch-{n}",
+                detail="550 no",
+            )
+            for n, (event, at) in enumerate(zip(events, times, strict=True))
+        ],
+    )
+    singles = [
+        _receipt(
+            event, event_id=f"single-{n}", occurred_at=at, reference=one_by_one.provider_reference, detail="550 no"
+        )
+        for n, (event, at) in enumerate(zip(events, times, strict=True))
+    ]
+
+    assert [(o.result, o.status) for o in outcomes] == [(o.result, o.status) for o in singles]
+    assert _state(batched) == _state(one_by_one)
+
+
+def test_a_batch_mixing_events_deliveries_and_states_applies_each_as_the_table_says(two_channel_notice):
+    email, post = two_channel_notice.deliveries.order_by("step")
+    _as_sent(email)
+    delivered, read, deferred, late, early = _twins(post, 5)  # later steps of the same notice, all sent
+    Delivery.objects.filter(pk=late.pk).update(status=S.READ)
+    Delivery.objects.filter(pk=early.pk).update(status=S.SENDING)
+    now = timezone.now()
+
+    def report(target, event, event_id):
+        return ReceiptReport(
+            provider_reference=target.provider_reference, event=event, occurred_at=now, event_id=event_id
+        )
+
+    outcomes = delivery_record_receipts(
+        provider=PROVIDER,
+        reports=[
+            report(delivered, "delivered", "m-1"),
+            report(email, "failed", "m-2"),
+            report(read, "read", "m-3"),
+            report(deferred, "deferred", "m-4"),
+            report(late, "delivered", "m-5"),
+            report(early, "delivered", "m-6"),
+            ReceiptReport(provider_reference="<not-ours@x>", event="delivered", occurred_at=now, event_id="m-7"),
+            report(delivered, "delivered", "m-1"),
+        ],
+    )
+
+    assert [(o.result, o.status) for o in outcomes] == [
+        (APPLIED, S.DELIVERED),
+        (APPLIED, S.FAILED_PERMANENT),
+        (APPLIED, S.READ),
+        (RECORDED, S.SENT),
+        (IGNORED, S.READ),
+        (IGNORED, S.SENDING),
+        (ReceiptResult.UNKNOWN_REFERENCE, ""),
+        (ReceiptResult.DUPLICATE, ""),
+    ]
+    assert outcomes[1].fallback_delivery_id == str(post.id)
+    post.refresh_from_db()
+    assert post.status == S.PENDING
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert [statuses[d.pk] for d in (email, delivered, read, deferred, late, early)] == [
+        S.FAILED_PERMANENT,
+        S.DELIVERED,
+        S.READ,
+        S.SENT,
+        S.READ,
+        S.SENDING,
+    ]
+    read.refresh_from_db()
+    assert read.delivered_at == read.read_at == now
+    assert [e.data["event_id"] for e in _audit("delivery.receipt")] == [f"m-{n}" for n in range(1, 7)]
+
+
+def test_a_chunk_costs_the_same_statements_whatever_its_size(delivery):
+    def statements(count, first_step):
+        twins = _twins(delivery, count, first_step=first_step)
+        now = timezone.now()
+        reports = [
+            ReceiptReport(
+                provider_reference=d.provider_reference,
+                event="read" if n % 3 == 0 else "delivered",
+                occurred_at=now,
+                event_id=f"{first_step}-{n}",
+            )
+            for n, d in enumerate(twins)
+        ]
+        with CaptureQueriesContext(connection) as queries:
+            outcomes = delivery_record_receipts(provider=PROVIDER, reports=reports)
+        assert {o.result for o in outcomes} == {APPLIED}
+        return len(queries)
+
+    # (60, not a full chunk: on SQLite, Django splits a bulk insert of more
+    # than 999 parameters, and a hundred audit events are more.)
+    assert statements(5, first_step=10) == statements(60, first_step=100)
 
 
 @pytest.mark.django_db(transaction=True)

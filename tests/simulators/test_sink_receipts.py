@@ -251,6 +251,25 @@ def test_the_message_reference_is_the_message_id_as_written():
 
     assert message_reference(raw) == "<abc-123@korlantas.polri.go.id>"
     assert message_reference(b"Subject: none\r\n\r\n") == ""
+    # Any case, folded with a tab, LF line ends; the first field wins.
+    assert message_reference(b"X-Message-ID: <no@x>\nmessage-ID:\t<a@x\n\t>\nMessage-ID: <b@x>\n\nx") == "<a@x >"
+    assert message_reference(b"MESSAGE-ID : <c@x>\r\n\r\n") == "<c@x>"
+    # Never from the body, nor from a message without headers.
+    assert message_reference(b"Subject: x\r\n\r\nMessage-ID: <body@x>\r\n") == ""
+    assert message_reference(b"\r\nMessage-ID: <body@x>\r\n") == ""
+
+
+def test_a_message_id_the_endpoint_would_refuse_is_not_reported(tmp_path, dkim_pem, endpoint):
+    with _sink(tmp_path, dkim_pem, endpoint.url) as sink:
+        with smtplib.SMTP("127.0.0.1", sink.smtp_port, timeout=5) as client:
+            odd = b"Subject: x\r\nMessage-ID: <dengan spasi@example>\r\n\r\nIsi.\r\n"
+            client.sendmail(f"etle@{DOMAIN}", ["pemilik@example.co.id"], odd)
+        _send(sink, to="pemilik@example.co.id", message_id=f"<ok@{DOMAIN}>")
+        assert sink.receipts.wait_idle(timeout=10)
+        assert sink.count() == 2  # both stored
+
+    # One odd Message-ID must not get the whole batch refused (422) and dropped.
+    assert [e["message_id"] for e in endpoint.accepted_events()] == [f"<ok@{DOMAIN}>"]
 
 
 def test_reporting_is_off_without_a_url_and_from_settings_follows_the_settings(tmp_path, dkim_pem, settings):
