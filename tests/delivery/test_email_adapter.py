@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import smtplib
 import socket
 
 import dkim
@@ -259,3 +260,71 @@ def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mai
     assert len(opened) == 2
     assert len(mail_sink.messages()) == 4
     adapter.close()
+
+
+def _counting_sends(monkeypatch):
+    """Count the writes the client makes (smtplib.SMTP.send): one per round trip."""
+    writes = []
+    real_send = smtplib.SMTP.send
+
+    def send(self, payload):
+        writes.append(payload)
+        return real_send(self, payload)
+
+    monkeypatch.setattr(smtplib.SMTP, "send", send)
+    return writes
+
+
+def test_a_relay_offering_pipelining_gets_each_message_in_two_round_trips(mail_sink, monkeypatch):
+    adapter = adapter_for_channel("email")
+    adapter.send(_message())  # opens the session (EHLO)
+    writes = _counting_sends(monkeypatch)
+    message = OutboundMessage(
+        reference="5f0c6f7e-1111-4a4a-9b9b-000000000002",
+        recipient="pemilik@example.co.id",
+        sender=SENDER,
+        subject="Surat Konfirmasi ETLE",
+        text=".\n.. a line of dots\nFrom the camera\n",  # dot-stuffing must round-trip
+        html="<p>.</p>",
+    )
+
+    adapter.send(message)
+
+    assert len(writes) == 2  # MAIL + RCPT + DATA in one write, then the message
+    received = mail_sink.messages()[0]
+    assert received.dkim.passed  # byte for byte what was signed
+    assert received.text_body().replace("\r\n", "\n") == message.text
+    adapter.close()
+
+
+def test_a_pipelined_refusal_is_reported_and_the_session_goes_on(mail_sink, monkeypatch):
+    adapter = adapter_for_channel("email")
+    adapter.send(_message())
+    writes = _counting_sends(monkeypatch)
+
+    with pytest.raises(PermanentProviderError):
+        adapter.send(_message(recipient="bounce.someone@example.co.id"))
+    with pytest.raises(ThrottledProviderError):
+        adapter.send(_message(recipient="throttle@example.co.id"))
+    adapter.send(_message())
+
+    assert len(mail_sink.messages()) == 2
+    assert sum(payload.upper().startswith(b"RSET") for payload in map(_as_bytes, writes)) == 2
+    adapter.close()
+
+
+def test_without_pipelining_the_client_falls_back_to_one_command_per_round_trip(mail_sink, monkeypatch):
+    adapter = adapter_for_channel("email")
+    adapter.send(_message())
+    monkeypatch.setattr(smtplib.SMTP, "has_extn", lambda _self, name: name.lower() != "pipelining")
+    writes = _counting_sends(monkeypatch)
+
+    adapter.send(_message())
+
+    assert len(writes) == 4  # MAIL, RCPT, DATA, the message
+    assert len(mail_sink.messages()) == 2
+    adapter.close()
+
+
+def _as_bytes(payload):
+    return payload.encode() if isinstance(payload, str) else payload

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -96,6 +97,61 @@ def smtp_reply_error(*, code: int, reply: bytes | str, stage: str) -> ProviderEr
     # 4xx anywhere, and 5xx on MAIL FROM / AUTH / HELO: a problem on our side
     # or a passing one at the relay, not a reason to give up on this citizen.
     return RetryableProviderError(detail)
+
+
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+SMTP_OK, SMTP_WILL_FORWARD, SMTP_START_INPUT = 250, 251, 354
+
+
+def _sendmail(connection: smtplib.SMTP, *, sender: str, recipient: str, data: bytes) -> None:
+    """Submit one message; raises smtplib's exceptions exactly as ``sendmail`` does.
+
+    When the relay offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go out
+    in one write and their three replies are read in order: two round trips
+    per message instead of four, which on a busy relay is most of the cost
+    of a small message (each round trip wakes both sides). Otherwise, or for
+    an address that needs SMTPUTF8, smtplib's own ``sendmail``.
+    """
+    connection.ehlo_or_helo_if_needed()
+    if not connection.has_extn("pipelining") or not (sender.isascii() and recipient.isascii()):
+        connection.sendmail(sender, [recipient], data)
+        return
+    connection.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+    mail_code, mail_reply = connection.getreply()
+    rcpt_code, rcpt_reply = connection.getreply()
+    data_code, data_reply = connection.getreply()
+    refusal: smtplib.SMTPException | None = None
+    if mail_code != SMTP_OK:
+        refusal = smtplib.SMTPSenderRefused(mail_code, mail_reply, sender)
+    elif rcpt_code not in {SMTP_OK, SMTP_WILL_FORWARD}:
+        refusal = smtplib.SMTPRecipientsRefused({recipient: (rcpt_code, rcpt_reply)})
+    elif data_code != SMTP_START_INPUT:
+        refusal = smtplib.SMTPDataError(data_code, data_reply)
+    if refusal is not None:
+        if data_code == SMTP_START_INPUT:
+            # The relay took DATA although an earlier command failed (RFC
+            # 2920 says a client must then end an empty message): end it.
+            connection.send(b".\r\n")
+            connection.getreply()
+        _rset(connection)  # the session stays usable for the next message, as after sendmail's refusals
+        raise refusal
+    # What smtplib's data() does: CRLF line ends, leading dots doubled, the end marker.
+    body = _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", data))
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    connection.send(body + b".\r\n")
+    code, reply = connection.getreply()
+    if code != SMTP_OK:
+        _rset(connection)
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _rset(connection: smtplib.SMTP) -> None:
+    # As smtplib does after a refusal: a relay that already hung up (421)
+    # is found out by the next message, which opens a new session.
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        connection.rset()
 
 
 class _SMTPOverTLS(smtplib.SMTP_SSL):
@@ -310,7 +366,7 @@ class SmtpEmailAdapter(ChannelAdapter):
         reused = state is not None and state.pid == os.getpid()
         connection = self._session()
         try:
-            connection.sendmail(sender, [recipient], data)
+            _sendmail(connection, sender=sender, recipient=recipient, data=data)
         except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused):
             # A refusal leaves the session in a known state (smtplib sends
             # RSET): keep it for the next message.
@@ -327,7 +383,7 @@ class SmtpEmailAdapter(ChannelAdapter):
                 raise
             connection = self._session()
             try:
-                connection.sendmail(sender, [recipient], data)
+                _sendmail(connection, sender=sender, recipient=recipient, data=data)
             except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused):
                 raise
             except BaseException:
