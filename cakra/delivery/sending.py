@@ -74,11 +74,13 @@ from cakra.delivery.messages import outbound_message_build
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.delivery.ratelimit import RateLimitedError, sender_batch_limit, sender_token_acquire
 from cakra.delivery.selectors import deliveries_get_for_send
+from cakra.delivery.states import delivery_transition_many
 from cakra.enforcement.models import Notice
 
 logger = structlog.get_logger(__name__)
 
 SENDABLE_STATUSES = (Delivery.Status.PENDING, Delivery.Status.FAILED_TEMPORARY)
+_SENDING = frozenset({Delivery.Status.SENDING})
 MAX_ERROR_LENGTH = 200
 # Attempts per delivery: the first and eight retries.
 MAX_ATTEMPTS = 9
@@ -324,13 +326,6 @@ class _Row:
     result: SendResult
 
 
-def _by_pk_case(rows: Sequence[_Row], attribute: str) -> Case:
-    return Case(
-        *(When(pk=row.delivery.pk, then=Value(getattr(row, attribute))) for row in rows),
-        output_field=CharField(),
-    )
-
-
 @transaction.atomic
 def deliveries_record_outcomes(
     *,
@@ -408,20 +403,22 @@ def _rows(deliveries: Sequence[Delivery], results: dict[Any, SendResult], *, fin
 
 def _statuses_apply(rows: Sequence[_Row], *, provider: str, now: datetime) -> set[Any]:
     """One conditional UPDATE per resulting status (each row's own reference
-    or error in a CASE); returns the deliveries changed, those still ``sending``."""
+    or error as a parameter); returns the deliveries changed, those still ``sending``."""
     applied: set[Any] = set()
     for status, group in itertools.groupby(sorted(rows, key=lambda row: row.status), key=lambda row: row.status):
-        members = list(group)
-        sending = Delivery.objects.filter(pk__in=[row.delivery.pk for row in members], status=Delivery.Status.SENDING)
         if status == Delivery.Status.SENT:
-            changes: dict[str, Any] = {
-                "provider_reference": _by_pk_case(members, "reference"),
-                "last_error": "",
-                "sent_at": now,
+            changes = {
+                row.delivery.pk: {
+                    "provider": provider,
+                    "provider_reference": row.reference,
+                    "last_error": "",
+                    "sent_at": now,
+                }
+                for row in group
             }
         else:
-            changes = {"last_error": _by_pk_case(members, "error")}
-        applied.update(update_returning_pks(sending, status=status, provider=provider, updated_at=now, **changes))
+            changes = {row.delivery.pk: {"provider": provider, "last_error": row.error} for row in group}
+        applied |= delivery_transition_many(from_states=_SENDING, to=status, changes=changes)
     return applied
 
 
