@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from django.utils import timezone
 from ninja import Field, Schema
-from pydantic import AwareDatetime, ConfigDict, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from cakra.registry.plates import InvalidPlateError, plate_normalise
@@ -27,6 +27,7 @@ LONGITUDE_RANGE = (94.5, 141.5)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 # The start of a JPEG file in base64 (an example, not a whole image).
+MIN_BASE64_LENGTH = 4
 EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n..."
 
 
@@ -45,7 +46,16 @@ def iso_datetime_parse(value: object) -> datetime:
         raise PydanticCustomError("datetime_parsing", "must be an ISO 8601 string with a UTC offset") from exc
 
 
-class _Input(Schema):
+class _Input(BaseModel):
+    """Strict, closed input.
+
+    A plain pydantic model rather than ninja's ``Schema``: ninja's schema
+    wraps every validation (also of each nested evidence item) in a hook
+    for reading Django objects, which inputs parsed from JSON never are;
+    on the batch route that hook cost more than the fields' own checks.
+    ninja takes any pydantic model as a body, with the same OpenAPI.
+    """
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
@@ -55,7 +65,9 @@ class EvidenceIn(_Input):
         examples=["vehicle"],
     )
     content_base64: str = Field(
-        min_length=4,
+        # Checked by _long_enough: pydantic's min_length counts the characters
+        # one by one, ~0.02 ms on a 400 KB photo; len() of a str is free.
+        json_schema_extra={"minLength": MIN_BASE64_LENGTH},
         description=(
             "The image file, standard base64 without line breaks. JPEG or PNG only, identified by its "
             "content (magic bytes), at most CAKRA_EVIDENCE_MAX_BYTES decoded (default 5 MiB) and 40 "
@@ -64,6 +76,18 @@ class EvidenceIn(_Input):
         ),
         examples=[EXAMPLE_IMAGE_BASE64],
     )
+
+    @field_validator("content_base64")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if len(value) < MIN_BASE64_LENGTH:
+            # Exactly what min_length would answer.
+            raise PydanticCustomError(
+                "string_too_short",
+                "String should have at least {min_length} characters",
+                {"min_length": MIN_BASE64_LENGTH},
+            )
+        return value
 
 
 class ViolationFieldsIn(_Input):

@@ -24,10 +24,13 @@ def _mod97_check_digits(body: str) -> str:
     return f"{98 - (int(body + '00') % 97):02d}"
 
 
+_FIRST_RANDOM_BODY = 10 ** (NUMBER_RANDOM_DIGITS - 1)
+
+
 def notice_number_generate() -> str:
-    body = "".join(secrets.choice("0123456789") for _ in range(NUMBER_RANDOM_DIGITS))
-    if body[0] == "0":  # keep a fixed width when read as a number by spreadsheets
-        body = str(secrets.randbelow(9) + 1) + body[1:]
+    # One draw, uniform over the bodies without a leading zero (a fixed width
+    # when a spreadsheet reads it as a number): 9 x 10^13 of them.
+    body = str(_FIRST_RANDOM_BODY + secrets.randbelow(9 * _FIRST_RANDOM_BODY))
     return body + _mod97_check_digits(body)
 
 
@@ -44,5 +47,11 @@ def notice_number_display(number: str) -> str:
     return " ".join(number[i : i + 4] for i in range(0, len(number), 4))
 
 
+_CODE_BITS = 5  # CODE_ALPHABET has 32 characters
+
+
 def verification_code_generate() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    # One draw of 40 random bits, five per character: the same uniform codes
+    # as a choice per character, with one call into the OS's generator.
+    bits = secrets.randbits(_CODE_BITS * CODE_LENGTH)
+    return "".join(CODE_ALPHABET[(bits >> (_CODE_BITS * n)) & 0b11111] for n in range(CODE_LENGTH))

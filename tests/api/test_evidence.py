@@ -170,3 +170,68 @@ def test_sweeper_re_enqueues_only_old_underived_evidence(client, api_key, vehicl
     assert evidence_derive_sweep_task.apply().get() == 1
     assert sent == [((str(lost.id),), EVIDENCE_QUEUE)]
     assert fresh.derived_at is None
+
+
+def _stored(names):
+    from django.conf import settings
+
+    return [(settings.EVIDENCE_ROOT / name).read_bytes() for name in names]
+
+
+def test_originals_are_stored_byte_for_byte_whatever_their_size(db):
+    """Direct writes pad to the disk's block: the file is cut back to exactly the bytes received."""
+    from cakra.enforcement.evidence import evidence_store_originals_rollback_unsafe
+
+    contents = [b"\xff\xd8\xff" + bytes(range(256)) * size for size in (0, 1, 16, 4096 // 256 * 3)] + [b"x"]
+    files = [(f"tests/sizes/{n}.jpg", content) for n, content in enumerate(contents)]
+
+    names = evidence_store_originals_rollback_unsafe(files=files)
+
+    assert names == [name for name, _ in files]
+    assert _stored(names) == contents
+
+
+@pytest.mark.parametrize("refusal", ["no_direct_io", "other_alignment"])
+def test_originals_are_written_where_direct_io_is_refused(db, monkeypatch, refusal):
+    """A file system without direct I/O (tmpfs, some network mounts) or with another alignment: ordinary writes."""
+    import errno
+    import fcntl
+    import os
+
+    from cakra.enforcement import evidence
+
+    if refusal == "no_direct_io":  # what tmpfs answers
+        real_fcntl = fcntl.fcntl
+
+        def refuse_direct(descriptor, command, arg=0):
+            if command == fcntl.F_SETFL and arg & evidence._O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_fcntl(descriptor, command, arg)
+
+        monkeypatch.setattr(fcntl, "fcntl", refuse_direct)
+    else:
+        real_write = os.write
+
+        def aligned_elsewhere(descriptor, data):
+            if fcntl.fcntl(descriptor, fcntl.F_GETFL) & evidence._O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_write(descriptor, data)
+
+        monkeypatch.setattr(os, "write", aligned_elsewhere)
+    contents = [jpeg_bytes(), b"\xff\xd8\xff" + b"z" * 5000]
+
+    names = evidence.evidence_store_originals_rollback_unsafe(
+        files=[(f"tests/{refusal}/{n}.jpg", content) for n, content in enumerate(contents)]
+    )
+
+    assert _stored(names) == contents
+
+
+def test_an_existing_file_is_never_overwritten(db):
+    from cakra.enforcement.evidence import evidence_store_originals_rollback_unsafe
+
+    (name,) = evidence_store_originals_rollback_unsafe(files=[("tests/taken.jpg", b"first")])
+    with pytest.raises(FileExistsError):
+        evidence_store_originals_rollback_unsafe(files=[("tests/other.jpg", b"x"), (name, b"second")])
+    assert _stored([name]) == [b"first"]
+    assert not any(path.name == "other.jpg" for path in evidence_files())

@@ -6,7 +6,6 @@ import hashlib
 import io
 import stat
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from PIL import Image
@@ -240,30 +239,85 @@ def test_intake_query_count_is_bounded(client, api_key, vehicle, django_assert_m
     _, token = api_key
     images = [("vehicle", jpeg_bytes()), ("plate", jpeg_bytes()), ("context", jpeg_bytes()), ("context", jpeg_bytes())]
     post(client, token, payload(capture_id="WARM-UP"))  # first use records last_used_at
-    # rate-limit peek, key, article, replay check, vehicle, 2 inserts, 3 audit chain, re-read (+ savepoint pair)
+    # rate-limit peek, key, article, replay check, vehicle, 2 inserts, audit chain (head update + insert,
+    # + a locked read of the head when stale), re-read (+ savepoint pair)
     with django_assert_max_num_queries(13):
         assert post(client, token, payload(images=images)).status_code == 201
 
 
 def test_a_failing_file_write_removes_the_files_already_written(client, api_key, vehicle, monkeypatch):
-    from django.core.files.storage import storages
+    from cakra.enforcement import evidence
 
     _, token = api_key
-    storage_class: Any = type(storages["evidence"])
-    real_save = storage_class._save
+    real_write = evidence._write_all
     writes = []
 
-    def disk_full_on_second_file(self, name, content):
-        writes.append(name)
+    def disk_full_on_second_file(descriptor, content):
+        writes.append(descriptor)
         if len(writes) == 2:
             raise OSError(28, "No space left on device")
-        return real_save(self, name, content)
+        real_write(descriptor, content)
 
     store = StoreSnapshot()
-    monkeypatch.setattr(storage_class, "_save", disk_full_on_second_file)
+    monkeypatch.setattr(evidence, "_write_all", disk_full_on_second_file)
     response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("plate", jpeg_bytes())]))
 
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert len(writes) == 2
     store.assert_unchanged()
+
+
+def test_a_failing_flush_to_disk_stores_nothing(client, api_key, vehicle, monkeypatch):
+    """The originals must be on disk before their rows commit: a flush that fails is a failed intake."""
+    from cakra.enforcement import evidence
+
+    _, token = api_key
+    flushed = []
+
+    def io_error(descriptor):
+        flushed.append(descriptor)
+        raise OSError(5, "Input/output error")
+
+    store = StoreSnapshot()
+    monkeypatch.setattr(evidence, "_fdatasync", io_error)
+    response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("plate", jpeg_bytes())]))
+
+    assert response.status_code == 500
+    assert flushed
+    store.assert_unchanged()
+
+
+def test_stored_originals_are_flushed_with_their_directory(client, api_key, vehicle, monkeypatch):
+    """Each original's data and its directory entry are flushed before the answer (crash safety of evidence)."""
+    import os
+
+    from cakra.enforcement import evidence
+
+    _, token = api_key
+    synced_files: list[int] = []
+    synced_directories: list[str] = []
+    real_fdatasync, real_directory_sync = evidence._fdatasync, evidence._directory_sync
+
+    def fdatasync(descriptor):
+        synced_files.append(os.fstat(descriptor).st_ino)
+        real_fdatasync(descriptor)
+
+    def directory_sync(directory):
+        synced_directories.append(str(directory))
+        real_directory_sync(directory)
+
+    monkeypatch.setattr(evidence, "_fdatasync", fdatasync)
+    monkeypatch.setattr(evidence, "_directory_sync", directory_sync)
+    response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("plate", jpeg_bytes())]))
+
+    assert response.status_code == 201
+    stored = Evidence.objects.filter(violation_id=response.json()["id"])
+    paths = [Path(row.original.path) for row in stored]
+    assert sorted(synced_files) == sorted(path.stat().st_ino for path in paths)
+    assert {str(path.parent) for path in paths} <= set(synced_directories)
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in paths)
+    assert all(
+        hashlib.sha256(path.read_bytes()).hexdigest() == row.original_sha256
+        for path, row in zip(paths, stored, strict=True)
+    )

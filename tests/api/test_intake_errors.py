@@ -114,6 +114,20 @@ def test_bad_values_are_422_naming_the_field(client, token, store, field, value)
     store.assert_unchanged()
 
 
+@pytest.mark.parametrize(("value", "code"), [("abc", "string_too_short"), ("QUJD", None), (4, "string_type")])
+def test_evidence_text_shorter_than_one_base64_block_is_a_schema_error(client, token, store, value, code):
+    """Checked without counting a photo's characters one by one; answered exactly as min_length would."""
+    body = payload()
+    body["evidence"][0]["content_base64"] = value
+    response = post(client, token, body)
+    if code is None:  # long enough for the schema: the image check refuses it
+        assert_error(response, 415, code="unsupported_media_type", field=IMAGE_FIELD)
+    else:
+        assert_error(response, 422, code="validation_error", field=IMAGE_FIELD)
+        assert response.json()["error"]["fields"][0]["code"] == code
+    store.assert_unchanged()
+
+
 def test_unknown_evidence_kind_is_422_naming_it(client, token, store):
     body = payload()
     body["evidence"][0]["kind"] = "selfie"

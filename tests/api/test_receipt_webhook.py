@@ -105,6 +105,8 @@ def test_a_valid_signed_batch_applies_every_event_and_answers_per_event(client, 
         "unknown_reference": 0,
         "results": [{"event_id": "e-1", "outcome": "applied"}, {"event_id": "e-2", "outcome": "applied"}],
     }
+    # The answer is built as plain JSON: it must stay what the OpenAPI schema documents.
+    assert receipts_api.ReceiptBatchOut.model_validate(response.json()).model_dump() == response.json()
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.READ
     assert list(DeliveryReceipt.objects.order_by("id").values_list("provider", "event")) == [

@@ -158,3 +158,79 @@ def test_a_batch_of_events_is_one_linked_run():
     assert [e.seq for e in events] == [1, 2, 3, 4]
     assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(events))
     assert audit_verify_chain().ok
+
+
+def _append(n: int) -> None:
+    with transaction.atomic():
+        audit_record(actor_type="system", action="test.event", object_type="thing", object_id=str(n))
+
+
+def test_a_writer_that_knows_the_head_moves_it_without_reading_it():
+    """The usual append (a process on its own chain): one head update and one insert."""
+    from django.test.utils import CaptureQueriesContext
+
+    _append(1)
+    with CaptureQueriesContext(connection) as queries:
+        _append(2)
+    statements = [query["sql"].split()[0].upper() for query in queries.captured_queries]
+    assert [s for s in statements if s not in {"SAVEPOINT", "RELEASE"}] == ["UPDATE", "INSERT"]
+    assert audit_verify_chain().ok
+
+
+def test_an_append_rolled_back_leaves_no_gap():
+    """The writer's guess of the head was ahead of the database: the head is read again, under lock."""
+
+    def failing_change() -> None:
+        with transaction.atomic():
+            audit_record(actor_type="system", action="test.event", object_type="thing", object_id="lost")
+            raise RuntimeError("the change being recorded failed")
+
+    _append(1)
+    with pytest.raises(RuntimeError):
+        failing_change()
+    _append(3)
+    assert list(AuditEvent.objects.values_list("seq", "object_id")) == [(1, "1"), (2, "3")]
+    assert audit_verify_chain().ok
+
+
+def test_another_writer_on_the_same_chain_is_never_overwritten():
+    """Two processes whose pids share a chain: each one's guess of the head goes stale when the other appends."""
+    from cakra.audit import services
+
+    _append(1)
+    my_guess = dict(services._known_heads.heads)
+    _append(2)  # the other process
+    services._known_heads.heads.clear()
+    services._known_heads.heads.update(my_guess)
+
+    _append(3)
+
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert [(e.seq, e.object_id) for e in events] == [(1, "1"), (2, "2"), (3, "3")]
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(events))
+    assert audit_verify_chain().ok
+
+
+def test_returned_events_are_the_stored_rows():
+    from cakra.audit.services import AuditEntry, audit_record_many
+
+    with transaction.atomic():
+        events = audit_record_many(
+            [
+                AuditEntry(actor_type="system", action="batch", object_type="thing", object_id=str(n), data={"n": n})
+                for n in range(3)
+            ]
+        )
+    stored = {event.pk: event for event in AuditEvent.objects.all()}
+    assert all(event.pk is not None and not event._state.adding for event in events)
+    for event in events:
+        row = stored[event.pk]
+        assert (row.seq, row.hash, row.prev_hash, row.created_at, row.data) == (
+            event.seq,
+            event.hash,
+            event.prev_hash,
+            event.created_at,
+            event.data,
+        )
+    with pytest.raises(PermissionError):
+        events[0].save()

@@ -111,3 +111,22 @@ def test_rejection_needs_a_reason_and_keeps_it_out_of_the_audit_trail(vehicle, o
     assert rejected.status == Violation.Status.REJECTED
     event = AuditEvent.objects.get(action="violation.rejected")
     assert "terbaca" not in str(event.data)
+
+
+def test_numbers_and_codes_have_their_shape_and_use_every_symbol():
+    """One random draw each: 16 digits (no leading zero, valid check digits), 8 characters of Crockford's base32."""
+    from collections import Counter
+
+    from cakra.enforcement.numbers import CODE_ALPHABET, CODE_LENGTH, notice_number_generate, verification_code_generate
+
+    numbers = [notice_number_generate() for _ in range(2000)]
+    codes = [verification_code_generate() for _ in range(2000)]
+
+    assert all(len(number) == 16 and number[0] != "0" and notice_number_is_valid(number) for number in numbers)
+    assert {number[0] for number in numbers} == set("123456789")
+    assert all(set(number[1:14]) <= set("0123456789") for number in numbers)
+    assert all(len(code) == CODE_LENGTH and set(code) <= set(CODE_ALPHABET) for code in codes)
+    by_position = [Counter(code[position] for code in codes) for position in range(CODE_LENGTH)]
+    assert all(set(counts) == set(CODE_ALPHABET) for counts in by_position)
+    assert len(set(numbers)) == len(numbers)
+    assert len(set(codes)) == len(codes)

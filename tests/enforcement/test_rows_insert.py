@@ -1,0 +1,100 @@
+"""rows_insert: the intake's inserts, one statement per table, storing exactly what bulk_create would."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from cakra.enforcement.models import Article, Evidence, Notice, Violation
+from cakra.enforcement.services import rows_insert
+from cakra.security.crypto import key_ring
+
+pytestmark = pytest.mark.django_db
+
+
+def _stored_values(obj):
+    fresh = type(obj).objects.get(pk=obj.pk)
+    return {field.attname: getattr(fresh, field.attname) for field in type(obj)._meta.concrete_fields}
+
+
+def _values(obj):
+    return {field.attname: getattr(obj, field.attname) for field in type(obj)._meta.concrete_fields}
+
+
+def _violation(region, vehicle, **overrides):
+    now = timezone.now()
+    fields = {
+        "region": region,
+        "capture_id": f"ROWS-{uuid.uuid4().hex[:8]}",
+        "payload_hash": "a" * 64,
+        "camera_id": "CAM-1",
+        "captured_at": now - timedelta(hours=1),
+        "location": 'Jl. Sudirman "arah" Blok M \\ ü',
+        "latitude": Decimal("-6.224524"),
+        "longitude": None,
+        "plate": "B 1234 XYZ",
+        "plate_compact": "B1234XYZ",
+        "article": Article.objects.get(code="287(1)"),
+        "measured_speed_kmh": 92,
+        "speed_limit_kmh": None,
+        "vehicle_id": vehicle.pk,
+        "status": Violation.Status.VALIDATED,
+        "decided_at": now,
+        "pre_validated": True,
+    }
+    return Violation(**{**fields, **overrides})
+
+
+def test_rows_read_back_as_they_were_written(region, vehicle):
+    violations = [_violation(region, vehicle), _violation(region, vehicle, latitude=None, status="received")]
+    rows_insert(violations)
+    evidence = Evidence(
+        violation=violations[0],
+        position=0,
+        kind="vehicle",
+        original="original/1/2026/11/29/x.jpg",
+        original_sha256="b" * 64,
+        content_type="image/jpeg",
+        size_bytes=290_000,
+        width=1920,
+        height=1080,
+    )
+    rows_insert([evidence])
+    notice = Notice(
+        number="1234567890123452",
+        violation=violations[0],
+        region=region,
+        vehicle_id=vehicle.pk,
+        owner_id=vehicle.owner_id,
+        article=violations[0].article,
+        fine_amount=500_000,
+        issued_at=timezone.now(),
+        confirm_by=date(2026, 12, 7),
+        verification_code_hash="c" * 64,
+        verification_code="ABCD1234",
+    )
+    rows_insert([notice])
+
+    for obj in [*violations, evidence, notice]:
+        assert not obj._state.adding
+        assert _stored_values(obj) == _values(obj)
+    assert all(violation.received_at is not None for violation in violations)  # the automatic timestamp
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT verification_code FROM enforcement_notice WHERE id = %s", [notice.pk.hex])
+        (stored_code,) = cursor.fetchone()
+    assert "ABCD1234" not in stored_code  # encrypted at rest, as the field stores it
+    assert key_ring().decrypt(stored_code, context="enforcement_notice.verification_code") == "ABCD1234"
+
+
+def test_a_duplicate_is_an_integrity_error_and_stores_nothing(region, vehicle):
+    first = _violation(region, vehicle)
+    rows_insert([first])
+    again = _violation(region, vehicle, capture_id=first.capture_id)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows_insert([_violation(region, vehicle), again])
+    assert Violation.objects.filter(region=region).count() == 1
