@@ -409,7 +409,9 @@ def _ceiling_message(n: int) -> Any:
     html = "<p>" + (CEILING_SENTENCE * (CEILING_HTML_CHARS // len(CEILING_SENTENCE) + 1))[:CEILING_HTML_CHARS] + "</p>"
     return OutboundMessage(
         reference=f"ceiling-{n}",
-        recipient=f"c{n}@{CEILING_DOMAIN}",
+        # "silent": the sink stores it and reports no receipt (the system under
+        # test never sent it, and must not spend the measurement on it).
+        recipient=f"silent-c{n}@{CEILING_DOMAIN}",
         subject="Surat konfirmasi pelanggaran lalu lintas (ETLE)",
         text=text,
         html=html,

@@ -28,7 +28,8 @@ receipt endpoint, keyed by the message's Message-ID (the reference the
 email adapter returned). Some accepted recipients are reported otherwise,
 later, as real providers do: ``softbounce…`` is accepted at RCPT and then
 reported ``bounced`` (an asynchronous bounce), ``opened…`` is reported
-``delivered`` and then ``opened``. Two background threads post the events in
+``delivered`` and then ``opened``, ``silent…`` is never reported. Two
+background threads post the events in
 batches (every 200 ms or 500 events, whichever comes first), retrying with
 backoff while the web server is down or answers 5xx; events the endpoint
 does not recognise yet (the worker had not recorded the send when the
@@ -100,6 +101,10 @@ PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form
 SIMULATED_REPORTS: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = (
     ("softbounce", (("bounced", 0.5),)),
     ("opened", (("delivered", 0.0), ("opened", 0.5))),
+    # Stored, never reported: a relay that sends no events for this message
+    # (the bench's bare client uses it, so measuring the relay alone does not
+    # load the system under test with receipts for messages it never sent).
+    ("silent", ()),
 )
 DELIVERED_REPORT: tuple[tuple[str, float], ...] = (("delivered", 0.0),)
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -1217,6 +1222,8 @@ def _index_page(sink: MailSink, *, limit: int) -> str:
     reports = "".join(
         f"<li><code>{escape(prefix)}…@…</code> → accepted, then reported "
         f"<code>{escape(', '.join(event for event, _ in events))}</code></li>"
+        if events
+        else f"<li><code>{escape(prefix)}…@…</code> → accepted, never reported</li>"
         for prefix, events in SIMULATED_REPORTS
     )
     receipts = (

@@ -157,6 +157,16 @@ def test_async_bounces_and_opens_are_reported_after_acceptance(tmp_path, dkim_pe
     ]
 
 
+def test_a_silent_recipient_is_stored_and_never_reported(tmp_path, dkim_pem, endpoint):
+    with _sink(tmp_path, dkim_pem, endpoint.url) as sink:
+        _send(sink, to="silent-c1@example.co.id", message_id=f"<quiet@{DOMAIN}>")
+        _send(sink, to="pemilik@example.co.id", message_id=f"<loud@{DOMAIN}>")
+        assert sink.receipts.wait_idle(timeout=10)
+        assert sink.count() == 2
+
+    assert [e["message_id"] for e in endpoint.accepted_events()] == [f"<loud@{DOMAIN}>"]
+
+
 def test_refused_recipients_are_still_refused_and_never_reported(tmp_path, dkim_pem, endpoint):
     with _sink(tmp_path, dkim_pem, endpoint.url) as sink:
         with pytest.raises(smtplib.SMTPRecipientsRefused):
