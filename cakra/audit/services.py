@@ -11,19 +11,18 @@ own (``cakra audit verify``); together they hold every event.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cakra.audit.hashing import event_hash
 from cakra.audit.models import AuditChainHead, AuditEvent
+from cakra.db import rows_insert
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,68 +95,6 @@ def _linked(chain: int, seq: int, prev_hash: str, entries: list[AuditEntry]) -> 
     return events
 
 
-def _events_insert(events: list[AuditEvent]) -> None:
-    """Insert ``events`` in one statement, as ``bulk_create`` would (their ids set, marked as stored).
-
-    On PostgreSQL the rows travel as one JSON document, expanded by the
-    server (``jsonb_to_recordset``): every event of the pipeline is written
-    here, and Django's ``bulk_create`` spent ~50 µs per event preparing
-    each of its twelve values and dumping them into arrays, against a few
-    for one ``json.dumps`` of the rows. The values are the model's own:
-    ``created_at`` as an ISO 8601 string with its offset (microseconds
-    kept, which the chain's hashes cover), ``data`` as the JSON it is.
-    Other databases (the embedded SQLite) take ``bulk_create``.
-    """
-    connection = transaction.get_connection()
-    if connection.vendor != "postgresql":
-        AuditEvent.objects.bulk_create(events)
-        return
-    rows = json.dumps(
-        [
-            {
-                "chain": event.chain,
-                "seq": event.seq,
-                "created_at": event.created_at.isoformat(),
-                "actor_type": event.actor_type,
-                "actor_id": event.actor_id,
-                "action": event.action,
-                "object_type": event.object_type,
-                "object_id": event.object_id,
-                "region_code": event.region_code,
-                "data": event.data,
-                "prev_hash": event.prev_hash,
-                "hash": event.hash,
-            }
-            for event in events
-        ]
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(_postgresql_insert_sql(connection.alias), [rows])
-        ids = [row[0] for row in cursor.fetchall()]
-    for event, pk in zip(events, ids, strict=True):
-        event.pk = pk
-        event._state.adding = False  # noqa: SLF001 - what bulk_create does to the objects it saved
-        event._state.db = connection.alias  # noqa: SLF001
-
-
-@functools.cache
-def _postgresql_insert_sql(alias: str) -> str:
-    """``INSERT … SELECT … FROM jsonb_to_recordset(%s::jsonb) … RETURNING id``, from the model's own columns."""
-    connection = connections[alias]
-    meta = AuditEvent._meta  # noqa: SLF001 - Django's public model metadata
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(cast("str", field.column)) for field in fields)
-    record = ", ".join(f"{quote(cast('str', field.column))} {field.db_type(connection)}" for field in fields)
-    assert meta.pk is not None  # noqa: S101 - every concrete model has one
-    # Identifiers only, from the model and quoted: the rows travel as the one parameter.
-    return (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
-        f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS rows({record}) "
-        f"RETURNING {quote(cast('str', meta.pk.column))}"
-    )
-
-
 def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
     """Append events to this process's chain: one head update and one insert.
 
@@ -187,13 +124,13 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
             seq=last.seq, hash=last.hash
         )
         if moved:
-            _events_insert(events)
+            rows_insert(events)
             _known_heads.heads[connection.alias, chain] = (last.seq, last.hash)
             return events
     head = _locked_head(chain)
     events = _linked(chain, head.seq, head.hash, entries)
     last = events[-1]
-    _events_insert(events)
+    rows_insert(events)
     AuditChainHead.objects.filter(pk=head.pk).update(seq=last.seq, hash=last.hash)
     _known_heads.heads[connection.alias, chain] = (last.seq, last.hash)
     return events

@@ -27,8 +27,6 @@ chunk rolls back whole and is recorded again receipt by receipt.
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
@@ -37,10 +35,11 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 import structlog
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record_many
+from cakra.db import rows_insert
 from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.delivery.states import (
@@ -289,7 +288,9 @@ def _record_chunk(*, provider: str, reports: list[ReceiptReport]) -> list[_Recor
             ReceiptOutcome(result=item.result, delivery_id=delivery_id, status=status), report.event_id
         )
     try:
-        _receipts_insert(receipts)
+        # One statement (one JSON document on PostgreSQL); a duplicate
+        # (provider, event_id) raises IntegrityError either way.
+        rows_insert([DeliveryReceipt(**row) for row in receipts])
     except IntegrityError as exc:
         # The only constraint these inserts can break is (provider, event_id):
         # another request stored one of them after we looked. Everything
@@ -306,52 +307,6 @@ def _record_chunk(*, provider: str, reports: list[ReceiptReport]) -> list[_Recor
                     replace(done.outcome, fallback_delivery_id=str(fallback.id)), done.event_id
                 )
     return recorded
-
-
-def _receipts_insert(rows: list[dict[str, Any]]) -> None:
-    """Insert the chunk's receipts (column name -> value) in one statement.
-
-    On PostgreSQL the rows travel as one JSON document expanded by the
-    server (``jsonb_to_recordset``), as the audit events do: Django's
-    ``bulk_create`` spent ~25 µs per receipt building model instances and
-    preparing each value. The embedded SQLite takes ``bulk_create``.
-    A duplicate (provider, event_id) raises IntegrityError either way.
-    """
-    if not rows:
-        return
-    connection = transaction.get_connection()
-    if connection.vendor != "postgresql":
-        DeliveryReceipt.objects.bulk_create([DeliveryReceipt(**row) for row in rows])
-        return
-    document = json.dumps(
-        [
-            {
-                **row,
-                "delivery_id": str(row["delivery_id"]),
-                "occurred_at": row["occurred_at"].isoformat(),
-                "received_at": row["received_at"].isoformat(),
-            }
-            for row in rows
-        ]
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(_postgresql_receipts_insert_sql(connection.alias), [document])
-
-
-@functools.cache
-def _postgresql_receipts_insert_sql(alias: str) -> str:
-    """``INSERT … SELECT … FROM jsonb_to_recordset(%s::jsonb)``, from the model's own columns."""
-    connection = connections[alias]
-    meta = DeliveryReceipt._meta  # noqa: SLF001 - Django's public model metadata
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    names = [quote(field.column or field.name) for field in fields]  # concrete fields: column is set
-    columns = ", ".join(names)
-    record = ", ".join(f"{name} {field.db_type(connection)}" for name, field in zip(names, fields, strict=True))
-    return (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - quoted model metadata; the rows are a parameter
-        f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS rows({record})"
-    )
 
 
 def _apply(items: list[_Applying]) -> None:

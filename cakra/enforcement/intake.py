@@ -38,6 +38,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record, audit_record_many
+from cakra.db import rows_insert
 from cakra.enforcement.errors import ConflictError, DomainError
 from cakra.enforcement.evidence import (
     InspectedImage,
@@ -48,7 +49,7 @@ from cakra.enforcement.evidence import (
     evidence_store_originals_rollback_unsafe,
 )
 from cakra.enforcement.models import Article, Evidence, Violation
-from cakra.enforcement.services import rows_insert, violations_issue_received_validated
+from cakra.enforcement.services import violations_issue_received_validated
 from cakra.registry.models import Vehicle
 from cakra.registry.plates import InvalidPlateError, plate_normalise
 from cakra.registry.selectors import vehicle_find_by_plate

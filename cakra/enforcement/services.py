@@ -6,19 +6,16 @@ schedules side effects (sending) only after commit.
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
 from uuid import UUID
 
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record, audit_record_many
 from cakra.backoffice.models import Officer
+from cakra.db import rows_insert
 from cakra.delivery.services import delivery_plans_create
 from cakra.enforcement.deadlines import confirmation_deadline
 from cakra.enforcement.errors import InvalidStateError, NoRegistryMatchError, NotFoundError
@@ -28,100 +25,6 @@ from cakra.registry.models import Vehicle
 from cakra.security.crypto import lookup_hash
 
 MAX_REASON_LENGTH = 1000
-
-
-# How rows_insert reads each field of a model: the attribute as it is, the
-# field's pre_save (automatic timestamps), or Django's whole preparation
-# (anything else: encrypted fields, files, fields this does not know).
-_PLAIN_FIELDS = (
-    models.AutoField,
-    models.BigIntegerField,
-    models.BooleanField,
-    models.CharField,
-    models.DateField,
-    models.DateTimeField,
-    models.DecimalField,
-    models.ForeignKey,
-    models.IntegerField,
-    models.JSONField,
-    models.PositiveIntegerField,
-    models.PositiveSmallIntegerField,
-    models.SmallIntegerField,
-    models.TextField,
-    models.UUIDField,
-)
-
-
-@dataclass(frozen=True)
-class _InsertPlan:
-    sql: str
-    fields: tuple[tuple[str, models.Field[Any, Any], str], ...]  # (column, field, how)
-
-
-@functools.cache
-def _insert_plan(model: type[models.Model], alias: str) -> _InsertPlan:
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    fields = []
-    for field in model._meta.concrete_fields:  # noqa: SLF001 - Django's public model metadata
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            how = "pre_save"
-        elif type(field) in _PLAIN_FIELDS:  # exactly these: a subclass may prepare its values
-            how = "plain"
-        else:
-            how = "prepare"
-        fields.append((cast("str", field.column), field, how))  # a concrete field always has its column
-    columns = ", ".join(quote(column) for column, _, _ in fields)
-    record = ", ".join(f"{quote(column)} {field.db_type(connection)}" for column, field, _ in fields)
-    # Identifiers only, from the model and quoted: the rows travel as the one parameter.
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "  # noqa: S608, SLF001
-        f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS rows({record})"
-    )
-    return _InsertPlan(sql=sql, fields=tuple(fields))
-
-
-def rows_insert(objs: Sequence[models.Model]) -> None:
-    """``bulk_create(objs)`` for new rows of one model whose primary keys are set, in one statement.
-
-    On PostgreSQL the rows travel as one JSON document expanded by the
-    server (``jsonb_to_recordset``): Django's ``bulk_create`` spends ~40 µs
-    per row of a twenty-column table preparing each value through the
-    field's layers and dumping the columns into arrays, against ~15 µs
-    here (measured, 100 violations). Values are what the fields would
-    store: plain values as they are (UUIDs, decimals and aware datetimes as
-    their text, which the server parses), automatic timestamps from the
-    field's ``pre_save``, anything else (encrypted fields, files) through
-    Django's own preparation. The objects are marked saved, as
-    ``bulk_create`` marks them. Other databases (the embedded SQLite) take
-    ``bulk_create``. Call inside the caller's transaction.
-    """
-    if not objs:
-        return
-    model = type(objs[0])
-    alias = router.db_for_write(model)
-    connection = connections[alias]
-    if connection.vendor != "postgresql" or any(obj.pk is None for obj in objs):
-        model._default_manager.bulk_create(objs)  # noqa: SLF001 - Django's documented manager access
-        return
-    plan = _insert_plan(model, alias)
-    rows = []
-    for obj in objs:
-        row: dict[str, Any] = {}
-        for column, field, how in plan.fields:
-            if how == "plain":
-                row[column] = getattr(obj, field.attname)
-            elif how == "pre_save":
-                row[column] = field.pre_save(obj, add=True)
-            else:
-                row[column] = field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-        rows.append(row)
-    with connection.cursor() as cursor:
-        # default=str: UUIDs, decimals, dates and aware datetimes as the text PostgreSQL reads back.
-        cursor.execute(plan.sql, [json.dumps(rows, default=str)])
-    for obj in objs:
-        obj._state.adding = False  # noqa: SLF001 - what bulk_create does to the objects it saved
-        obj._state.db = alias  # noqa: SLF001
 
 
 def verification_code_hash(*, number: str, code: str) -> str:

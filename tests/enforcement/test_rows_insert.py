@@ -10,8 +10,9 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from cakra.audit.models import AuditEvent
+from cakra.db import rows_insert
 from cakra.enforcement.models import Article, Evidence, Notice, Violation
-from cakra.enforcement.services import rows_insert
 from cakra.security.crypto import key_ring
 
 pytestmark = pytest.mark.django_db
@@ -98,3 +99,30 @@ def test_a_duplicate_is_an_integrity_error_and_stores_nothing(region, vehicle):
     with pytest.raises(IntegrityError), transaction.atomic():
         rows_insert([_violation(region, vehicle), again])
     assert Violation.objects.filter(region=region).count() == 1
+
+
+def test_rows_the_database_numbers_get_their_keys_in_order_with_the_values_exact():
+    # Audit events: numbered by the database, JSON data, microsecond timestamps (hashed by the chain).
+    moment = timezone.now().replace(microsecond=123456)
+    events = [
+        AuditEvent(
+            chain=999,
+            seq=seq,
+            created_at=moment,
+            actor_type="system",
+            action="test.rows_insert",
+            object_type="test",
+            object_id=str(seq),
+            data={"n": seq, "text": 'ü "quoted"', "nested": [1, {"a": None}]},
+            prev_hash="0" * 64,
+            hash=f"{seq:064d}",
+        )
+        for seq in (1, 2, 3)
+    ]
+
+    rows_insert(events)
+
+    assert all(event.pk is not None for event in events)
+    assert [event.pk for event in events] == sorted(event.pk for event in events)
+    for event in events:
+        assert _stored_values(event) == _values(event)
