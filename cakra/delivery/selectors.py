@@ -129,8 +129,8 @@ def notice_timeline(*, notice: Notice) -> list[TimelineEntry]:
 
     Issue, plan, every attempt with its outcome, provider and error, leases
     given back by the sweeper, receipts, timeouts and every fallback move,
-    read from the audit trail (the one record of every state change, in
-    commit order). One query for the audit events, plus one for the
+    read from the audit trail (the one record of every state change), in
+    the order they were recorded. One query for the audit events, plus one for the
     deliveries unless the caller prefetched them. No personal data: audit
     events hold none, and only known keys of them are read.
     """
@@ -139,8 +139,11 @@ def notice_timeline(*, notice: Notice) -> list[TimelineEntry]:
         AuditEvent.objects.filter(
             Q(object_type="notice", object_id=str(notice.id)) | Q(object_type="delivery", object_id__in=list(steps))
         )
-        .only("seq", "created_at", "action", "object_type", "object_id", "data")
-        .order_by("seq")
+        .only("chain", "seq", "created_at", "action", "object_type", "object_id", "data")
+        # Time first: the events come from several chains (one per writing
+        # process: the worker records the send, the web app the receipt), and
+        # a sequence number orders events only within its own chain.
+        .order_by("created_at", "chain", "seq")
     )
     entries: list[TimelineEntry] = []
     for event in events:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from cakra.audit import services as audit_services
 from cakra.delivery.channels.base import PermanentProviderError, SendResult
 from cakra.delivery.models import Delivery
 from cakra.delivery.receipts import delivery_record_receipt
@@ -199,3 +201,26 @@ def test_the_officer_notice_page_shows_each_fallback_step(journey, officer):
     assert "Deferred by the provider" in html
     email = ContactPoint.objects.get(owner=journey.owner, kind="email").value
     assert email not in html
+
+
+def test_events_recorded_by_different_processes_are_in_time_order(mail_sink, delivery, monkeypatch):
+    # The worker's chain may be far ahead of the web app's: sequence numbers
+    # of different chains say nothing about which event came first.
+    monkeypatch.setattr(audit_services, "audit_chain_of_this_process", lambda: 7)
+    with transaction.atomic():
+        for n in range(50):  # chain 7 is busy elsewhere
+            audit_services.audit_record(actor_type="system", action="test.other", object_type="test", object_id=str(n))
+    delivery_send(delivery_id=str(delivery.id))  # recorded on chain 7, with a high sequence number
+    delivery.refresh_from_db()
+    monkeypatch.setattr(audit_services, "audit_chain_of_this_process", lambda: 1)
+    delivery_record_receipt(  # then the web app, on its own chain, from sequence 1
+        provider=delivery.provider,
+        provider_reference=delivery.provider_reference,
+        event="delivered",
+        occurred_at=timezone.now(),
+        event_id="evt-time-order",
+    )
+
+    events = [entry.event for entry in notice_timeline(notice=delivery.notice)]
+
+    assert events.index("delivery.sent") < events.index("delivery.receipt")
