@@ -284,6 +284,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"expires": 290.0},
     },
+    # Evidence files no row references (a crash between writing and committing).
+    "evidence-orphans-sweep": {
+        "task": "cakra.enforcement.tasks.evidence_orphans_sweep_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000.0},
+    },
 }
 
 # --- Logging: structured, and never personal data ----------------------------

@@ -27,25 +27,22 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 import pybase64
 import structlog
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage
+from django.core.files.storage import FileSystemStorage, Storage
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
 from cakra.audit.services import audit_record
 from cakra.enforcement.errors import DomainError
-from cakra.enforcement.models import Evidence, evidence_storage
-
-if TYPE_CHECKING:
-    from datetime import datetime
+from cakra.enforcement.models import Evidence, Region, evidence_storage
 
 logger = structlog.get_logger(__name__)
 
@@ -499,3 +496,72 @@ def evidence_derivative_ensure(*, evidence: Evidence) -> Evidence:
         logger.warning("evidence.derive_on_view_failed", evidence_id=str(evidence.pk), error=type(exc).__name__)
         return evidence
     return Evidence.objects.filter(pk=evidence.pk).first() or evidence
+
+
+# --- Orphaned files ----------------------------------------------------------------
+# Originals are written (and flushed) before the transaction that records
+# them commits, and a derivative before the update that records it: a
+# process killed in between (SIGKILL, power cut) leaves a file no row points
+# at. Those are photographs of vehicles and people kept for no purpose (UU
+# PDP: data minimisation), so a scheduled sweep removes them.
+ORPHAN_KINDS = ("original", "derivative")
+# Far longer than any request or task that writes evidence can run (the web
+# server's and the worker's time limits are minutes): a younger file may
+# belong to a transaction still open.
+ORPHAN_MIN_AGE = timedelta(hours=1)
+# Dated folders swept each run: an orphan is left in the folder of the day
+# its request or task ran (a derivative: the day its violation was received,
+# usually the same day). Older folders were swept on earlier days.
+ORPHAN_DAYS = 2
+_ORPHAN_QUERY_CHUNK = 1000
+_ORPHAN_AUDIT_NAMES = 100
+
+
+def evidence_orphans_sweep(*, now: datetime | None = None, days: int = ORPHAN_DAYS) -> int:
+    """Remove evidence files that no evidence row references, older than
+    ``ORPHAN_MIN_AGE``, in the dated folders of the last ``days`` days of
+    every region. One audit event per folder with orphans (ids only: file
+    names are ``<evidence id>.<ext>``), recorded before the files are
+    removed. Returns how many files were removed. Idempotent, bounded by
+    the folders' sizes."""
+    now = now or timezone.now()
+    storage = evidence_storage()
+    removed = 0
+    for region_id, region_code in Region.objects.values_list("pk", "code"):
+        for offset in range(days + 1):
+            day = timezone.localtime(now - timedelta(days=offset))
+            for kind in ORPHAN_KINDS:
+                folder = f"{kind}/{region_id}/{day:%Y/%m/%d}"
+                orphans = _folder_orphans(storage, folder=folder, kind=kind, older_than=now - ORPHAN_MIN_AGE)
+                if not orphans:
+                    continue
+                with transaction.atomic():
+                    audit_record(
+                        actor_type="system",
+                        action="evidence.orphans_removed",
+                        object_type="evidence_folder",
+                        object_id=folder,
+                        region_code=region_code,
+                        data={
+                            "count": len(orphans),
+                            "files": [n.rpartition("/")[2] for n in orphans][:_ORPHAN_AUDIT_NAMES],
+                        },
+                    )
+                evidence_delete_files(names=orphans)
+                removed += len(orphans)
+                logger.info("evidence.orphans_removed", folder=folder, count=len(orphans))
+    return removed
+
+
+def _folder_orphans(storage: Storage, *, folder: str, kind: str, older_than: datetime) -> list[str]:
+    try:
+        _folders, files = storage.listdir(folder)
+    except FileNotFoundError:
+        return []
+    candidates = [f"{folder}/{name}" for name in files if storage.get_modified_time(f"{folder}/{name}") < older_than]
+    column = "original" if kind == "original" else "derivative"
+    referenced: set[str] = set()
+    for start in range(0, len(candidates), _ORPHAN_QUERY_CHUNK):
+        chunk = candidates[start : start + _ORPHAN_QUERY_CHUNK]
+        referenced.update(Evidence.objects.filter(**{f"{column}__in": chunk}).values_list(column, flat=True))
+    return [name for name in candidates if name not in referenced]

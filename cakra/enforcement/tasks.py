@@ -8,7 +8,7 @@ import structlog
 from celery import Task, shared_task
 from django.utils import timezone
 
-from cakra.enforcement.evidence import EvidenceDecodeError, evidence_derive
+from cakra.enforcement.evidence import EvidenceDecodeError, evidence_derive, evidence_orphans_sweep
 from cakra.enforcement.selectors import evidence_ids_awaiting_derivation
 
 logger = structlog.get_logger(__name__)
@@ -50,3 +50,9 @@ def evidence_derive_sweep_task() -> int:
     if ids:
         logger.info("evidence.derive_sweep", enqueued=len(ids))
     return len(ids)
+
+
+@shared_task(acks_late=True, ignore_result=True, queue=EVIDENCE_QUEUE)
+def evidence_orphans_sweep_task() -> int:
+    """Remove evidence files no row references (left by a crash between writing and committing)."""
+    return evidence_orphans_sweep()

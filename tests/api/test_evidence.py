@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from django.core.files.base import ContentFile
@@ -235,3 +236,66 @@ def test_an_existing_file_is_never_overwritten(db):
         evidence_store_originals_rollback_unsafe(files=[("tests/other.jpg", b"x"), (name, b"second")])
     assert _stored([name]) == [b"first"]
     assert not any(path.name == "other.jpg" for path in evidence_files())
+
+
+# --- Orphaned files (a crash between writing and committing) -----------------------
+
+
+ORPHAN_ID = "0c0ffee0-0000-4000-8000-00000000000"  # + one digit
+
+
+def _orphan(name, *, age_hours):
+    """A file in the evidence storage that no row references, ``age_hours`` old."""
+    import os
+    import time
+
+    from django.conf import settings
+
+    path = settings.EVIDENCE_ROOT / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes())
+    moment = time.time() - age_hours * 3600
+    os.utime(path, (moment, moment))
+    return path
+
+
+def test_the_orphan_sweep_removes_unreferenced_old_files_and_nothing_else(client, api_key, vehicle, region):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cakra.enforcement.evidence import evidence_orphans_sweep
+
+    _, token = api_key
+    (kept,) = _received(client, token, [("vehicle", jpeg_bytes())])
+    evidence_derive(evidence_id=kept.id)
+    kept.refresh_from_db()
+    for name in (kept.original.name, kept.derivative.name):  # referenced, however old
+        path = kept.original.storage.path(name)
+        os.utime(path, (0, 0))
+    today = f"{timezone.localtime():%Y/%m/%d}"
+    yesterday = f"{timezone.localtime() - timedelta(days=1):%Y/%m/%d}"
+    crashed = _orphan(f"original/{region.pk}/{today}/{ORPHAN_ID}1.jpg", age_hours=2)
+    crashed_derive = _orphan(f"derivative/{region.pk}/{yesterday}/{ORPHAN_ID}2.jpg", age_hours=30)
+    in_flight = _orphan(f"original/{region.pk}/{today}/{ORPHAN_ID}3.jpg", age_hours=0.1)
+
+    assert evidence_orphans_sweep() == 2
+
+    assert not crashed.exists()
+    assert not crashed_derive.exists()
+    assert in_flight.exists()  # younger than any open transaction could be: left alone
+    assert kept.original.storage.exists(kept.original.name)
+    assert kept.original.storage.exists(kept.derivative.name)
+    events = AuditEvent.objects.filter(action="evidence.orphans_removed").order_by("seq")
+    assert sorted(name for event in events for name in event.data["files"]) == [
+        f"{ORPHAN_ID}1.jpg",
+        f"{ORPHAN_ID}2.jpg",
+    ]
+    assert evidence_orphans_sweep() == 0  # idempotent
+
+
+def test_the_orphan_sweep_is_scheduled(settings):
+    from cakra.enforcement.tasks import evidence_orphans_sweep_task
+
+    entries = [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()]
+    assert evidence_orphans_sweep_task.name in entries
