@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
-from cakra.audit.models import AuditEvent
-from cakra.audit.selectors import audit_verify_chain
+from cakra.audit.models import AuditChainHead, AuditEvent
+from cakra.audit.selectors import AnchorError, audit_anchor, audit_verify_anchor, audit_verify_chain
 from cakra.audit.services import audit_record
 
 pytestmark = pytest.mark.django_db
@@ -234,3 +235,59 @@ def test_returned_events_are_the_stored_rows():
         )
     with pytest.raises(PermissionError):
         events[0].save()
+
+
+# --- Anchors: the newest events cannot be cut off unnoticed ------------------------
+
+
+def _cut_off_newest_and_rewrite_the_head(keep: int) -> None:
+    """What an attacker with write access to the database could do: remove the
+    newest events and make the head row agree, so the chain alone looks intact."""
+    from cakra.audit.services import audit_chain_of_this_process
+
+    _disable_triggers()
+    chain = audit_chain_of_this_process()  # where _record_events wrote
+    kept_hash = AuditEvent.objects.filter(chain=chain, seq=keep).values_list("hash", flat=True).get()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE chain = %s AND seq > %s", [chain, keep])
+    AuditChainHead.objects.filter(chain=chain).update(seq=keep, hash=kept_hash)
+
+
+def test_an_anchor_catches_newest_events_cut_off_with_the_head_rewritten(tmp_path):
+    _record_events(5)
+    anchor = tmp_path / "anchor.json"
+    call_command("audit", "anchor", "--output", str(anchor))
+    _record_events(2)  # the trail goes on after the anchor
+    call_command("audit", "verify", "--anchor", str(anchor))  # passes
+
+    _cut_off_newest_and_rewrite_the_head(keep=3)
+
+    assert audit_verify_chain().ok  # the chain alone cannot tell
+    with pytest.raises(CommandError, match="anchored event was removed"):
+        call_command("audit", "verify", "--anchor", str(anchor))
+
+
+def test_an_anchor_that_was_edited_is_refused(tmp_path):
+    _record_events(2)
+    anchor = audit_anchor()
+    chains = anchor["chains"]
+    assert isinstance(chains, dict)
+    [head] = chains.values()
+    head["hash"] = "0" * 64  # made to agree with a rewritten trail
+    path = tmp_path / "anchor.json"
+    path.write_text(json.dumps(anchor))
+
+    with pytest.raises(CommandError, match="MAC does not match"):
+        call_command("audit", "verify", "--anchor", str(path))
+    with pytest.raises(AnchorError):
+        audit_verify_anchor({"format": "something else"})
+
+
+def test_an_anchor_holds_ids_and_hashes_only(capsys):
+    _record_events(1)
+    call_command("audit", "anchor")
+    anchor = json.loads(capsys.readouterr().out)
+
+    assert set(anchor) == {"format", "created_at", "chains", "mac"}
+    assert all(set(head) == {"seq", "hash"} for head in anchor["chains"].values())
+    assert audit_verify_anchor(anchor).ok
