@@ -113,6 +113,14 @@ def pending_login_start(
     }
 
 
+def pending_login_device_set(request: HttpRequest, *, device_id: str) -> None:
+    """The enrolment code was accepted: the sign-in goes on with this new device."""
+    raw = request.session.get(PENDING_LOGIN_KEY)
+    if isinstance(raw, dict):
+        request.session.cycle_key()  # one more privilege step
+        request.session[PENDING_LOGIN_KEY] = {**raw, "device_id": device_id}
+
+
 def pending_login_get(request: HttpRequest) -> PendingLogin | None:
     """The pending sign-in, or None when absent or expired (an expired one is dropped)."""
     raw = request.session.get(PENDING_LOGIN_KEY)

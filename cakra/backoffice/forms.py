@@ -7,6 +7,7 @@ import re
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from cakra.backoffice.services import ENROLMENT_CODE_LENGTH, enrolment_code_normalise
 from cakra.enforcement.services import MAX_REASON_LENGTH
 
 OTP_PATTERN = re.compile(r"^[0-9]{6}$")
@@ -47,6 +48,23 @@ class OtpForm(forms.Form):
         if not OTP_PATTERN.fullmatch(token):
             raise forms.ValidationError(_("Enter the 6 digits shown by your authenticator app."))
         return token
+
+
+class EnrolmentCodeForm(forms.Form):
+    code = forms.CharField(
+        label=_("Enrolment code"),
+        max_length=32,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false", "autofocus": True}
+        ),
+    )
+
+    def clean_code(self) -> str:
+        # As printed: "ABCD-EFGH-JKLM"; case, spaces and dashes do not matter.
+        code = enrolment_code_normalise(str(self.cleaned_data["code"]))
+        if len(code) != ENROLMENT_CODE_LENGTH:
+            raise forms.ValidationError(_("Enter the 12-character enrolment code your administrator gave you."))
+        return code
 
 
 class RejectForm(forms.Form):

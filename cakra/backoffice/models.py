@@ -19,6 +19,12 @@ class Officer(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VALIDATOR)
     failed_login_count = models.PositiveSmallIntegerField(default=0)
     locked_until = models.DateTimeField(null=True, blank=True)
+    # A one-time code handed to the officer out of band (``cakra officer
+    # create`` / ``reset-otp`` print it), asked for before an authenticator
+    # can be set up: the password alone must not let anyone enrol their own
+    # device. Stored as a keyed hash; cleared when the authenticator is set up.
+    enrolment_code_hash = models.CharField(max_length=64, blank=True)
+    enrolment_code_expires_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.username

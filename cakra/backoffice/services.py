@@ -6,6 +6,13 @@ guesses) lock the account for ``LOCKOUT_DURATION``. Counters move by
 conditional ``UPDATE`` statements, never read-modify-write, so concurrent
 attempts cannot lose a failure or lock twice.
 
+Enrolment: an officer without an authenticator must give the one-time
+**enrolment code** that ``cakra officer create`` / ``reset-otp`` printed
+(handed over apart from the password) before a TOTP secret is shown, so a
+leaked or guessed initial password cannot be used to enrol someone else's
+phone. A wrong code counts as a failed sign-in; the code expires after
+``ENROLMENT_CODE_VALIDITY`` and is cleared once the authenticator is set up.
+
 Password hashing (Argon2, ~0.15 s) runs *outside* any transaction: on SQLite
 a transaction takes the write lock up front, and no write should wait for a
 hash.
@@ -32,6 +39,7 @@ from cakra.audit.services import audit_record
 from cakra.backoffice.models import Officer
 from cakra.enforcement.errors import ConflictError, InvalidStateError, NotFoundError
 from cakra.enforcement.models import Region
+from cakra.security.crypto import constant_time_equals, lookup_hash
 
 logger = structlog.get_logger(__name__)
 
@@ -39,6 +47,12 @@ LOCKOUT_THRESHOLD = 5
 LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_MAX_LENGTH = 150
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters, ~144 bits
+
+ENROLMENT_CODE_VALIDITY = timedelta(hours=72)
+# Crockford-style: no 0/O, 1/I/L, U, so a code read aloud or from paper is typed right.
+ENROLMENT_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+ENROLMENT_CODE_LENGTH = 12  # ~59 bits, tried at most LOCKOUT_THRESHOLD times per 15 minutes
+ENROLMENT_CODE_PURPOSE = "officer-enrolment-code"
 
 DECIDING_ROLES = frozenset({Officer.Role.VALIDATOR, Officer.Role.SUPERVISOR, Officer.Role.ADMIN})
 
@@ -137,6 +151,51 @@ def officer_password_check(*, username: str, password: str) -> Officer | None:
     return officer
 
 
+def enrolment_code_normalise(code: str) -> str:
+    """What the officer typed, as issued: case, spaces and dashes do not matter."""
+    return "".join(character for character in code.upper() if character.isalnum())
+
+
+def _enrolment_code_hash(code: str) -> str:
+    return lookup_hash(enrolment_code_normalise(code), purpose=ENROLMENT_CODE_PURPOSE)
+
+
+def officer_enrolment_code_issue(*, officer: Officer, now: datetime | None = None) -> str:
+    """A new one-time enrolment code for ``officer`` (the previous one stops
+    working); returned once, for the administrator to hand over, grouped
+    ``XXXX-XXXX-XXXX``. Call inside the transaction that audits why."""
+    code = "".join(secrets.choice(ENROLMENT_CODE_ALPHABET) for _ in range(ENROLMENT_CODE_LENGTH))
+    expires_at = (now or timezone.now()) + ENROLMENT_CODE_VALIDITY
+    Officer.objects.filter(pk=officer.pk).update(
+        enrolment_code_hash=_enrolment_code_hash(code), enrolment_code_expires_at=expires_at
+    )
+    officer.enrolment_code_hash, officer.enrolment_code_expires_at = _enrolment_code_hash(code), expires_at
+    return "-".join(code[i : i + 4] for i in range(0, ENROLMENT_CODE_LENGTH, 4))
+
+
+def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
+    """The enrolment step of a first sign-in: VERIFIED when ``code`` is the
+    officer's current, unexpired enrolment code. A wrong or expired code
+    counts as a failed sign-in (the same lockout as passwords and TOTP codes)."""
+    officer.refresh_from_db(
+        fields=["failed_login_count", "locked_until", "is_active", "enrolment_code_hash", "enrolment_code_expires_at"]
+    )
+    if officer_is_locked(officer) or not officer.is_active:
+        with transaction.atomic():
+            _audit_login_failed(officer=officer, stage="enrolment_code", reason="locked")
+        return OtpResult(OtpOutcome.LOCKED)
+    valid = (
+        bool(officer.enrolment_code_hash)
+        and officer.enrolment_code_expires_at is not None
+        and officer.enrolment_code_expires_at > timezone.now()
+        and constant_time_equals(officer.enrolment_code_hash, _enrolment_code_hash(code))
+    )
+    if not valid:
+        locked = _officer_failure_record(officer=officer, stage="enrolment_code", reason="bad_code")
+        return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
+    return OtpResult(OtpOutcome.VERIFIED)
+
+
 def officer_confirmed_device(*, officer: Officer) -> TOTPDevice | None:
     return TOTPDevice.objects.filter(user=officer, confirmed=True).order_by("pk").first()
 
@@ -179,6 +238,8 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpRe
         if not device.confirmed:
             TOTPDevice.objects.filter(pk=device.pk, confirmed=False).update(confirmed=True)
             device.confirmed = True
+            # Single use: the code has done its job once a device is set up.
+            Officer.objects.filter(pk=officer.pk).update(enrolment_code_hash="", enrolment_code_expires_at=None)
             audit_record(
                 actor_type="officer",
                 actor_id=str(officer.pk),
@@ -219,6 +280,7 @@ def officer_logout_record(*, officer: Officer) -> None:
 class CreatedOfficer:
     officer: Officer
     generated_password: str  # empty when the password was supplied
+    enrolment_code: str  # to hand over apart from the password; needed to set up the authenticator
 
 
 def officer_create(
@@ -257,6 +319,7 @@ def officer_create(
         if Officer.objects.filter(username__iexact=username).exists():
             raise ConflictError("an officer with this username already exists", field="username")
         officer.save()
+        enrolment_code = officer_enrolment_code_issue(officer=officer)
         audit_record(
             actor_type="system",
             actor_id=actor_id,
@@ -264,9 +327,13 @@ def officer_create(
             object_type="officer",
             object_id=str(officer.pk),
             region_code=region.code,
-            data={"role": role},
+            data={"role": role, "enrolment_code_expires_at": _iso(officer.enrolment_code_expires_at)},
         )
-    return CreatedOfficer(officer=officer, generated_password=generated)
+    return CreatedOfficer(officer=officer, generated_password=generated, enrolment_code=enrolment_code)
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
 
 
 def _officer_by_username(username: str) -> Officer:
@@ -276,13 +343,21 @@ def _officer_by_username(username: str) -> Officer:
     return officer
 
 
+@dataclass(frozen=True)
+class OtpReset:
+    devices_removed: int
+    enrolment_code: str  # to hand over: needed to set up the new authenticator
+
+
 @transaction.atomic
-def officer_otp_reset(*, username: str, actor_id: str = "cli") -> int:
-    """Remove every TOTP device: the officer enrols again at next sign-in, and
+def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
+    """Remove every TOTP device and issue a new enrolment code: the officer
+    sets up an authenticator again at next sign-in (with that code), and
     sessions verified with the old device stop being verified at once
     (django-otp resolves the session's device on every request)."""
     officer = _officer_by_username(username)
     removed, _ = TOTPDevice.objects.filter(user=officer).delete()
+    enrolment_code = officer_enrolment_code_issue(officer=officer)
     audit_record(
         actor_type="system",
         actor_id=actor_id,
@@ -290,9 +365,9 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> int:
         object_type="officer",
         object_id=str(officer.pk),
         region_code=_region_code(officer),
-        data={"devices_removed": removed},
+        data={"devices_removed": removed, "enrolment_code_expires_at": _iso(officer.enrolment_code_expires_at)},
     )
-    return int(removed)
+    return OtpReset(devices_removed=int(removed), enrolment_code=enrolment_code)
 
 
 @transaction.atomic

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -52,12 +53,28 @@ def actions(officer=None):
     return list(events.values_list("action", flat=True))
 
 
-def test_first_sign_in_enrols_an_authenticator_then_verifies_the_session(client, officer):
+def _enrolment_code(officer):
+    with transaction.atomic():
+        return services.officer_enrolment_code_issue(officer=officer)
+
+
+def test_first_sign_in_asks_the_enrolment_code_then_enrols_an_authenticator(client, officer):
+    code = _enrolment_code(officer)
     client.get(LOGIN)
     before = client.cookies["sessionid"].value if "sessionid" in client.cookies else ""
 
     response = password_step(client, officer.username)
     assert response.status_code == 302
+    assert response["Location"] == OTP
+
+    # The password alone shows no secret and creates no device: the enrolment code first.
+    page = client.get(OTP)
+    assert page.status_code == 200
+    assert "data:image/svg+xml" not in page.content.decode()
+    assert 'name="code"' in page.content.decode()
+    assert not TOTPDevice.objects.filter(user=officer).exists()
+
+    response = client.post(OTP, {"code": code.lower().replace("-", " ")})  # as typed from paper
     assert response["Location"] == OTP
 
     # The enrolment page shows the QR code as a data: image and the key for typing.
@@ -69,7 +86,7 @@ def test_first_sign_in_enrols_an_authenticator_then_verifies_the_session(client,
     assert device.confirmed is False
     assert page.context["secret_grouped"].replace(" ", "") in html.replace(" ", "")
 
-    # Password alone opens nothing but this step.
+    # Password and enrolment code open nothing but this step.
     assert client.get(QUEUE)["Location"].startswith(LOGIN)
 
     response = client.post(OTP, {"token": totp_code(device)})
@@ -86,6 +103,51 @@ def test_first_sign_in_enrols_an_authenticator_then_verifies_the_session(client,
         "officer.otp_enrolled",
         "officer.login_succeeded",
     ]
+    officer.refresh_from_db()
+    assert officer.enrolment_code_hash == ""  # single use
+
+
+def test_the_password_alone_cannot_set_up_an_authenticator(client, officer):
+    # The attack this step exists for: someone who learned the initial password.
+    _enrolment_code(officer)
+    password_step(client, officer.username)
+
+    for guess in ("ABCD-EFGH-JKMN", "2345-6789-ABCD"):
+        response = client.post(OTP, {"code": guess})
+        assert response.status_code == 400
+        assert "not valid or has expired" in response.content.decode()
+    assert client.post(OTP, {"code": "short"}).status_code == 400
+
+    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert officer_state(officer)[0] == 2  # wrong codes count toward the lockout
+    assert actions(officer).count("officer.login_failed") == 2
+
+
+def test_wrong_enrolment_codes_lock_the_account(client, officer):
+    code = _enrolment_code(officer)
+    password_step(client, officer.username)
+    for _ in range(services.LOCKOUT_THRESHOLD - 1):
+        client.post(OTP, {"code": "ABCD-EFGH-JKMN"})
+
+    response = client.post(OTP, {"code": "ABCD-EFGH-JKMN"})
+
+    assert response["Location"] == LOGIN
+    assert officer_state(officer)[1] is not None
+    password_step(client, officer.username)  # locked: even the right code is no use now
+    assert client.get(OTP)["Location"] == LOGIN
+    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert code  # issued, never accepted
+
+
+def test_an_expired_or_replaced_enrolment_code_is_refused(client, officer):
+    old = _enrolment_code(officer)
+    new = _enrolment_code(officer)  # a reissue replaces the first one
+    password_step(client, officer.username)
+    assert client.post(OTP, {"code": old}).status_code == 400
+
+    Officer.objects.filter(pk=officer.pk).update(enrolment_code_expires_at=timezone.now() - timedelta(seconds=1))
+    assert client.post(OTP, {"code": new}).status_code == 400
+    assert not TOTPDevice.objects.filter(user=officer).exists()
 
 
 def test_sign_in_with_an_existing_device_asks_for_a_code_and_no_enrolment(client, officer, otp_device):
@@ -316,11 +378,15 @@ def test_logout_requires_csrf(csrf_client, officer, otp_device):
 
 
 def test_login_pages_follow_the_content_security_policy(client, officer):
+    code = _enrolment_code(officer)
     page = client.get(LOGIN)
     assert "default-src 'none'" in page["Content-Security-Policy"]
     password_step(client, officer.username)
+    enrolment_code = client.get(OTP)
+    client.post(OTP, {"code": code})
     enrol = client.get(OTP)
-    for response in (page, enrol):
+    assert "data:image/svg+xml" in enrol.content.decode()
+    for response in (page, enrolment_code, enrol):
         html = response.content.decode()
         assert "style=" not in html
         assert "<style" not in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.audit.models import AuditEvent
 from cakra.backoffice.models import Officer
+from cakra.backoffice.services import officer_enrolment_code_check
+
+ENROLMENT_CODE = re.compile(r"^[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}$", re.MULTILINE)
 
 
 def run(*args, stdin=None):
@@ -38,6 +42,10 @@ def test_create_generates_a_strong_password_and_prints_it_once(region):
     assert event.object_id == str(officer.pk)
     assert password not in str(event.data)
     assert "budi" not in str(event.data).lower()
+    # The enrolment code: printed once, different from the password, and it works.
+    [code] = ENROLMENT_CODE.findall(output)
+    assert code not in str(event.data)
+    assert officer_enrolment_code_check(officer=officer, code=code).outcome.value == "verified"
 
 
 def test_create_reads_the_password_from_stdin(region):
@@ -56,7 +64,8 @@ def test_create_reads_the_password_from_stdin(region):
     assert officer.check_password("Lampu merah di Sudirman 2026")
     assert officer.role == "auditor"
     assert "Lampu merah" not in output
-    assert "shown once" not in output
+    assert "Password (shown once" not in output  # nothing generated to show
+    assert len(ENROLMENT_CODE.findall(output)) == 1  # the enrolment code still is
 
 
 def test_create_refuses_a_weak_password(region):
@@ -76,13 +85,18 @@ def test_create_refuses_a_username_that_differs_only_in_case(officer):
         run("create", "--username", officer.username.upper(), "--region", "METRO")
 
 
-def test_reset_otp_removes_devices_so_the_officer_enrols_again(officer):
+def test_reset_otp_removes_devices_and_prints_a_new_enrolment_code(officer):
     TOTPDevice.objects.create(user=officer, name="phone", confirmed=True)
     output = run("reset-otp", "--username", officer.username)
     assert "Removed 1" in output
     assert not TOTPDevice.objects.filter(user=officer).exists()
     event = AuditEvent.objects.get(action="officer.otp_reset")
     assert event.object_id == str(officer.pk)
+    [code] = ENROLMENT_CODE.findall(output)
+    officer.refresh_from_db()
+    assert officer.enrolment_code_hash  # stored as a keyed hash only
+    assert code not in str(event.data)
+    assert code.replace("-", "") not in officer.enrolment_code_hash
 
 
 def test_unlock_lifts_a_lockout(officer):

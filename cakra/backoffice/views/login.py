@@ -1,4 +1,4 @@
-"""Sign-in (password, then TOTP enrolment or verification) and sign-out."""
+"""Sign-in (password, then TOTP enrolment with a one-time enrolment code, or verification) and sign-out."""
 
 from __future__ import annotations
 
@@ -18,16 +18,18 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from cakra.backoffice.access import (
     PendingLogin,
     pending_login_clear,
+    pending_login_device_set,
     pending_login_get,
     pending_login_start,
     safe_next_url,
     verified_officer,
 )
-from cakra.backoffice.forms import LoginForm, OtpForm
+from cakra.backoffice.forms import EnrolmentCodeForm, LoginForm, OtpForm
 from cakra.backoffice.models import Officer
 from cakra.backoffice.services import (
     OtpOutcome,
     officer_confirmed_device,
+    officer_enrolment_code_check,
     officer_logout_record,
     officer_otp_enrol_start,
     officer_otp_verify,
@@ -71,14 +73,13 @@ def login_view(request: HttpRequest) -> HttpResponse:
         form.add_error(None, _login_failed_text())
         return render(request, "backoffice/login.html", {"form": form})
     device = officer_confirmed_device(officer=officer)
-    enrolling = device is None
-    if device is None:
-        device = officer_otp_enrol_start(officer=officer)
+    # No authenticator yet: the enrolment code comes first (no device, no
+    # secret shown, until it is given), see otp_view.
     pending_login_start(
         request,
         officer_id=officer.pk,
-        device_id=device.persistent_id,
-        enrolling=enrolling,
+        device_id=device.persistent_id if device is not None else "",
+        enrolling=device is None,
         next_url=safe_next_url(request, form.cleaned_data.get("next") or ""),
     )
     return redirect("backoffice:otp")
@@ -114,7 +115,11 @@ def _pending_officer_and_device(request: HttpRequest) -> tuple[PendingLogin, Off
 
 @require_http_methods(["GET", "POST"])
 def otp_view(request: HttpRequest) -> HttpResponse:
-    """Second step: enrol an authenticator (first sign-in) or verify a code."""
+    """Second step: enrol an authenticator (first sign-in: the enrolment code,
+    then the new secret) or verify a code."""
+    pending = pending_login_get(request)
+    if pending is not None and pending.enrolling and not pending.device_id:
+        return _enrolment_code_step(request, pending)
     loaded = _pending_officer_and_device(request)
     if loaded is None:
         return _restart_sign_in(request)
@@ -127,6 +132,40 @@ def otp_view(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return render(request, template, context)
     return _otp_submit(request, pending=pending, officer=officer, form=form, template=template, context=context)
+
+
+def _enrolment_code_step(request: HttpRequest, pending: PendingLogin) -> HttpResponse:
+    """First sign-in: the one-time enrolment code before any secret is created or shown."""
+    officer = Officer.objects.filter(pk=pending.officer_id).first()
+    if officer is None or officer_confirmed_device(officer=officer) is not None:
+        return _restart_sign_in(request)  # gone, or set up elsewhere meanwhile
+    template = "backoffice/otp_enrol_code.html"
+    form = EnrolmentCodeForm(request.POST or None)
+    if request.method == "GET":
+        return render(request, template, {"form": form})
+    return _enrolment_code_submit(request, officer=officer, form=form, template=template)
+
+
+def _enrolment_code_submit(
+    request: HttpRequest, *, officer: Officer, form: EnrolmentCodeForm, template: str
+) -> HttpResponse:
+    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
+        form.is_valid()
+        form.add_error(None, _rate_limited_text())
+        return render(request, template, {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
+    if not form.is_valid():
+        return render(request, template, {"form": form}, status=400)
+    result = officer_enrolment_code_check(officer=officer, code=form.cleaned_data["code"])
+    if result.outcome is OtpOutcome.LOCKED:
+        pending_login_clear(request)
+        messages.error(request, _login_failed_text())
+        return redirect("backoffice:login")
+    if result.outcome is not OtpOutcome.VERIFIED:
+        form.add_error("code", _("That enrolment code is not valid or has expired."))
+        return render(request, template, {"form": form}, status=400)
+    device = officer_otp_enrol_start(officer=officer)
+    pending_login_device_set(request, device_id=device.persistent_id)
+    return redirect("backoffice:otp")
 
 
 def _otp_submit(

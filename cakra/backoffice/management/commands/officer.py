@@ -6,7 +6,9 @@
     cakra officer unlock --username budi
 
 Without ``--password-stdin`` a strong password is generated and printed once;
-hand it over in person. Passwords are never accepted as an argument (they
+hand it over in person. ``create`` and ``reset-otp`` also print a one-time
+enrolment code (valid 72 hours): the officer needs it to set up an
+authenticator, so hand it over by another way than the password. Passwords are never accepted as an argument (they
 would sit in shell history and in the process list).
 """
 
@@ -55,10 +57,9 @@ class Command(BaseCommand):
             if action == "create":
                 self._create(options)
             elif action == "reset-otp":
-                removed = officer_otp_reset(username=options["username"])
-                self.stdout.write(
-                    f"Removed {removed} authenticator device(s); the officer sets up a new one at next sign-in."
-                )
+                reset = officer_otp_reset(username=options["username"])
+                self.stdout.write(f"Removed {reset.devices_removed} authenticator device(s).")
+                self._enrolment_code(reset.enrolment_code)
             elif action == "unlock":
                 was_locked = officer_unlock(username=options["username"])
                 self.stdout.write("Unlocked." if was_locked else "The account was not locked.")
@@ -92,4 +93,15 @@ class Command(BaseCommand):
         if created.generated_password:
             self.stdout.write("Password (shown once, hand it over in person):")
             self.stdout.write(created.generated_password)
-        self.stdout.write("At first sign-in the officer sets up an authenticator app (TOTP).")
+        self._enrolment_code(created.enrolment_code)
+
+    def _enrolment_code(self, code: str) -> None:
+        self.stdout.write(
+            "Enrolment code (shown once, valid 72 hours; hand it over apart from the password, "
+            "e.g. by phone or a sealed letter):"
+        )
+        self.stdout.write(code)
+        self.stdout.write(
+            "At first sign-in the officer enters it, then sets up an authenticator app (TOTP). "
+            "The password alone cannot set one up."
+        )
