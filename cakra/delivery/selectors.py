@@ -16,11 +16,6 @@ from cakra.enforcement.models import Notice, Region
 SEND_RELATED = ("contact_point", "notice__region", "notice__article", "notice__violation", "notice__vehicle")
 
 
-def delivery_get_for_send(*, delivery_id: str) -> Delivery:
-    """A delivery with everything its message is rendered from, in one query."""
-    return Delivery.objects.select_related(*SEND_RELATED).get(pk=delivery_id)
-
-
 def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[Delivery]:
     """Deliveries with everything their messages are rendered from, in one
     query, in the order of ``delivery_ids`` (missing ones left out)."""

@@ -98,7 +98,3 @@ def delivery_plans_create(*, notices: Sequence[Notice]) -> list[Delivery]:
     audit_record_many(entries)
     delivery_enqueue_many_on_commit(deliveries=first_steps)
     return deliveries
-
-
-def delivery_plan_create(*, notice: Notice) -> list[Delivery]:
-    return delivery_plans_create(notices=[notice])

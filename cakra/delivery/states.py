@@ -28,10 +28,11 @@ not at all. So a receipt may only move a delivery **forward**, by
 - ``failed_permanent`` is final for receipts: fallback has moved on, and a
   late "delivered" is kept on the timeline but changes nothing.
 
-Every transition is one conditional UPDATE (:func:`delivery_transition`):
-``WHERE pk = … AND status IN (<allowed from-states>)``. Whether it happened
-is the row count, never a status read earlier, so two workers or two
-receipts racing on the same delivery cannot both win.
+Every transition is one conditional UPDATE (:func:`delivery_transition_many`,
+for one delivery or a chunk): ``WHERE id IN (…) AND status IN (<allowed
+from-states>) RETURNING id``. Whether a delivery moved is what the statement
+returned, never a status read earlier, so two workers or two receipts racing
+on the same delivery cannot both win.
 """
 
 from __future__ import annotations
@@ -90,20 +91,6 @@ def receipt_transition(event: str) -> ReceiptTransition | None:
     return RECEIPT_TRANSITIONS[event]
 
 
-def delivery_transition(*, delivery_id: Any, from_states: frozenset[str], to: str, **changes: Any) -> bool:
-    """Move one delivery to ``to`` if, at this instant, its status is one of
-    ``from_states``; set ``changes`` in the same statement. True when it moved.
-
-    Must run inside the transaction that records the change's audit event.
-    """
-    if not from_states:
-        return False
-    updated = Delivery.objects.filter(pk=delivery_id, status__in=from_states).update(
-        status=to, updated_at=timezone.now(), **changes
-    )
-    return updated == 1
-
-
 def delivery_transition_many(
     *,
     from_states: frozenset[str],
@@ -111,7 +98,8 @@ def delivery_transition_many(
     changes: Mapping[Any, Mapping[str, Any]],
     keep_existing: Collection[str] = (),
 ) -> set[Any]:
-    """:func:`delivery_transition` for many deliveries in one statement.
+    """Move many deliveries to ``to``, in one statement, if at this instant
+    their status is one of ``from_states``.
 
     ``changes`` maps each delivery id to the columns it sets besides the
     status (each row its own values, e.g. its own ``delivered_at``); a column
