@@ -40,13 +40,16 @@ class Delivery(models.Model):
         FAILED_PERMANENT = "failed_permanent", "Failed permanently"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    notice = models.ForeignKey("enforcement.Notice", on_delete=models.PROTECT, related_name="deliveries")
+    # No index of its own: (notice, step) is unique, so indexed, and leads with it.
+    notice = models.ForeignKey(
+        "enforcement.Notice", on_delete=models.PROTECT, related_name="deliveries", db_index=False
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     step = models.PositiveSmallIntegerField(help_text="Position in the notice's delivery plan, from 1.")
     contact_point = models.ForeignKey("registry.ContactPoint", on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     provider = models.CharField(max_length=32, blank=True)
-    provider_reference = models.CharField(max_length=128, blank=True, db_index=True)
+    provider_reference = models.CharField(max_length=128, blank=True)  # indexed in Meta (no LIKE index)
     attempt_count = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -59,7 +62,11 @@ class Delivery(models.Model):
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.UniqueConstraint(fields=["notice", "step"], name="delivery_step_unique"),
         ]
-        indexes: ClassVar[list[models.Index]] = [models.Index(fields=["status", "updated_at"])]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["status", "updated_at"]),
+            # Receipts find deliveries by the provider's reference (equality only).
+            models.Index(fields=["provider_reference"], name="delivery_provider_reference"),
+        ]
 
     def __str__(self) -> str:
         return f"Delivery {self.id} ({self.channel})"
@@ -73,7 +80,8 @@ class DeliveryAttempt(models.Model):
         PERMANENT = "permanent", "Permanent error"
         DUPLICATE = "duplicate", "Duplicate"
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    # No index of its own: (delivery, number) is unique, so indexed, and leads with it.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     number = models.PositiveSmallIntegerField()
     provider = models.CharField(max_length=32)
     started_at = models.DateTimeField()

@@ -83,7 +83,8 @@ class Violation(models.Model):
         REJECTED = "rejected", "Rejected"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="violations")
+    # No index of its own: (region, capture_id) and (region, status, received_at) lead with it.
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="violations", db_index=False)
     capture_id = models.CharField(max_length=64)
     payload_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical intake payload.")
     camera_id = models.CharField(max_length=64)
@@ -92,7 +93,7 @@ class Violation(models.Model):
     latitude = models.DecimalField(max_digits=9, decimal_places=6, null=True, blank=True)
     longitude = models.DecimalField(max_digits=9, decimal_places=6, null=True, blank=True)
     plate = models.CharField(max_length=16)
-    plate_compact = models.CharField(max_length=12, db_index=True)
+    plate_compact = models.CharField(max_length=12)  # indexed in Meta (equality only, no LIKE index)
     article = models.ForeignKey(Article, on_delete=models.PROTECT)
     measured_speed_kmh = models.PositiveSmallIntegerField(null=True, blank=True)
     speed_limit_kmh = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -113,7 +114,10 @@ class Violation(models.Model):
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.UniqueConstraint(fields=["region", "capture_id"], name="violation_capture_unique"),
         ]
-        indexes: ClassVar[list[models.Index]] = [models.Index(fields=["region", "status", "received_at"])]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["region", "status", "received_at"]),
+            models.Index(fields=["plate_compact"], name="violation_plate_compact"),
+        ]
 
     def __str__(self) -> str:
         return f"Violation {self.id}"
@@ -124,7 +128,8 @@ class Evidence(models.Model):
     (chain of custody); only the re-encoded, metadata-free derivative is shown."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    violation = models.ForeignKey(Violation, on_delete=models.PROTECT, related_name="evidence")
+    # No index of its own: (violation, position) is unique, so indexed, and leads with it.
+    violation = models.ForeignKey(Violation, on_delete=models.PROTECT, related_name="evidence", db_index=False)
     position = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=16, default="vehicle")
     original = models.FileField(storage=evidence_storage, max_length=200)
@@ -158,7 +163,8 @@ class Notice(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     number = models.CharField(max_length=16, unique=True)
     violation = models.OneToOneField(Violation, on_delete=models.PROTECT, related_name="notice")
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="notices")
+    # No index of its own: (region, status, issued_at) leads with it.
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="notices", db_index=False)
     vehicle = models.ForeignKey("registry.Vehicle", on_delete=models.PROTECT, related_name="notices")
     owner = models.ForeignKey("registry.Owner", on_delete=models.PROTECT, related_name="notices")
     article = models.ForeignKey(Article, on_delete=models.PROTECT)
