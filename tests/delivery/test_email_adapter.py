@@ -328,3 +328,25 @@ def test_without_pipelining_the_client_falls_back_to_one_command_per_round_trip(
 
 def _as_bytes(payload):
     return payload.encode() if isinstance(payload, str) else payload
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Subject: x\r\n\r\nbody\r\n",
+        b".starts with a dot\r\n.\r\n..\r\nmiddle . dot\r\n",
+        b"bare\nline\rends\r\n.\n.x",
+        b"no final line end",
+        b"",
+        b"\r\n.\r\n.\r\n",
+    ],
+)
+def test_smtp_data_is_what_smtplib_would_send(data):
+    from cakra.delivery.channels.email import _smtp_data
+
+    # smtplib fixes line ends only for text (bytes go as they are); we always do.
+    fixed = smtplib._fix_eols(data.decode("latin-1")).encode("latin-1")  # type: ignore[attr-defined]
+    expected = smtplib._quote_periods(fixed)  # type: ignore[attr-defined]
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert _smtp_data(data) == expected

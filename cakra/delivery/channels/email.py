@@ -100,7 +100,6 @@ def smtp_reply_error(*, code: int, reply: bytes | str, stage: str) -> ProviderEr
 
 
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 SMTP_OK, SMTP_WILL_FORWARD, SMTP_START_INPUT = 250, 251, 354
 
 
@@ -136,15 +135,24 @@ def _sendmail(connection: smtplib.SMTP, *, sender: str, recipient: str, data: by
             connection.getreply()
         _rset(connection)  # the session stays usable for the next message, as after sendmail's refusals
         raise refusal
-    # What smtplib's data() does: CRLF line ends, leading dots doubled, the end marker.
-    body = _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", data))
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    connection.send(body + b".\r\n")
+    connection.send(_smtp_data(data) + b".\r\n")
     code, reply = connection.getreply()
     if code != SMTP_OK:
         _rset(connection)
         raise smtplib.SMTPDataError(code, reply)
+
+
+def _smtp_data(data: bytes) -> bytes:
+    """What smtplib's ``data()`` sends before the end marker: CRLF line ends,
+    leading dots doubled, a final CRLF. Messages built here already end
+    their lines with CRLF, so the common case is two ``bytes`` scans, not
+    two regular-expression passes over the whole message."""
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+        data = _LINE_ENDS.sub(b"\r\n", data)
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def _rset(connection: smtplib.SMTP) -> None:

@@ -110,6 +110,10 @@ def header(name: str, value: str) -> tuple[bytes, bytes]:
         raise ValueError(msg)
     if value.isascii() and "=?" not in value:
         folded = _fold_ascii(name, value)
+        if folded is None and name == "Message-ID" and " " not in value and len(value) < MAX_HEADER_LINE:
+            # One token too long for the first line (a long sender domain):
+            # on a line of its own, as the email package folds it too.
+            folded = "\r\n " + value
         if folded is not None:
             return name.encode("ascii"), folded.encode("ascii")
     return _header_by_policy(name, value)
