@@ -366,7 +366,20 @@ def test_a_wrong_envelope_is_refused_whole(client, api_key, body, field):
     assert_error(post_batch(client, token, body), 422, "validation_error", field)
 
 
-@pytest.mark.parametrize("raw", ["", "{", '{"violations": [NaN]}', '{"violations": [], "violations": []}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "{",
+        '{"violations": [NaN]}',
+        '{"violations": [], "violations": []}',
+        b"\xff\xfe",
+        '{"violations": []} trailing',
+        "[" * 100_000 + "]" * 100_000,  # nesting bounded, not a crash
+        '{"violations": [{"capture_id": "\\ud800"}]}',  # a lone surrogate is not text
+        '{"violations": []}'.encode("utf-16"),  # JSON travels as UTF-8 (RFC 8259)
+    ],
+)
 def test_a_body_that_is_not_strict_json_is_400(client, api_key, raw):
     _, token = api_key
     assert_error(post_batch(client, token, raw), 400, "malformed_json", "body")
