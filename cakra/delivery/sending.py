@@ -166,7 +166,9 @@ def deliveries_send(*, delivery_ids: Sequence[str], final_attempt: bool = False)
         # a healthy one, gets them.
         failed_on = Counter(p for _, status, p in members if status == Delivery.Status.FAILED_TEMPORARY and p)
         provider = deliveries_route(channel=channel, failed_on=failed_on.most_common(1)[0][0] if failed_on else "")
-        size = min(send_batch_size(), sender_batch_limit(provider) if provider.name else send_batch_size())
+        size = send_batch_size()
+        if provider.name:  # a real provider: no more than one take of its rate limit
+            size = min(size, sender_batch_limit(provider))
         work.extend((provider, chunk) for chunk in _chunks([pk for pk, _, _ in members], size))
     for position, (provider, chunk) in enumerate(work):
         if provider.name:
@@ -203,17 +205,17 @@ def deliveries_claim(*, delivery_ids: Sequence[Any]) -> list[Any]:
     No audit event: the claim is a lease, and the attempt's outcome (recorded
     with its audit event) is the state change that matters.
     """
-    with transaction.atomic():
-        won = set(
-            update_returning_pks(
-                Delivery.objects.filter(pk__in=list(delivery_ids), status__in=SENDABLE_STATUSES).exclude(
-                    notice__status=Notice.Status.CANCELLED
-                ),
-                status=Delivery.Status.SENDING,
-                attempt_count=F("attempt_count") + 1,
-                updated_at=timezone.now(),
-            )
+    # One statement, so atomic on its own: no transaction around it.
+    won = set(
+        update_returning_pks(
+            Delivery.objects.filter(pk__in=list(delivery_ids), status__in=SENDABLE_STATUSES).exclude(
+                notice__status=Notice.Status.CANCELLED
+            ),
+            status=Delivery.Status.SENDING,
+            attempt_count=F("attempt_count") + 1,
+            updated_at=timezone.now(),
         )
+    )
     return [pk for pk in delivery_ids if pk in won]
 
 
@@ -302,12 +304,6 @@ class RecordedOutcomes:
     statuses: dict[str, str] = field(default_factory=dict)
 
 
-def _attempt_outcome(result: SendResult) -> str:
-    if isinstance(result.error, DuplicateProviderError):
-        return DeliveryAttempt.Outcome.DUPLICATE
-    return result.outcome
-
-
 def _new_status(outcome: str, *, final: bool) -> str:
     if outcome in {DeliveryAttempt.Outcome.SENT, DeliveryAttempt.Outcome.DUPLICATE}:
         return Delivery.Status.SENT
@@ -375,7 +371,7 @@ def deliveries_record_outcomes(
         elif row.status == Delivery.Status.FAILED_PERMANENT:
             failed_for_good.append(row)
     entries.extend(_notified_entries(sent_notices))
-    # One append (lock, insert, head update) for every event of the chunk.
+    # One audit append for every event of the chunk.
     audit_record_many(entries)
     for row in failed_for_good:
         row.delivery.status = Delivery.Status.FAILED_PERMANENT
@@ -391,7 +387,7 @@ def _rows(deliveries: Sequence[Delivery], results: dict[Any, SendResult], *, fin
         result = results.get(delivery.pk)
         if result is None:
             continue
-        outcome = _attempt_outcome(result)
+        outcome = result.outcome  # the error's own outcome ("duplicate" for DuplicateProviderError)
         final = final_attempt or delivery.attempt_count >= MAX_ATTEMPTS
         reference = result.reference
         if isinstance(result.error, DuplicateProviderError):

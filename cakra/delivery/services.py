@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
 from django.conf import settings
 from django.db import transaction
 
@@ -15,27 +16,44 @@ from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
 from cakra.enforcement.models import Notice
 from cakra.registry.models import ContactPoint
 
+logger = structlog.get_logger(__name__)
 
-def deliveries_publish(triggers: Sequence[tuple[str, str]]) -> int:
-    """Publish send triggers for (delivery id, channel) pairs now: one batch
-    message per channel and ``CAKRA_SEND_BATCH`` deliveries, all on one
-    broker connection. Returns how many deliveries were published before a
-    broker failure (which is raised)."""
+
+# A send message to publish: (queue, delivery ids, countdown in seconds).
+SendBatch = tuple[str, list[str], float]
+
+
+def deliveries_batched(triggers: Sequence[tuple[str, str]]) -> list[SendBatch]:
+    """(delivery id, channel) pairs as send messages to publish at once: one
+    per channel and ``CAKRA_SEND_BATCH`` deliveries, on the channel's queue."""
     from cakra.delivery.sending import send_batch_size  # sending imports fallback, which imports us
-    from cakra.delivery.tasks import delivery_send_batch_task  # tasks import services: import late
 
     by_channel: dict[str, list[str]] = {}
     for delivery_id, channel in triggers:
         by_channel.setdefault(channel, []).append(delivery_id)
     size = send_batch_size()
-    published = 0
+    return [
+        (channel, ids[start : start + size], 0.0)
+        for channel, ids in by_channel.items()
+        for start in range(0, len(ids), size)
+    ]
+
+
+def deliveries_publish(batches: Sequence[SendBatch]) -> None:
+    """Publish send messages (ids only) on one broker connection. A broker
+    failure is raised; nothing is lost by it: the deliveries wait in pending
+    or failed_temporary, where the sweeper finds them after its lease."""
+    if not batches:
+        return
+    from cakra.delivery.tasks import delivery_send_batch_task  # tasks import services: import late
+
     with delivery_send_batch_task.app.producer_or_acquire() as producer:
-        for channel, ids in by_channel.items():
-            for start in range(0, len(ids), size):
-                batch = ids[start : start + size]
-                delivery_send_batch_task.apply_async(args=(batch,), queue=channel, producer=producer)
-                published += len(batch)
-    return published
+        for queue, ids, countdown in batches:
+            if not countdown:  # now: no ETA header for the worker to hold the message on
+                delivery_send_batch_task.apply_async(args=(ids,), queue=queue, producer=producer)
+                continue
+            delivery_send_batch_task.apply_async(args=(ids,), queue=queue, countdown=countdown, producer=producer)
+            logger.info("delivery_send_later", queue=queue, deliveries=len(ids), countdown=round(countdown, 3))
 
 
 def delivery_enqueue_many_on_commit(*, deliveries: Sequence[Delivery]) -> None:
@@ -44,7 +62,7 @@ def delivery_enqueue_many_on_commit(*, deliveries: Sequence[Delivery]) -> None:
     if not deliveries:
         return
     triggers = [(str(delivery.id), delivery.channel) for delivery in deliveries]
-    transaction.on_commit(lambda: deliveries_publish(triggers))
+    transaction.on_commit(lambda: deliveries_publish(deliveries_batched(triggers)))
 
 
 def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:

@@ -136,11 +136,11 @@ def _requeue_on_commit(rows: list[tuple[str, str]]) -> None:
     A broker failure loses nothing: the rows were touched, not sent, and the
     next sweep after the lease finds them again.
     """
-    from cakra.delivery.services import deliveries_publish  # services import fallback: import late
+    from cakra.delivery.services import deliveries_batched, deliveries_publish  # services import fallback
 
     def publish() -> None:
         try:
-            deliveries_publish(rows)
+            deliveries_publish(deliveries_batched(rows))
         except Exception as exc:  # noqa: BLE001 - any broker failure: the next sweep retries
             # The error's type only: broker errors may quote the broker URL.
             logger.error(  # noqa: TRY400 - see above: no traceback

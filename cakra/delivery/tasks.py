@@ -14,6 +14,7 @@ import structlog
 from celery import Task, shared_task
 
 from cakra.delivery.sending import MAX_ATTEMPTS, deliveries_send
+from cakra.delivery.services import SendBatch, deliveries_publish
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
 
 logger = structlog.get_logger(__name__)
@@ -74,7 +75,8 @@ def _send(task: Task[Any, None], delivery_ids: list[str]) -> None:
     pending = list(delivery_ids)
     while pending:
         report = deliveries_send(delivery_ids=pending)
-        later = [
+        wait = defer_countdown(wait=report.deferred_wait) if report.deferred else 0.0
+        later: list[SendBatch] = [
             (
                 group.channel,
                 group.delivery_ids,
@@ -82,32 +84,17 @@ def _send(task: Task[Any, None], delivery_ids: list[str]) -> None:
             )
             for group in report.retries
         ]
-        later += [(channel, ids, defer_countdown(wait=report.deferred_wait)) for channel, ids in report.deferred]
+        later += [(channel, ids, wait) for channel, ids in report.deferred]
         if not task.request.is_eager:
             # Back to the queue this message came from (the channel's queue,
             # unless operators route differently).
             queue = (task.request.delivery_info or {}).get("routing_key") or ""
-            deliveries_publish_later([(queue or channel, ids, countdown) for channel, ids, countdown in later])
+            deliveries_publish([(queue or channel, ids, countdown) for channel, ids, countdown in later])
             return
         # apply() or eager mode: there is no broker to hold a message, so send
         # again here at once; only a rate-limit wait is slept.
-        if report.deferred:
-            time.sleep(defer_countdown(wait=report.deferred_wait))
+        time.sleep(wait)
         pending = [delivery_id for _, ids, _ in later for delivery_id in ids]
-
-
-def deliveries_publish_later(later: list[tuple[str, list[str], float]]) -> None:
-    """Publish (channel, delivery ids, countdown) batches, on one producer.
-
-    If the broker fails here the deliveries are not lost: they wait in
-    failed_temporary or pending, where the sweeper finds them after its lease.
-    """
-    if not later:
-        return
-    with delivery_send_batch_task.app.producer_or_acquire() as producer:
-        for channel, ids, countdown in later:
-            delivery_send_batch_task.apply_async(args=(ids,), queue=channel, countdown=countdown, producer=producer)
-            logger.info("delivery_send_later", queue=channel, deliveries=len(ids), countdown=round(countdown, 3))
 
 
 # --- Sweeper (Celery beat; see cakra.delivery.sweeper) ------------------------
