@@ -165,11 +165,11 @@ def officer_enrolment_code_issue(*, officer: Officer, now: datetime | None = Non
     working); returned once, for the administrator to hand over, grouped
     ``XXXX-XXXX-XXXX``. Call inside the transaction that audits why."""
     code = "".join(secrets.choice(ENROLMENT_CODE_ALPHABET) for _ in range(ENROLMENT_CODE_LENGTH))
-    expires_at = (now or timezone.now()) + ENROLMENT_CODE_VALIDITY
+    officer.enrolment_code_hash = _enrolment_code_hash(code)
+    officer.enrolment_code_expires_at = (now or timezone.now()) + ENROLMENT_CODE_VALIDITY
     Officer.objects.filter(pk=officer.pk).update(
-        enrolment_code_hash=_enrolment_code_hash(code), enrolment_code_expires_at=expires_at
+        enrolment_code_hash=officer.enrolment_code_hash, enrolment_code_expires_at=officer.enrolment_code_expires_at
     )
-    officer.enrolment_code_hash, officer.enrolment_code_expires_at = _enrolment_code_hash(code), expires_at
     return "-".join(code[i : i + 4] for i in range(0, ENROLMENT_CODE_LENGTH, 4))
 
 

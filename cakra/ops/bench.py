@@ -607,6 +607,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def _ceiling(config: BenchConfig, *, smtp_port: int) -> float:
+    messages = min(config.ceiling_messages, max(200, config.notices))
+    return loopback_ceiling(messages=messages, processes=config.worker_concurrency, smtp_port=smtp_port)
+
+
 def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, Any]:  # noqa: PLR0915
     """One measured sequence: seed, start the system, measure the ceiling, drive, collect."""
     run_id = uuid.uuid4().hex[:8]
@@ -645,11 +650,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     sampler.start()
     try:
         log("  measuring the loopback ceiling (bare client, no database, no queue)…")
-        ceiling = loopback_ceiling(
-            messages=min(config.ceiling_messages, max(200, config.notices)),
-            processes=config.worker_concurrency,
-            smtp_port=ports["smtp"],
-        )
+        ceiling = _ceiling(config, smtp_port=ports["smtp"])
         log(f"  loopback ceiling: {ceiling:.0f} messages/s")
         region = Region.objects.get(code=REGION_CODE)
         cpu_before = {**group.cpu_seconds(), **_servers_cpu_seconds(), "driver": _proc_cpu_seconds(os.getpid())}
@@ -686,11 +687,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         # first measurement can fall in a slow spell of the disk (creating
         # files is several times slower for minutes after a mass delete,
         # such as the previous run's clean-up), which would flatter the ratio.
-        ceiling_after = loopback_ceiling(
-            messages=min(config.ceiling_messages, max(200, config.notices)),
-            processes=config.worker_concurrency,
-            smtp_port=ports["smtp"],
-        )
+        ceiling_after = _ceiling(config, smtp_port=ports["smtp"])
         log(f"  loopback ceiling after the run: {ceiling_after:.0f} messages/s")
         ceilings = (ceiling, ceiling_after)
         ceiling = max(ceilings)

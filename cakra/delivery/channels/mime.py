@@ -81,6 +81,10 @@ def _fold_ascii(name: str, value: str) -> str | None:
     line = f"{name}: {value}"
     if len(line) <= MAX_HEADER_LINE:
         return " " + value
+    if " " not in value and len(value) < MAX_HEADER_LINE:
+        # One token too long for the first line (a Message-ID with a long
+        # sender domain): on a line of its own, as the email package folds it.
+        return "\r\n " + value
     lines = []
     start = 0
     while len(line) - start > MAX_HEADER_LINE:
@@ -110,10 +114,6 @@ def header(name: str, value: str) -> tuple[bytes, bytes]:
         raise ValueError(msg)
     if value.isascii() and "=?" not in value:
         folded = _fold_ascii(name, value)
-        if folded is None and name == "Message-ID" and " " not in value and len(value) < MAX_HEADER_LINE:
-            # One token too long for the first line (a long sender domain):
-            # on a line of its own, as the email package folds it too.
-            folded = "\r\n " + value
         if folded is not None:
             return name.encode("ascii"), folded.encode("ascii")
     return _header_by_policy(name, value)
