@@ -163,7 +163,7 @@ def _enrolment_code_hash(code: str) -> str:
 def officer_enrolment_code_issue(*, officer: Officer, now: datetime | None = None) -> str:
     """A new one-time enrolment code for ``officer`` (the previous one stops
     working); returned once, for the administrator to hand over, grouped
-    ``XXXX-XXXX-XXXX``. Call inside the transaction that audits why."""
+    in fours (``7KQ2-M9XH-4TRD``). Call inside the transaction that audits why."""
     code = "".join(secrets.choice(ENROLMENT_CODE_ALPHABET) for _ in range(ENROLMENT_CODE_LENGTH))
     officer.enrolment_code_hash = _enrolment_code_hash(code)
     officer.enrolment_code_expires_at = (now or timezone.now()) + ENROLMENT_CODE_VALIDITY
