@@ -46,10 +46,9 @@ def json_body_read(request: HttpRequest, *, max_bytes: int) -> Any:
     strict JSON, the same answers the other routes give. The raw bytes are
     not kept on the request: once parsed, only the parsed value is held.
 
-    The body is read a megabyte at a time and joined once: reading it in
-    one piece made the server's buffer grow to the body's size and then be
-    copied (fresh allocations of up to a hundred megabytes per request, each
-    page of which the kernel must supply).
+    A body of declared length is read in one call; one without (chunked
+    transfer encoding) a megabyte at a time, counted against the cap as it
+    arrives.
     """
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -58,18 +57,27 @@ def json_body_read(request: HttpRequest, *, max_bytes: int) -> Any:
     if declared > max_bytes:
         msg = "the request body exceeds the batch cap"
         raise RequestDataTooBig(msg)
+    # A body of declared length in one read: the server assembles it once.
+    # Reading it a megabyte at a time and joining the pieces cost ~25% more
+    # CPU per body (each piece copied out of the server's buffer, then all
+    # of them once more; measured with 40 MB bodies under gunicorn). Django's
+    # stream never reads past the declared length; a client that sends less
+    # gets a body that does not parse.
+    body = request.read(declared) if declared > 0 else _read_undeclared(request, max_bytes=max_bytes)
+    try:
+        return strict_json_loads(body)
+    except ValueError as exc:
+        raise HttpError(400, "Cannot parse request body") from exc
+
+
+def _read_undeclared(request: HttpRequest, *, max_bytes: int) -> bytes:
+    """A body of unknown length, a megabyte at a time, refused past ``max_bytes``."""
     parts: list[bytes] = []
     received = 0
-    # Django's request stream never reads past the declared length.
     while chunk := request.read(READ_STEP):
         received += len(chunk)
         if received > max_bytes:
             msg = "the request body exceeds the batch cap"
             raise RequestDataTooBig(msg)
         parts.append(chunk)
-    body = b"".join(parts)
-    del parts
-    try:
-        return strict_json_loads(body)
-    except ValueError as exc:
-        raise HttpError(400, "Cannot parse request body") from exc
+    return b"".join(parts)

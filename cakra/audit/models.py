@@ -31,7 +31,12 @@ class AuditEvent(models.Model):
     region_code = models.CharField(max_length=8, blank=True)
     data = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    # Not indexed: nothing looks an event up by its hash, and the chain's
+    # integrity rests on the (chain, seq) key, the prev_hash links and the
+    # anchors (cakra audit verify). A unique index on 64 random hex
+    # characters (with PostgreSQL's LIKE twin) was two random-order index
+    # inserts per event, seven events per notice.
+    hash = models.CharField(max_length=64)
 
     class Meta:
         ordering: ClassVar[list[str]] = ["chain", "seq"]

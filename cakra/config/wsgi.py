@@ -4,5 +4,9 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from cakra.config.malloc import malloc_tune_for_large_bodies
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cakra.config.settings")
+# Before the first request: the intake's batch bodies are tens of megabytes.
+malloc_tune_for_large_bodies()
 application = get_wsgi_application()

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 
 from cakra.audit.services import AuditEntry, audit_record_many
+from cakra.db import rows_insert
 from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
 from cakra.enforcement.models import Notice
 from cakra.registry.models import ContactPoint
@@ -69,20 +70,30 @@ def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:
     delivery_enqueue_many_on_commit(deliveries=[delivery])
 
 
-def delivery_plans_create(*, notices: Sequence[Notice]) -> list[Delivery]:
+def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[AuditEntry] = ()) -> list[Delivery]:
     """One delivery per channel of each notice's region order that is enabled
     here and for which the owner has a contact point; each first step is
-    sent, the rest wait for fallback. One contact query and one insert for
-    all the notices; call inside the issuing transaction."""
+    sent, the rest wait for fallback. One contact query, one insert and one
+    audit append for all the notices (``audit_first``: the caller's events
+    of the same transaction, appended before the plans'); call inside the
+    issuing transaction."""
     if not notices:
+        if audit_first:
+            audit_record_many(list(audit_first))
         return []
-    contacts: dict[tuple[object, str], ContactPoint] = {}
+    # Ids and kinds only: loading the contact points themselves would decrypt
+    # every address here, where none is read (the sender decrypts the one it uses).
+    contacts: dict[tuple[object, str], object] = {}
     owner_ids = {notice.owner_id for notice in notices}
-    for contact in ContactPoint.objects.filter(owner_id__in=owner_ids, is_active=True).order_by("created_at", "pk"):
-        contacts.setdefault((contact.owner_id, contact.kind), contact)
+    for contact_id, owner_id, kind in (
+        ContactPoint.objects.filter(owner_id__in=owner_ids, is_active=True)
+        .order_by("created_at", "pk")
+        .values_list("id", "owner_id", "kind")
+    ):
+        contacts.setdefault((owner_id, kind), contact_id)
     deliveries: list[Delivery] = []
     first_steps: list[Delivery] = []
-    entries: list[AuditEntry] = []
+    entries: list[AuditEntry] = list(audit_first)
     for notice in notices:
         plan: list[Delivery] = []
         for channel in notice.region.channel_order:
@@ -96,7 +107,7 @@ def delivery_plans_create(*, notices: Sequence[Notice]) -> list[Delivery]:
                     notice=notice,
                     channel=channel,
                     step=len(plan) + 1,
-                    contact_point=chosen,
+                    contact_point_id=chosen,
                     status=Delivery.Status.PENDING if not plan else Delivery.Status.PLANNED,
                 )
             )
@@ -112,7 +123,7 @@ def delivery_plans_create(*, notices: Sequence[Notice]) -> list[Delivery]:
                 data={"channels": [d.channel for d in plan]},
             )
         )
-    Delivery.objects.bulk_create(deliveries)
+    rows_insert(deliveries)
     audit_record_many(entries)
     delivery_enqueue_many_on_commit(deliveries=first_steps)
     return deliveries

@@ -13,7 +13,7 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cakra.audit.services import AuditEntry, audit_record, audit_record_many
+from cakra.audit.services import AuditEntry, audit_record
 from cakra.backoffice.models import Officer
 from cakra.db import rows_insert
 from cakra.delivery.services import delivery_plans_create
@@ -106,8 +106,11 @@ def notices_issue(
     else:
         msg = "could not allocate unique notice numbers"
         raise RuntimeError(msg)
-    audit_record_many(
-        [
+    # The plans' events go in the same append as the notices' (and the
+    # caller's): one move of the audit chain's head for the whole issue.
+    delivery_plans_create(
+        notices=notices,
+        audit_first=[
             *audit_first,
             *(
                 AuditEntry(
@@ -125,9 +128,8 @@ def notices_issue(
                 )
                 for notice in notices
             ),
-        ]
+        ],
     )
-    delivery_plans_create(notices=notices)
     return notices
 
 

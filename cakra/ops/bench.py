@@ -578,6 +578,22 @@ def intake_run(*, config: BenchConfig, port: int, token: str, pool: list[bytes],
     return totals
 
 
+def _final_count(*, region: Region, since: datetime, receipts: bool, expected: int) -> int:
+    """Deliveries of notices issued since ``since`` that reached a final state.
+
+    Polled each second, so counted on the (status, updated_at) index alone:
+    the exact count joins every delivery to its notice, and polling it cost
+    the database ~5% of its CPU at 100,000 notices, charged to the pipeline.
+    Deliveries of other work in the same database can only make the cheap
+    count high, so the exact one confirms it before the run is declared over.
+    """
+    final = final_filter(receipts=receipts)
+    done = Delivery.objects.filter(updated_at__gte=since).filter(final).count()
+    if done < expected:
+        return done
+    return Delivery.objects.filter(notice__region=region, notice__issued_at__gte=since).filter(final).count()
+
+
 def final_filter(*, receipts: bool) -> Q:
     statuses = list(FINAL_STATUSES) + ([] if receipts else [Delivery.Status.SENT])
     return Q(status__in=statuses)
@@ -668,11 +684,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         done = 0
         last_report = 0.0
         while time.monotonic() < deadline:
-            done = (
-                Delivery.objects.filter(notice__region=region, notice__issued_at__gte=started_at)
-                .filter(final_filter(receipts=receipts))
-                .count()
-            )
+            done = _final_count(region=region, since=started_at, receipts=receipts, expected=config.notices)
             now = time.monotonic()
             if now - last_report >= 10:  # noqa: PLR2004
                 last_report = now
