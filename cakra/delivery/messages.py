@@ -8,10 +8,10 @@ Bahasa Indonesia first, then English.
 
 **Rendering speed.** The templates under ``delivery/email/`` are ordinary
 Django templates, but they use only text, ``{{ variable }}`` and
-``{% autoescape %}``. Each is parsed by Django once per process and turned into
-one ``str.format_map`` pattern (:func:`_compiled`), so a message costs a few
-microseconds instead of a template render with its context stack (~0.5 ms for
-the three). The escaping rule is Django's own: a variable inside an
+``{% autoescape %}``. Each is parsed by Django once per process and kept as
+its pieces of text and its variables in turn (:func:`_compiled`), so a message
+costs a few microseconds instead of a template render with its context stack
+(~0.5 ms for the three). The escaping rule is Django's own: a variable inside an
 autoescaping block is HTML-escaped (``html.escape``, exactly what Django's
 ``escape`` does), one inside ``{% autoescape off %}`` is not. A template that
 uses anything else (a filter, a tag, a dotted lookup) is refused when first
@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import functools
 import html
+import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from urllib.parse import urlencode
+from itertools import chain
+from operator import itemgetter
+from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -36,8 +40,8 @@ from django.utils import translation
 from django.utils.dates import MONTHS, WEEKDAYS
 
 from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
-from cakra.delivery.models import Channel, Delivery
-from cakra.enforcement.models import Notice
+from cakra.delivery.models import Channel
+from cakra.delivery.selectors import DeliveryForSend, NoticeForMessage
 from cakra.enforcement.numbers import notice_number_display
 
 SUBJECT_TEMPLATE = "delivery/email/notice_subject.txt"
@@ -46,6 +50,12 @@ HTML_TEMPLATE = "delivery/email/notice.html"
 # Suffix of the format-field name that stands for the HTML-escaped value of a
 # variable; "|" cannot occur in a Django variable name, so no clash.
 _ESCAPED = "|html"
+# Joins the values to escape into one string, for one html.escape call
+# instead of seventeen: escaping replaces single characters, none of them
+# this one, so escaping the joined values and splitting them again gives each
+# value escaped. A value that holds it (PostgreSQL text cannot) is noticed by
+# the count of parts, and then each value is escaped on its own.
+_SEPARATOR = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +72,8 @@ def rupiah(amount: int) -> str:
 
 def notice_lookup_url(*, number: str) -> str:
     """The portal's lookup page, with the number prefilled: the one link a message carries."""
-    return f"{settings.CAKRA_PORTAL_BASE_URL}/cek/?{urlencode({'n': number})}"
+    # What urlencode({"n": number}) writes, without its generic walk over a mapping.
+    return f"{settings.CAKRA_PORTAL_BASE_URL}/cek/?n={quote_plus(number)}"
 
 
 # --- Dates ---------------------------------------------------------------------
@@ -99,25 +110,22 @@ def _day_en(day: date) -> str:
     return f"{weekdays[day.weekday()]} {day.day} {months[day.month - 1]} {day.year:04d}"
 
 
-def _email_context(notice: Notice) -> dict[str, str]:
-    violation = notice.violation
-    region = notice.region
-    captured_at = violation.captured_at.astimezone(ZoneInfo(region.timezone))
+def _email_context(notice: NoticeForMessage) -> dict[str, str]:
+    captured_at = notice.captured_at.astimezone(ZoneInfo(notice.region_timezone))
     zone = _zone_name(captured_at)
-    article = notice.article
     lookup_url = notice_lookup_url(number=notice.number)
     return {
-        "region_name": region.name,
+        "region_name": notice.region_name,
         "number_display": notice_number_display(notice.number),
-        "plate": notice.vehicle.plate,
+        "plate": notice.plate,
         # "l, j F Y, \p\u\k\u\l H.i T" and "l j F Y, H:i T" as Django formats them.
         "captured_at_id": f"{_day_id(captured_at)}, pukul {captured_at.hour:02d}.{captured_at.minute:02d} {zone}",
         "captured_at_en": f"{_day_en(captured_at)}, {captured_at.hour:02d}:{captured_at.minute:02d} {zone}",
-        "location": violation.location,
-        "article_reference": f"Pasal {article.code} {article.law}",
-        "article_reference_en": f"Article {article.code} {article.law}",
-        "article_title_id": article.title_id,
-        "article_title_en": article.title_en,
+        "location": notice.location,
+        "article_reference": f"Pasal {notice.article_code} {notice.article_law}",
+        "article_reference_en": f"Article {notice.article_code} {notice.article_law}",
+        "article_title_id": notice.article_title_id,
+        "article_title_en": notice.article_title_en,
         "fine": rupiah(notice.fine_amount),
         "confirm_by_id": _day_id(notice.confirm_by),
         "confirm_by_en": _day_en(notice.confirm_by),
@@ -135,8 +143,24 @@ def _email_context(notice: Notice) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    pattern: str  # for str.format_map: "{name}" raw, "{name|html}" escaped
-    escaped: frozenset[str]  # variables the pattern needs HTML-escaped
+    """A template as text and variables in turn: ``literals[i]`` comes before
+    the value of ``names[i]``, and ``trail`` after the last one."""
+
+    literals: tuple[str, ...]
+    names: tuple[str, ...]  # "name" raw, "name|html" escaped
+    trail: str
+    escaped: frozenset[str]  # variables the template needs HTML-escaped
+    # The values of ``names`` from a context, as a tuple (a KeyError for a missing one).
+    fetch: Callable[[dict[str, str]], tuple[str, ...]]
+
+
+def _fetcher(names: tuple[str, ...]) -> Callable[[dict[str, str]], tuple[str, ...]]:
+    if len(names) > 1:
+        return itemgetter(*names)  # one C call for every value (a tuple from two names on)
+    if names:
+        (only,) = names
+        return lambda values: (values[only],)
+    return lambda _values: ()
 
 
 def _flatten(nodelist: NodeList, *, autoescape: bool, pieces: list[str], escaped: set[str], name: str) -> None:
@@ -175,38 +199,70 @@ def _compiled(name: str) -> _Compiled:
 
     Cached for the life of the process, like Django's own cached template
     loader: the files change only with a deployment, which restarts workers.
-    The pattern holds no data, only the template's text.
+    It holds no data, only the template's text and variable names.
+
+    The flattened template is a ``str.format_map`` pattern, split here once
+    into its text and its variables: ``format_map`` would parse all of it
+    again for every message, and joining the pieces takes a fifth of that
+    (measured: ~21 µs against ~4.5 µs for the HTML part). Variable names are
+    plain words (``_flatten`` checks), so the split reads exactly the fields
+    ``format_map`` would.
     """
     engine = Engine.get_default()
     template = engine.get_template(name)
     pieces: list[str] = []
     escaped: set[str] = set()
     _flatten(template.nodelist, autoescape=engine.autoescape, pieces=pieces, escaped=escaped, name=name)
-    return _Compiled(pattern="".join(pieces), escaped=frozenset(escaped))
+    literals: list[str] = []
+    names: list[str] = []
+    text = ""
+    for literal, field_name, spec, conversion in string.Formatter().parse("".join(pieces)):
+        text += literal  # "{{" and "}}" come back as single braces, in pieces of their own
+        if field_name is None:
+            continue
+        if spec or conversion:  # _flatten writes only "{name}": never, unless it changes
+            msg = f"{name}: unexpected field {field_name!r}"
+            raise ImproperlyConfigured(msg)
+        literals.append(text)
+        names.append(field_name)
+        text = ""
+    return _Compiled(
+        literals=tuple(literals),
+        names=tuple(names),
+        trail=text,
+        escaped=frozenset(escaped),
+        fetch=_fetcher(tuple(names)),
+    )
 
 
 def _render(compiled: _Compiled, values: dict[str, str]) -> str:
     # A variable missing from the context raises KeyError (Django would render
     # nothing): a wrong notice is worse than a failed attempt, which is retried.
-    return compiled.pattern.format_map(values)
+    return "".join(chain.from_iterable(zip(compiled.literals, compiled.fetch(values), strict=True))) + compiled.trail
 
 
 @functools.cache
-def _notice_templates() -> tuple[_Compiled, _Compiled, _Compiled, tuple[str, ...]]:
-    """Subject, text and HTML templates, and the variables any of them escapes."""
+def _notice_templates() -> tuple[_Compiled, _Compiled, _Compiled, tuple[tuple[str, str], ...]]:
+    """Subject, text and HTML templates, and the variables any of them
+    escapes, each with the name its escaped value goes by."""
     subject, text, body = _compiled(SUBJECT_TEMPLATE), _compiled(TEXT_TEMPLATE), _compiled(HTML_TEMPLATE)
-    return subject, text, body, tuple(sorted(subject.escaped | text.escaped | body.escaped))
+    escaped = sorted(subject.escaped | text.escaped | body.escaped)
+    return subject, text, body, tuple((key, key + _ESCAPED) for key in escaped)
 
 
-def email_render(*, notice: Notice) -> RenderedEmail:
+def email_render(*, notice: NoticeForMessage) -> RenderedEmail:
     """Subject, plain text and HTML of the notice email (templates under delivery/email/)."""
     values = _email_context(notice)
     subject, text, body, escaped = _notice_templates()
     # Every variable in an autoescaping block is escaped: camera-supplied text
     # (the location) cannot inject markup into the HTML part. The text
     # templates turn escaping off.
-    for key in escaped:
-        values[key + _ESCAPED] = html.escape(values[key])
+    raw = [values[key] for key, _ in escaped]
+    parts = html.escape(_SEPARATOR.join(raw)).split(_SEPARATOR)
+    if len(parts) != len(raw):  # a value held the separator
+        parts = [html.escape(value) for value in raw]
+    for (_, escaped_key), part in zip(escaped, parts, strict=True):
+        values[escaped_key] = part
     return RenderedEmail(
         subject=" ".join(_render(subject, values).split()),  # one line: a header cannot carry a line break
         text=_render(text, values),
@@ -214,22 +270,20 @@ def email_render(*, notice: Notice) -> RenderedEmail:
     )
 
 
-def outbound_message_build(*, delivery: Delivery) -> OutboundMessage:
+def outbound_message_build(*, delivery: DeliveryForSend) -> OutboundMessage:
     """The message for one delivery, ready for its channel's adapter.
 
-    Reads only the delivery's notice (with its violation, region, article and
-    vehicle) and contact point: loaded with ``select_related`` they cost no
-    query here.
+    Reads only what :func:`cakra.delivery.selectors.deliveries_get_for_send`
+    loaded: no query here.
     """
-    notice = delivery.notice
     if delivery.channel != Channel.EMAIL:
         msg = f"no message format for channel {delivery.channel!r} yet"
         raise ValueError(msg)
-    rendered = email_render(notice=notice)
+    rendered = email_render(notice=delivery.notice)
     return OutboundMessage(
-        reference=str(delivery.id),
-        recipient=delivery.contact_point.value,
-        sender=SenderIdentity(address=notice.region.email_from_address, display_name=notice.region.email_from_name),
+        reference=delivery.reference,
+        recipient=delivery.recipient,
+        sender=SenderIdentity(address=delivery.email_from_address, display_name=delivery.email_from_name),
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from django.db.models import Q
@@ -13,15 +14,128 @@ from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery
 from cakra.enforcement.models import Notice, Region
 
-SEND_RELATED = ("contact_point", "notice__region", "notice__article", "notice__violation", "notice__vehicle")
+# What a worker reads to send a delivery, column by column: the message's
+# fields, the recipient, and what recording the outcome needs. Nothing else:
+# a full Delivery with its contact point, notice, region, article, violation
+# and vehicle is seven model instances, with Model initialisation and eight
+# time-zone-aware datetime loads, and loading the vehicle decrypts its chassis
+# and engine numbers, which no message shows (measured on PostgreSQL, chunks
+# of 100: ~0.45 ms of worker CPU a delivery, against ~0.09 ms for these).
+# _MESSAGE_COLUMNS are in the order of NoticeForMessage's fields.
+_SEND_COLUMNS = (
+    "id",
+    "notice_id",
+    "channel",
+    "step",
+    "attempt_count",
+    "contact_point__value",
+    "notice__region__code",
+    "notice__region__email_from_address",
+    "notice__region__email_from_name",
+)
+_MESSAGE_COLUMNS = (
+    "notice__number",
+    "notice__region__name",
+    "notice__region__timezone",
+    "notice__vehicle__plate",
+    "notice__violation__captured_at",
+    "notice__violation__location",
+    "notice__article__code",
+    "notice__article__law",
+    "notice__article__title_id",
+    "notice__article__title_en",
+    "notice__fine_amount",
+    "notice__confirm_by",
+    "notice__verification_code",
+)
 
 
-def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[Delivery]:
+# Plain slotted classes, not frozen ones: a frozen dataclass sets each field
+# through object.__setattr__, which makes building one three times as slow
+# (~5 µs against ~1.5 µs for thirteen fields), and nothing writes to these.
+
+
+@dataclass(slots=True)
+class NoticeForMessage:
+    """What a notice's message is rendered from (cakra.delivery.messages),
+    and nothing more: no owner, no address, no evidence."""
+
+    number: str
+    region_name: str
+    region_timezone: str
+    plate: str
+    captured_at: datetime
+    location: str
+    article_code: str
+    article_law: str
+    article_title_id: str
+    article_title_en: str
+    fine_amount: int
+    confirm_by: date
+    verification_code: str
+
+
+@dataclass(slots=True)
+class DeliveryForSend:
+    """A claimed delivery as the worker sends and records it: plain values read
+    in one query (:func:`deliveries_get_for_send`), not model instances.
+
+    ``reference`` is the id as text, computed once: it is the message's
+    idempotency reference, the audit events' object id and what retries
+    carry; ``notice_reference`` the notice id's, for its audit events.
+    ``attempt_count`` is the count after the claim (this attempt's number).
+    """
+
+    pk: uuid.UUID
+    notice_id: uuid.UUID
+    channel: str
+    step: int
+    attempt_count: int
+    recipient: str  # the contact point's value, decrypted
+    region_code: str
+    email_from_address: str
+    email_from_name: str
+    notice: NoticeForMessage
+    reference: str = field(init=False)
+    notice_reference: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reference = str(self.pk)
+        self.notice_reference = str(self.notice_id)
+
+
+def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[DeliveryForSend]:
     """Deliveries with everything their messages are rendered from, in one
-    query, in the order of ``delivery_ids`` (missing ones left out)."""
-    found = {
-        delivery.pk: delivery for delivery in Delivery.objects.select_related(*SEND_RELATED).filter(pk__in=delivery_ids)
-    }
+    query, in the order of ``delivery_ids`` (missing ones left out).
+
+    Two values are decrypted per delivery, the recipient and the
+    verification code: the two the message shows.
+    """
+    found: dict[Any, DeliveryForSend] = {}
+    for (
+        pk,
+        notice_id,
+        channel,
+        step,
+        attempt_count,
+        recipient,
+        region_code,
+        from_address,
+        from_name,
+        *message,
+    ) in Delivery.objects.filter(pk__in=delivery_ids).values_list(*_SEND_COLUMNS, *_MESSAGE_COLUMNS):
+        found[pk] = DeliveryForSend(
+            pk=pk,
+            notice_id=notice_id,
+            channel=channel,
+            step=step,
+            attempt_count=attempt_count,
+            recipient=recipient,
+            region_code=region_code,
+            email_from_address=from_address,
+            email_from_name=from_name,
+            notice=NoticeForMessage(*message),
+        )
     return [found[pk] for pk in delivery_ids if pk in found]
 
 

@@ -53,11 +53,11 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, CharField, F, Value, When
+from django.db.models import Case, CharField, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record_many
-from cakra.db import update_returning_pks
+from cakra.db import rows_insert, update_returning_pks
 from cakra.delivery.channels import Provider, provider_adapter
 from cakra.delivery.channels.base import (
     BATCH_HALTING_ERRORS,
@@ -73,7 +73,7 @@ from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.messages import outbound_message_build
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.delivery.ratelimit import RateLimitedError, sender_batch_limit, sender_token_acquire
-from cakra.delivery.selectors import deliveries_get_for_send
+from cakra.delivery.selectors import DeliveryForSend, deliveries_get_for_send
 from cakra.delivery.states import delivery_transition_many
 from cakra.enforcement.models import Notice
 
@@ -205,12 +205,17 @@ def deliveries_claim(*, delivery_ids: Sequence[Any]) -> list[Any]:
     No audit event: the claim is a lease, and the attempt's outcome (recorded
     with its audit event) is the state change that matters.
     """
-    # One statement, so atomic on its own: no transaction around it.
+    # One statement, so atomic on its own: no transaction around it. The
+    # status condition must be on the row being updated, not in a subquery:
+    # a join through the notice (``exclude(notice__status=…)``) makes Django
+    # write ``WHERE id IN (SELECT … WHERE status IN …)``, and on PostgreSQL a
+    # second claim blocked on the first one's row locks then rechecks only
+    # ``id IN (…)``, still true, and wins the same rows again. The notice is
+    # checked with NOT EXISTS instead (an anti-join on its primary key).
+    cancelled = Notice.objects.filter(pk=OuterRef("notice_id"), status=Notice.Status.CANCELLED)
     won = set(
         update_returning_pks(
-            Delivery.objects.filter(pk__in=list(delivery_ids), status__in=SENDABLE_STATUSES).exclude(
-                notice__status=Notice.Status.CANCELLED
-            ),
+            Delivery.objects.filter(~Exists(cancelled), pk__in=list(delivery_ids), status__in=SENDABLE_STATUSES),
             status=Delivery.Status.SENDING,
             attempt_count=F("attempt_count") + 1,
             updated_at=timezone.now(),
@@ -241,7 +246,7 @@ def _send_chunk(*, provider: Provider, delivery_ids: list[Any], final_attempt: b
         outcomes=dict(recorded.outcomes),
         # Ids only (one line per chunk, not per message): enough to follow a
         # delivery through the logs; its audit events hold the details.
-        delivery_ids=[str(pk) for pk in claimed],
+        delivery_ids=[delivery.reference for delivery in deliveries],
     )
 
 
@@ -250,8 +255,8 @@ def _retry_after(result: SendResult) -> float | None:
 
 
 def deliveries_attempt(
-    deliveries: Sequence[Delivery], *, provider: Provider
-) -> tuple[dict[Any, SendResult], list[Delivery]]:
+    deliveries: Sequence[DeliveryForSend], *, provider: Provider
+) -> tuple[dict[Any, SendResult], list[DeliveryForSend]]:
     """Render and hand the chunk to ``provider``. Runs with no transaction open.
 
     Returns each attempted delivery's result, and the deliveries not
@@ -268,7 +273,7 @@ def deliveries_attempt(
             results[delivery.pk] = _internal_failure(exc, delivery=delivery)
         return results, []
     messages: list[OutboundMessage] = []
-    rendered: list[Delivery] = []
+    rendered: list[DeliveryForSend] = []
     for delivery in deliveries:
         try:
             messages.append(outbound_message_build(delivery=delivery))
@@ -288,11 +293,11 @@ def deliveries_attempt(
     return results, rendered[len(answered) :]
 
 
-def _internal_failure(exc: Exception, *, delivery: Delivery) -> SendResult:
+def _internal_failure(exc: Exception, *, delivery: DeliveryForSend) -> SendResult:
     # Recorded like a retryable provider failure; only the type is kept (the
     # text may quote data), and not logger.exception for the same reason.
     error = f"internal {type(exc).__name__}"
-    logger.error("delivery_attempt_crashed", delivery_id=str(delivery.id), error=error, site=exception_site(exc))
+    logger.error("delivery_attempt_crashed", delivery_id=delivery.reference, error=error, site=exception_site(exc))
     return SendResult(started_at=timezone.now(), duration_ms=0, error=RetryableProviderError(error))
 
 
@@ -314,7 +319,7 @@ def _new_status(outcome: str, *, final: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Row:
-    delivery: Delivery
+    delivery: DeliveryForSend
     outcome: str
     status: str
     reference: str
@@ -325,9 +330,9 @@ class _Row:
 @transaction.atomic
 def deliveries_record_outcomes(
     *,
-    deliveries: Sequence[Delivery],
+    deliveries: Sequence[DeliveryForSend],
     results: dict[Any, SendResult],
-    released: Sequence[Delivery] = (),
+    released: Sequence[DeliveryForSend] = (),
     provider: str,
     final_attempt: bool = False,
 ) -> RecordedOutcomes:
@@ -338,10 +343,11 @@ def deliveries_record_outcomes(
     now = timezone.now()
     recorded = RecordedOutcomes()
     rows = _rows(deliveries, results, final_attempt=final_attempt)
-    DeliveryAttempt.objects.bulk_create(
+    # One statement (one JSON document on PostgreSQL).
+    rows_insert(
         [
             DeliveryAttempt(
-                delivery=row.delivery,
+                delivery_id=row.delivery.pk,
                 number=row.delivery.attempt_count,
                 provider=provider,
                 started_at=row.result.started_at,
@@ -356,15 +362,15 @@ def deliveries_record_outcomes(
     applied = _statuses_apply(rows, provider=provider, now=now)
     released_ids = _release(released, now=now)
     entries: list[AuditEntry] = []
-    sent_notices: dict[Any, Delivery] = {}
+    sent_notices: dict[Any, DeliveryForSend] = {}
     failed_for_good: list[_Row] = []
     for row in rows:
         delivery = row.delivery
         recorded.outcomes[row.outcome] += 1
         if delivery.pk not in applied:
-            logger.warning("delivery_outcome_not_applied", delivery_id=str(delivery.id), outcome=row.outcome)
+            logger.warning("delivery_outcome_not_applied", delivery_id=delivery.reference, outcome=row.outcome)
             continue
-        recorded.statuses[str(delivery.pk)] = row.status
+        recorded.statuses[delivery.reference] = row.status
         entries.append(_outcome_entry(row, provider=provider))
         if row.status == Delivery.Status.SENT:
             sent_notices.setdefault(delivery.notice_id, delivery)
@@ -373,15 +379,29 @@ def deliveries_record_outcomes(
     entries.extend(_notified_entries(sent_notices))
     # One audit append for every event of the chunk.
     audit_record_many(entries)
-    for row in failed_for_good:
-        row.delivery.status = Delivery.Status.FAILED_PERMANENT
-        delivery_fallback_advance(delivery=row.delivery, reason=f"{row.outcome}: {row.error}"[:MAX_ERROR_LENGTH])
+    if failed_for_good:
+        _fallbacks_advance(failed_for_good)
     recorded.outcomes["released"] += len(released_ids)
     recorded.retries = _retry_groups(rows, recorded.statuses, released=[d for d in released if d.pk in released_ids])
     return recorded
 
 
-def _rows(deliveries: Sequence[Delivery], results: dict[Any, SendResult], *, final_attempt: bool) -> list[_Row]:
+def _fallbacks_advance(rows: Sequence[_Row]) -> None:
+    """Hand each notice whose delivery failed for good to its next channel.
+
+    The fallback service works on model instances (it also serves receipts
+    and the sweeper): they are read here, with the notice and region it
+    reads, in one query, only for the chunks that have such a failure.
+    """
+    loaded = Delivery.objects.select_related("notice__region").in_bulk([row.delivery.pk for row in rows])
+    for row in rows:
+        delivery = loaded[row.delivery.pk]
+        # What this transaction has just written, whatever the read returned.
+        delivery.status = Delivery.Status.FAILED_PERMANENT
+        delivery_fallback_advance(delivery=delivery, reason=f"{row.outcome}: {row.error}"[:MAX_ERROR_LENGTH])
+
+
+def _rows(deliveries: Sequence[DeliveryForSend], results: dict[Any, SendResult], *, final_attempt: bool) -> list[_Row]:
     rows: list[_Row] = []
     for delivery in deliveries:
         result = results.get(delivery.pk)
@@ -418,7 +438,7 @@ def _statuses_apply(rows: Sequence[_Row], *, provider: str, now: datetime) -> se
     return applied
 
 
-def _release(deliveries: Sequence[Delivery], *, now: datetime) -> set[Any]:
+def _release(deliveries: Sequence[DeliveryForSend], *, now: datetime) -> set[Any]:
     """Give claimed but unattempted deliveries back: the status they had
     before the claim (a retry stays a retry), the attempt count as it was."""
     if not deliveries:
@@ -444,7 +464,7 @@ def _outcome_entry(row: _Row, *, provider: str) -> AuditEntry:
     delivery = row.delivery
     sent = row.status == Delivery.Status.SENT
     data: dict[str, object] = {
-        "notice": str(delivery.notice_id),
+        "notice": delivery.notice_reference,
         "channel": delivery.channel,
         "attempt": delivery.attempt_count,
         "provider": provider,
@@ -459,13 +479,13 @@ def _outcome_entry(row: _Row, *, provider: str) -> AuditEntry:
         actor_type="system",
         action="delivery.sent" if sent else "delivery.failed",
         object_type="delivery",
-        object_id=str(delivery.id),
-        region_code=delivery.notice.region.code,
+        object_id=delivery.reference,
+        region_code=delivery.region_code,
         data=data,
     )
 
 
-def _notified_entries(sent_notices: dict[Any, Delivery]) -> list[AuditEntry]:
+def _notified_entries(sent_notices: dict[Any, DeliveryForSend]) -> list[AuditEntry]:
     """Notices moving from issued to notified on their first accepted message."""
     if not sent_notices:
         return []
@@ -480,31 +500,33 @@ def _notified_entries(sent_notices: dict[Any, Delivery]) -> list[AuditEntry]:
                 actor_type="system",
                 action="notice.notified",
                 object_type="notice",
-                object_id=str(notice_id),
-                region_code=delivery.notice.region.code,
-                data={"delivery": str(delivery.id), "channel": delivery.channel},
+                object_id=delivery.notice_reference,
+                region_code=delivery.region_code,
+                data={"delivery": delivery.reference, "channel": delivery.channel},
             )
         )
     return entries
 
 
-def _retry_groups(rows: Sequence[_Row], statuses: dict[str, str], *, released: Sequence[Delivery]) -> list[RetryGroup]:
+def _retry_groups(
+    rows: Sequence[_Row], statuses: dict[str, str], *, released: Sequence[DeliveryForSend]
+) -> list[RetryGroup]:
     """Deliveries to try again, grouped by how many tries failed (their
     backoff). Released deliveries go with the failure that stopped the batch."""
     groups: dict[tuple[str, int], list[_Row]] = defaultdict(list)
     halting: _Row | None = None
     for row in rows:
-        if statuses.get(str(row.delivery.pk)) != Delivery.Status.FAILED_TEMPORARY:
+        if statuses.get(row.delivery.reference) != Delivery.Status.FAILED_TEMPORARY:
             continue
         groups[(row.delivery.channel, row.delivery.attempt_count)].append(row)
         if isinstance(row.result.error, BATCH_HALTING_ERRORS):
             halting = row
     retries = []
     for (channel, attempts), members in groups.items():
-        ids = [str(row.delivery.pk) for row in members]
+        ids = [row.delivery.reference for row in members]
         retry_after = max((_retry_after(row.result) or 0.0 for row in members), default=0.0) or None
         if halting is not None and halting in members:
-            ids += [str(delivery.pk) for delivery in released]
+            ids += [delivery.reference for delivery in released]
             released = ()
         retries.append(RetryGroup(channel, ids, retries=attempts, retry_after=retry_after, detail=members[0].error))
     if released:
@@ -515,7 +537,7 @@ def _retry_groups(rows: Sequence[_Row], statuses: dict[str, str], *, released: S
         retries.append(
             RetryGroup(
                 released[0].channel,
-                [str(delivery.pk) for delivery in released],
+                [delivery.reference for delivery in released],
                 retries=1,
                 retry_after=retry_after,
                 detail=stopped.error if stopped is not None else "released",

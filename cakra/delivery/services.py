@@ -6,6 +6,7 @@ Sending lives in cakra.delivery.sending; tasks only call services.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 import structlog
 from django.conf import settings
@@ -83,7 +84,7 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
         return []
     # Ids and kinds only: loading the contact points themselves would decrypt
     # every address here, where none is read (the sender decrypts the one it uses).
-    contacts: dict[tuple[object, str], object] = {}
+    contacts: dict[tuple[UUID, str], int] = {}
     owner_ids = {notice.owner_id for notice in notices}
     for contact_id, owner_id, kind in (
         ContactPoint.objects.filter(owner_id__in=owner_ids, is_active=True)

@@ -5,9 +5,11 @@ batch without charging the deliveries it never tried."""
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from cakra.audit.models import AuditEvent
@@ -149,6 +151,38 @@ def test_two_workers_claiming_the_same_batch_never_share_a_delivery(email_delive
     assert _statuses(deliveries) == ["sending"] * 3
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_claims_racing_on_the_same_rows_never_both_win(email_deliveries):
+    # The second claim runs while the first one's transaction holds the rows
+    # (on PostgreSQL it waits on their locks, on SQLite on the write lock)
+    # and must find them taken once it may go on, not win them again.
+    with transaction.atomic():  # issued as intake issues them
+        deliveries = email_deliveries([f"race{i}@example.co.id" for i in range(3)])
+    pks = [delivery.pk for delivery in deliveries]
+    second: list[object] = []
+    started = threading.Event()
+
+    def other_worker():
+        try:
+            started.set()
+            second.extend(deliveries_claim(delivery_ids=pks))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_worker)
+    with transaction.atomic():
+        first = deliveries_claim(delivery_ids=pks)
+        thread.start()
+        started.wait(timeout=5)
+        time.sleep(0.3)  # the other claim is now waiting for this transaction
+    thread.join(timeout=30)
+
+    assert first == pks
+    assert second == []
+    assert _statuses(deliveries) == ["sending"] * 3
+    assert set(Delivery.objects.filter(pk__in=pks).values_list("attempt_count", flat=True)) == {1}
+
+
 def test_a_cancelled_notice_in_a_batch_is_skipped(mail_sink, email_deliveries):
     kept, cancelled = email_deliveries(["kept@example.co.id", "cancelled@example.co.id"])
     Notice.objects.filter(pk=cancelled.notice_id).update(status=Notice.Status.CANCELLED)
@@ -202,6 +236,22 @@ def test_a_mixed_batch_records_each_outcome_on_its_own_delivery(mail_sink, email
     bounced.refresh_from_db()
     assert bounced.last_error == "smtp 550 at rcpt"
     assert bounced.provider_reference == ""
+    # Each attempt row holds its own values, column by column.
+    attempts = {attempt.delivery_id: attempt for attempt in DeliveryAttempt.objects.all()}
+    for delivery, outcome, error in ((sent, "sent", ""), (bounced, "permanent", "smtp 550 at rcpt")):
+        attempt = attempts[delivery.pk]
+        assert (attempt.number, attempt.provider, attempt.outcome, attempt.error) == (1, "smtp", outcome, error)
+        assert attempt.started_at is not None
+        assert attempt.duration_ms >= 0
+    assert attempts[sent.pk].provider_reference.startswith(f"<{sent.id}@")
+    # The notice whose delivery failed for good went on to fallback.
+    [handed_on] = AuditEvent.objects.filter(
+        action__in=["delivery.plan_exhausted", "delivery.fallback"], object_id=str(bounced.notice_id)
+    )
+    assert str(bounced.id) in (handed_on.data.get("last_delivery"), handed_on.data.get("from_delivery"))
+    assert not AuditEvent.objects.filter(
+        action__in=["delivery.plan_exhausted", "delivery.fallback"], object_id=str(sent.notice_id)
+    ).exists()
 
 
 def test_a_slow_provider_cannot_keep_a_batch_sending_past_the_lease(settings, tmp_path, email_relay, email_deliveries):

@@ -14,6 +14,7 @@ import re
 import time
 from datetime import date, datetime, timedelta
 from email import policy
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import dkim
@@ -34,11 +35,15 @@ from cakra.delivery.messages import (
     _day_en,
     _day_id,
     _email_context,
+    _fetcher,
     _flatten,
     email_render,
+    notice_lookup_url,
     outbound_message_build,
 )
 from cakra.delivery.models import Delivery
+from cakra.delivery.selectors import NoticeForMessage, deliveries_get_for_send
+from cakra.security import crypto
 from cakra.simulators.smtp_sink import SimulatedDkimDns, dkim_check
 
 DOMAIN = "korlantas.polri.go.id"
@@ -60,9 +65,36 @@ TRICKY_TEXT = (
 @pytest.fixture
 def loaded(delivery):
     """The delivery as the sending path loads deliveries in bulk."""
+    [found] = deliveries_get_for_send(delivery_ids=[delivery.pk])
+    return found
+
+
+@pytest.fixture
+def model(delivery):
+    """The same delivery as model instances, with everything a message shows."""
     return Delivery.objects.select_related(
         "notice__violation", "notice__region", "notice__article", "notice__vehicle", "contact_point"
     ).get(pk=delivery.pk)
+
+
+def notice_for_message(notice):
+    """What the message shows, read from a notice loaded as model instances."""
+    region, violation, article = notice.region, notice.violation, notice.article
+    return NoticeForMessage(
+        number=notice.number,
+        region_name=region.name,
+        region_timezone=region.timezone,
+        plate=notice.vehicle.plate,
+        captured_at=violation.captured_at,
+        location=violation.location,
+        article_code=article.code,
+        article_law=article.law,
+        article_title_id=article.title_id,
+        article_title_en=article.title_en,
+        fine_amount=notice.fine_amount,
+        confirm_by=notice.confirm_by,
+        verification_code=notice.verification_code,
+    )
 
 
 @pytest.fixture
@@ -110,9 +142,10 @@ def _assert_well_formed(raw):
 # --- Rendering -----------------------------------------------------------------
 
 
-def test_the_rendering_is_djangos_own_rendering_of_the_templates(loaded):
+@pytest.mark.parametrize("location", [HOSTILE_LOCATION + " {braces} — é", "Jl. \x00 <b>nul</b> & \x00"])
+def test_the_rendering_is_djangos_own_rendering_of_the_templates(loaded, location):
     notice = loaded.notice
-    notice.violation.location = HOSTILE_LOCATION + " {braces} — é"
+    notice.location = location
     context = _email_context(notice)
 
     rendered = email_render(notice=notice)
@@ -120,10 +153,63 @@ def test_the_rendering_is_djangos_own_rendering_of_the_templates(loaded):
     assert rendered.subject == " ".join(render_to_string(SUBJECT_TEMPLATE, context).split())
     assert rendered.text == render_to_string(TEXT_TEMPLATE, context)
     assert rendered.html == render_to_string(HTML_TEMPLATE, context)
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Gatot&quot; &#x27;Subroto&#x27;" in rendered.html
     assert "<script>" not in rendered.html
-    assert HOSTILE_LOCATION in rendered.text  # plain text needs no escaping
+    assert "<b>" not in rendered.html
+    assert location in rendered.text  # plain text needs no escaping
     assert "\n" not in rendered.subject
+
+
+def test_hostile_text_is_escaped_in_the_html_part(loaded):
+    loaded.notice.location = HOSTILE_LOCATION
+
+    rendered = email_render(notice=loaded.notice)
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Gatot&quot; &#x27;Subroto&#x27;" in rendered.html
+    assert HOSTILE_LOCATION in rendered.text
+
+
+def test_templates_of_one_or_no_variable_fetch_a_tuple():
+    assert _fetcher(("a", "b"))({"a": "1", "b": "2"}) == ("1", "2")
+    assert _fetcher(("a",))({"a": "1"}) == ("1",)
+    assert _fetcher(())({}) == ()
+
+
+@pytest.mark.parametrize("number", ["1234567890123456", "12 34/&?=é+"])
+def test_the_lookup_link_is_the_one_urlencode_writes(settings, number):
+    assert notice_lookup_url(number=number) == f"{settings.CAKRA_PORTAL_BASE_URL}/cek/?{urlencode({'n': number})}"
+
+
+def test_the_send_path_reads_what_the_models_hold(loaded, model):
+    assert loaded.notice == notice_for_message(model.notice)
+    assert (loaded.pk, loaded.reference, loaded.notice_id, loaded.notice_reference) == (
+        model.pk,
+        str(model.pk),
+        model.notice_id,
+        str(model.notice_id),
+    )
+    assert (loaded.channel, loaded.step, loaded.attempt_count) == (model.channel, model.step, model.attempt_count)
+    assert loaded.recipient == model.contact_point.value
+    region = model.notice.region
+    assert (loaded.region_code, loaded.email_from_address, loaded.email_from_name) == (
+        region.code,
+        region.email_from_address,
+        region.email_from_name,
+    )
+
+
+def test_the_send_path_decrypts_only_the_recipient_and_the_verification_code(delivery, monkeypatch):
+    contexts = []
+    decrypt = crypto.KeyRing.decrypt
+
+    def counting(self, token, *, context):
+        contexts.append(context)
+        return decrypt(self, token, context=context)
+
+    monkeypatch.setattr(crypto.KeyRing, "decrypt", counting)
+
+    deliveries_get_for_send(delivery_ids=[delivery.pk])
+
+    assert sorted(contexts) == ["enforcement_notice.verification_code", "registry_contactpoint.value"]
 
 
 def test_dates_are_written_as_djangos_dateformat_writes_them_in_both_languages():
@@ -137,8 +223,8 @@ def test_dates_are_written_as_djangos_dateformat_writes_them_in_both_languages()
 
 def test_the_capture_time_is_written_in_the_regions_zone(loaded):
     notice = loaded.notice
-    notice.region.timezone = "Asia/Jayapura"
-    notice.violation.captured_at = datetime(2026, 11, 28, 23, 5, tzinfo=ZoneInfo("UTC"))
+    notice.region_timezone = "Asia/Jayapura"
+    notice.captured_at = datetime(2026, 11, 28, 23, 5, tzinfo=ZoneInfo("UTC"))
 
     context = _email_context(notice)
 
@@ -161,22 +247,40 @@ def test_building_a_delivery_loaded_in_bulk_runs_no_query(loaded, django_assert_
     with django_assert_num_queries(0):
         message = outbound_message_build(delivery=loaded)
 
-    assert message.reference == str(loaded.id)
-    assert message.sender.address == loaded.notice.region.email_from_address
+    assert message.reference == str(loaded.pk)
+    assert message.sender.address == loaded.email_from_address
+
+
+def test_the_message_is_the_one_built_from_the_models(loaded, model):
+    # What the sender passed the adapter before it read plain values: the
+    # message built straight from the model instances, field by field.
+    notice = model.notice
+    expected = email_render(notice=notice_for_message(notice))
+
+    message = outbound_message_build(delivery=loaded)
+
+    assert message == OutboundMessage(
+        reference=str(model.id),
+        recipient=model.contact_point.value,
+        sender=SenderIdentity(address=notice.region.email_from_address, display_name=notice.region.email_from_name),
+        subject=expected.subject,
+        text=expected.text,
+        html=expected.html,
+    )
 
 
 # --- The message -----------------------------------------------------------------
 
 
 def test_the_notice_email_parses_back_to_its_subject_text_and_html(loaded, adapter, dns):
-    loaded.notice.violation.location = HOSTILE_LOCATION
+    loaded.notice.location = HOSTILE_LOCATION
     message = outbound_message_build(delivery=loaded)
 
     message_id, raw = adapter.build(message)
 
     parsed = _parsed(raw)
     assert parsed["Subject"] == message.subject
-    assert parsed["Message-ID"] == message_id == f"<{loaded.id}@{DOMAIN}>"
+    assert parsed["Message-ID"] == message_id == f"<{loaded.pk}@{DOMAIN}>"
     assert parsed["Bcc"] is None  # the location's line break stayed in the body
     assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain", "text/html"]
     assert _content(parsed.get_body(preferencelist=("plain",))) == _as_received(message.text)
