@@ -419,22 +419,24 @@ def _rows(deliveries: Sequence[DeliveryForSend], results: dict[Any, SendResult],
 
 def _statuses_apply(rows: Sequence[_Row], *, provider: str, now: datetime) -> set[Any]:
     """One conditional UPDATE per resulting status (each row's own reference
-    or error as a parameter); returns the deliveries changed, those still ``sending``."""
+    or error, the provider and time once); returns the deliveries changed,
+    those still ``sending``."""
     applied: set[Any] = set()
     for status, group in itertools.groupby(sorted(rows, key=lambda row: row.status), key=lambda row: row.status):
         if status == Delivery.Status.SENT:
-            changes = {
-                row.delivery.pk: {
-                    "provider": provider,
-                    "provider_reference": row.reference,
-                    "last_error": "",
-                    "sent_at": now,
-                }
-                for row in group
-            }
+            applied |= delivery_transition_many(
+                from_states=_SENDING,
+                to=status,
+                changes={row.delivery.pk: {"provider_reference": row.reference} for row in group},
+                common={"provider": provider, "last_error": "", "sent_at": now},
+            )
         else:
-            changes = {row.delivery.pk: {"provider": provider, "last_error": row.error} for row in group}
-        applied |= delivery_transition_many(from_states=_SENDING, to=status, changes=changes)
+            applied |= delivery_transition_many(
+                from_states=_SENDING,
+                to=status,
+                changes={row.delivery.pk: {"last_error": row.error} for row in group},
+                common={"provider": provider},
+            )
     return applied
 
 

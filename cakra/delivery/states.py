@@ -44,6 +44,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Field
 from django.utils import timezone
+from pydantic_core import to_json
 
 from cakra.delivery.models import Delivery, DeliveryReceipt
 
@@ -97,56 +98,124 @@ def delivery_transition_many(
     to: str,
     changes: Mapping[Any, Mapping[str, Any]],
     keep_existing: Collection[str] = (),
+    common: Mapping[str, Any] | None = None,
 ) -> set[Any]:
     """Move many deliveries to ``to``, in one statement, if at this instant
     their status is one of ``from_states``.
 
     ``changes`` maps each delivery id to the columns it sets besides the
     status (each row its own values, e.g. its own ``delivered_at``); a column
-    in ``keep_existing`` is set only where it is still NULL. Returns the ids
-    (as given) of the deliveries that moved: the UPDATE's ``RETURNING``
-    decides, so a delivery another transaction moved first is not among them.
+    in ``keep_existing`` is set only where it is still NULL. ``common`` are
+    columns set to the same value on every row (one parameter each, not one
+    per row). Returns the ids (as given) of the deliveries that moved: the
+    UPDATE's ``RETURNING`` decides, so a delivery another transaction moved
+    first is not among them.
+
+    On PostgreSQL, when every row sets the same columns (the usual case),
+    the rows' own values travel as one JSON document joined to the table
+    (``UPDATE … FROM jsonb_to_recordset``); otherwise, and on SQLite, each
+    column is a ``CASE`` over the ids. The document keeps the statement's
+    text and parameters the same whatever the chunk's size: with a ``CASE``,
+    100 rows were ~900 parameters, a statement psycopg parses again on every
+    call (~95 against ~25 µs of worker CPU per delivery, measured).
 
     Must run inside the transaction that records the changes' audit events.
     """
     if not from_states or not changes:
         return set()
     connection = connections[router.db_for_write(Delivery)]
-    quote = connection.ops.quote_name
-    meta = Delivery._meta  # noqa: SLF001 - Django's public model metadata
-
-    def column(name: str) -> tuple[Field[Any, Any], str]:
-        field = meta.get_field(name)
-        assert isinstance(field, Field)  # noqa: S101 - a concrete column of Delivery
-        assert field.column  # noqa: S101
-        return field, quote(field.column)
-
-    pk_field, pk_column = column("id")
-    _, status_column = column("status")
-    updated_at_field, updated_at_column = column("updated_at")
+    plan = _TransitionPlan(connection)
+    assignments = [f"{plan.status_column} = %s", f"{plan.updated_at_column} = %s"]
+    params: list[Any] = [to, plan.updated_at_field.get_db_prep_value(timezone.now(), connection)]
+    for name, value in sorted((common or {}).items()):
+        field, field_column = plan.column(name)
+        assignments.append(f"{field_column} = %s")
+        params.append(field.get_db_prep_value(value, connection))
+    names = sorted({name for row in changes.values() for name in row})
+    if connection.vendor == "postgresql" and names and all(len(row) == len(names) for row in changes.values()):
+        return _transition_from_document(plan, assignments, params, from_states, changes, names, keep_existing)
     # The database's form of each id (a hex string on SQLite, a UUID on
     # PostgreSQL), which is also what RETURNING gives back.
-    ids = {pk_field.get_db_prep_value(delivery_id, connection): delivery_id for delivery_id in changes}
-    assignments = [f"{status_column} = %s", f"{updated_at_column} = %s"]
-    params: list[Any] = [to, updated_at_field.get_db_prep_value(timezone.now(), connection)]
-    for name in sorted({name for row in changes.values() for name in row}):
-        field, field_column = column(name)
+    ids = {plan.pk_field.get_db_prep_value(delivery_id, connection): delivery_id for delivery_id in changes}
+    for name in names:
+        field, field_column = plan.column(name)
         cases: list[str] = []
         for prepared, delivery_id in ids.items():
             if name in changes[delivery_id]:
                 cases.append("WHEN %s THEN %s")
                 params += [prepared, field.get_db_prep_value(changes[delivery_id][name], connection)]
-        value = f"CASE {pk_column} {' '.join(cases)} ELSE {field_column} END"
+        value = f"CASE {plan.pk_column} {' '.join(cases)} ELSE {field_column} END"
         if name in keep_existing:
             value = f"COALESCE({field_column}, {value})"
         assignments.append(f"{field_column} = {value}")
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608 - names are quoted model metadata; values are parameters
-        f"WHERE {pk_column} IN ({', '.join(['%s'] * len(ids))}) "
-        f"AND {status_column} IN ({', '.join(['%s'] * len(from_states))}) "
-        f"RETURNING {pk_column}"
+        f"UPDATE {plan.table} SET {', '.join(assignments)} "  # noqa: S608 - names are quoted model metadata; values are parameters
+        f"WHERE {plan.pk_column} IN ({', '.join(['%s'] * len(ids))}) "
+        f"AND {plan.status_column} IN ({', '.join(['%s'] * len(from_states))}) "
+        f"RETURNING {plan.pk_column}"
     )
     params += [*ids, *sorted(from_states)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {ids[row[0]] for row in cursor.fetchall()}
+
+
+class _TransitionPlan:
+    """Quoted names of the delivery table's columns, for one connection."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.quote = connection.ops.quote_name
+        self.meta = Delivery._meta  # noqa: SLF001 - Django's public model metadata
+        self.table = self.quote(self.meta.db_table)
+        self.pk_field, self.pk_column = self.column("id")
+        _, self.status_column = self.column("status")
+        self.updated_at_field, self.updated_at_column = self.column("updated_at")
+
+    def column(self, name: str) -> tuple[Field[Any, Any], str]:
+        field = self.meta.get_field(name)
+        assert isinstance(field, Field)  # noqa: S101 - a concrete column of Delivery
+        assert field.column  # noqa: S101
+        return field, self.quote(field.column)
+
+
+def _transition_from_document(  # noqa: PLR0917 - the private half of delivery_transition_many
+    plan: _TransitionPlan,
+    assignments: list[str],
+    params: list[Any],
+    from_states: frozenset[str],
+    changes: Mapping[Any, Mapping[str, Any]],
+    names: list[str],
+    keep_existing: Collection[str],
+) -> set[Any]:
+    """The PostgreSQL form of delivery_transition_many: the rows' own values as one JSON document."""
+    connection = plan.connection
+    columns = [("id", plan.pk_field, plan.pk_column), *((name, *plan.column(name)) for name in names)]
+    definitions = ", ".join(f"{column} {field.db_type(connection)}" for _, field, column in columns)
+    for name, _, column in columns[1:]:
+        value = f"v.{column}"
+        if name in keep_existing:
+            value = f"COALESCE({plan.table}.{column}, {value})"
+        assignments.append(f"{column} = {value}")
+    ids = {str(plan.pk_field.to_python(delivery_id)): delivery_id for delivery_id in changes}
+    document = [
+        {
+            plan.pk_field.column: key,
+            **{
+                field.column: field.get_db_prep_value(changes[delivery_id][name], connection)
+                for name, field, _ in columns[1:]
+            },
+        }
+        for key, delivery_id in ids.items()
+    ]
+    sql = (
+        f"UPDATE {plan.table} SET {', '.join(assignments)} "  # noqa: S608 - names are quoted model metadata; values are parameters
+        f"FROM jsonb_to_recordset(%s::jsonb) AS v({definitions}) "
+        f"WHERE {plan.table}.{plan.pk_column} = v.{plan.pk_column} "
+        f"AND {plan.table}.{plan.status_column} IN ({', '.join(['%s'] * len(from_states))}) "
+        f"RETURNING {plan.table}.{plan.pk_column}"
+    )
+    params += [to_json(document, fallback=str).decode(), *sorted(from_states)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {ids[str(row[0])] for row in cursor.fetchall()}
