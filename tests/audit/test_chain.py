@@ -291,3 +291,23 @@ def test_an_anchor_holds_ids_and_hashes_only(capsys):
     assert set(anchor) == {"format", "created_at", "chains", "mac"}
     assert all(set(head) == {"seq", "hash"} for head in anchor["chains"].values())
     assert audit_verify_anchor(anchor).ok
+
+
+def test_events_are_built_in_the_models_column_order() -> None:
+    """cakra.audit.services builds events positionally (half the cost of
+    keywords): a new or moved column must be placed there too."""
+    assert [field.attname for field in AuditEvent._meta.concrete_fields] == [
+        "id",
+        "chain",
+        "seq",
+        "created_at",
+        "actor_type",
+        "actor_id",
+        "action",
+        "object_type",
+        "object_id",
+        "region_code",
+        "data",
+        "prev_hash",
+        "hash",
+    ]
