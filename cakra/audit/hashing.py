@@ -23,11 +23,14 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 
+# One encoder for every event: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
 
 def event_hash(fields: dict[str, Any]) -> str:
     """SHA-256 over the canonical JSON of ``fields`` (exactly HASHED_FIELDS)."""
     canonical: dict[str, Any] = {name: fields[name] for name in HASHED_FIELDS}
     created_at: datetime = canonical["created_at"]
     canonical["created_at"] = created_at.isoformat(timespec="microseconds")
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = _CANONICAL.encode(canonical)
     return hashlib.sha256(text.encode()).hexdigest()

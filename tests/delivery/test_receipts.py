@@ -3,6 +3,7 @@ the notice to the next channel of its plan."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ from django.utils import timezone
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.delivery.receipts import (
+    RECEIPT_FIELDS,
     ReceiptReport,
     ReceiptResult,
     delivery_record_receipt,
@@ -396,6 +398,91 @@ def test_a_duplicate_in_a_batch_does_not_undo_its_neighbours(delivery):
     assert [o.result for o in outcomes] == [APPLIED, ReceiptResult.DUPLICATE, ReceiptResult.UNKNOWN_REFERENCE, APPLIED]
     assert _status(delivery) == S.READ
     assert sorted(DeliveryReceipt.objects.values_list("event_id", flat=True)) == ["b-1", "b-3"]
+
+
+def test_references_and_event_ids_are_matched_exactly_whatever_their_characters(delivery):
+    # The chunk's lookups send their values as one JSON array: quotes,
+    # backslashes, percent signs and non-ASCII text must match as they are.
+    odd = "<q\"uo\\te'%s%%{x}@korlantas.polri.go.id>"
+    twin, other = _twins(delivery, 2)
+    Delivery.objects.filter(pk=twin.pk).update(provider_reference=odd)
+    Delivery.objects.filter(pk=other.pk).update(provider_reference="<pengiriman-é@korlantas.polri.go.id>")
+    now = timezone.now()
+    reports = [
+        ReceiptReport(provider_reference=odd, event="delivered", occurred_at=now, event_id='e"\\1%s'),
+        ReceiptReport(
+            provider_reference="<pengiriman-é@korlantas.polri.go.id>", event="read", occurred_at=now, event_id="é-2"
+        ),
+        ReceiptReport(provider_reference=odd[:-1], event="delivered", occurred_at=now, event_id="e-3"),
+    ]
+
+    first = delivery_record_receipts(provider=PROVIDER, reports=reports)
+    again = delivery_record_receipts(provider=PROVIDER, reports=reports)
+
+    assert [o.result for o in first] == [APPLIED, APPLIED, ReceiptResult.UNKNOWN_REFERENCE]
+    assert [o.result for o in again] == [
+        ReceiptResult.DUPLICATE,
+        ReceiptResult.DUPLICATE,
+        ReceiptResult.UNKNOWN_REFERENCE,
+    ]
+    assert (_status(twin), _status(other)) == (S.DELIVERED, S.READ)
+    assert sorted(DeliveryReceipt.objects.values_list("event_id", flat=True)) == sorted(['e"\\1%s', "é-2"])
+
+
+def test_a_batch_longer_than_a_chunk_is_recorded_chunk_by_chunk_in_order(delivery, monkeypatch, caplog):
+    monkeypatch.setattr("cakra.delivery.receipts.BATCH_CHUNK", 2)
+    caplog.set_level(logging.INFO)
+    first, second = _twins(delivery, 2)
+    now = timezone.now()
+
+    def report(target, event, event_id):
+        return ReceiptReport(
+            provider_reference=target.provider_reference, event=event, occurred_at=now, event_id=event_id
+        )
+
+    outcomes = delivery_record_receipts(
+        provider=PROVIDER,
+        reports=[
+            report(first, "delivered", "c-1"),
+            report(second, "delivered", "c-2"),
+            report(first, "delivered", "c-1"),  # a duplicate of the previous chunk
+            report(first, "read", "c-3"),  # the same delivery, a later chunk
+            ReceiptReport(provider_reference="<not-ours@x>", event="delivered", occurred_at=now, event_id="c-4"),
+        ],
+    )
+
+    assert [(o.result, o.status) for o in outcomes] == [
+        (APPLIED, S.DELIVERED),
+        (APPLIED, S.DELIVERED),
+        (ReceiptResult.DUPLICATE, ""),
+        (APPLIED, S.READ),
+        (ReceiptResult.UNKNOWN_REFERENCE, ""),
+    ]
+    assert [str(first.pk), str(second.pk), "", str(first.pk), ""] == [o.delivery_id for o in outcomes]
+    assert [e.data["event_id"] for e in _audit("delivery.receipt")] == ["c-1", "c-2", "c-3"]
+    unknown = [r.getMessage() for r in caplog.records if "delivery_receipt_unknown_reference" in r.getMessage()]
+    assert len(unknown) == 1
+    assert "c-4" in unknown[0]
+
+
+def test_receipts_are_built_in_the_models_field_order():
+    # Receipts are constructed with positional arguments in this order.
+    assert tuple(field.attname for field in DeliveryReceipt._meta.concrete_fields) == RECEIPT_FIELDS
+
+
+def test_a_stored_receipt_holds_every_column_as_reported(delivery):
+    _as_sent(delivery)
+    occurred = timezone.now() - timedelta(minutes=3)
+
+    outcome = _receipt("failed", event_id="col-1", occurred_at=occurred, detail="550 5.1.1 <budi@example.com> unknown")
+
+    receipt = DeliveryReceipt.objects.get()
+    assert (receipt.provider, receipt.event_id, receipt.delivery_id) == (PROVIDER, "col-1", delivery.pk)
+    assert (receipt.event, receipt.outcome, receipt.status_after) == ("failed", APPLIED, S.FAILED_PERMANENT)
+    assert receipt.occurred_at == occurred
+    assert occurred < receipt.received_at <= timezone.now()
+    assert receipt.detail == "550 5.1.1 <[address]> unknown"
+    assert (outcome.delivery_id, outcome.status) == (str(delivery.pk), S.FAILED_PERMANENT)
 
 
 def _twins(delivery, count, *, status=S.SENT, first_step=10):
