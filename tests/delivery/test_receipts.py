@@ -3,6 +3,7 @@ the notice to the next channel of its plan."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -435,10 +436,7 @@ def test_a_batch_longer_than_a_chunk_is_recorded_chunk_by_chunk_in_order(deliver
     first, second = _twins(delivery, 2)
     now = timezone.now()
 
-    def report(target, event, event_id):
-        return ReceiptReport(
-            provider_reference=target.provider_reference, event=event, occurred_at=now, event_id=event_id
-        )
+    report = functools.partial(_report, occurred_at=now)
 
     outcomes = delivery_record_receipts(
         provider=PROVIDER,
@@ -556,10 +554,7 @@ def test_a_batch_mixing_events_deliveries_and_states_applies_each_as_the_table_s
     Delivery.objects.filter(pk=early.pk).update(status=S.SENDING)
     now = timezone.now()
 
-    def report(target, event, event_id):
-        return ReceiptReport(
-            provider_reference=target.provider_reference, event=event, occurred_at=now, event_id=event_id
-        )
+    report = functools.partial(_report, occurred_at=now)
 
     outcomes = delivery_record_receipts(
         provider=PROVIDER,
@@ -752,3 +747,9 @@ def test_an_asynchronous_bounce_from_the_sink_fails_the_sent_email(reporting_sin
     receipt = DeliveryReceipt.objects.get(delivery=delivery)
     assert (receipt.event, receipt.outcome) == ("failed", "applied")
     assert _audit("delivery.plan_exhausted")
+
+
+def _report(target, event, event_id, *, occurred_at):
+    return ReceiptReport(
+        provider_reference=target.provider_reference, event=event, occurred_at=occurred_at, event_id=event_id
+    )
