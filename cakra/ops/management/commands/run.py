@@ -9,6 +9,7 @@ separate services instead (docs/operations.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -116,13 +117,20 @@ class Command(BaseCommand):
         self.stdout.write("Cakra is running. Ctrl-C stops everything.")
 
     def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
+        # SIGTERM to each leader only: gunicorn's arbiter and Celery's main
+        # process stop their own children in order. Sent to the whole group,
+        # it also hit Celery's pool processes directly, and the worker then
+        # never finished its warm shutdown (killed after the grace period,
+        # 20 s after Ctrl-C, instead of stopping in a few seconds).
         for child in children.values():
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            # Whatever is left of the group (the leader past its grace, or an
+            # orphan it left behind) does not outlive the command.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
         self.stdout.write("all processes stopped")
