@@ -206,7 +206,11 @@ def _transition_from_document(  # noqa: PLR0917 - the private half of delivery_t
                 for name, field, _ in columns[1:]
             },
         }
-        for key, delivery_id in ids.items()
+        # In key order: the join visits (and locks) the rows in the order of
+        # the document, so two transactions moving overlapping sets (two
+        # receipt batches, a batch and a worker's record) take their row
+        # locks in the same order instead of deadlocking.
+        for key, delivery_id in sorted(ids.items())
     ]
     sql = (
         f"UPDATE {plan.table} SET {', '.join(assignments)} "  # noqa: S608 - names are quoted model metadata; values are parameters
