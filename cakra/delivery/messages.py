@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import html
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -47,7 +46,7 @@ from cakra.enforcement.numbers import notice_number_display
 SUBJECT_TEMPLATE = "delivery/email/notice_subject.txt"
 TEXT_TEMPLATE = "delivery/email/notice.txt"
 HTML_TEMPLATE = "delivery/email/notice.html"
-# Suffix of the format-field name that stands for the HTML-escaped value of a
+# Suffix of the name that stands for the HTML-escaped value of a
 # variable; "|" cannot occur in a Django variable name, so no clash.
 _ESCAPED = "|html"
 # Joins the values to escape into one string, for one html.escape call
@@ -163,11 +162,25 @@ def _fetcher(names: tuple[str, ...]) -> Callable[[dict[str, str]], tuple[str, ..
     return lambda _values: ()
 
 
-def _flatten(nodelist: NodeList, *, autoescape: bool, pieces: list[str], escaped: set[str], name: str) -> None:
+class _Pieces:
+    """A template being flattened: text and variables in turn."""
+
+    def __init__(self) -> None:
+        self.literals: list[str] = []  # the text before each variable
+        self.names: list[str] = []  # "name" raw, "name|html" escaped
+        self.text: list[str] = []  # the text since the last variable
+
+    def variable(self, name: str) -> None:
+        self.literals.append("".join(self.text))
+        self.names.append(name)
+        self.text.clear()
+
+
+def _flatten(nodelist: NodeList, *, autoescape: bool, pieces: _Pieces, escaped: set[str], name: str) -> None:
     node: Node
     for node in nodelist:
         if isinstance(node, TextNode):
-            pieces.append(node.s.replace("{", "{{").replace("}", "}}"))
+            pieces.text.append(node.s)
         elif isinstance(node, VariableNode):
             expression = node.filter_expression
             variable = expression.var
@@ -183,9 +196,9 @@ def _flatten(nodelist: NodeList, *, autoescape: bool, pieces: list[str], escaped
             var_name = variable.lookups[0]
             if autoescape:
                 escaped.add(var_name)
-                pieces.append("{" + var_name + _ESCAPED + "}")
+                pieces.variable(var_name + _ESCAPED)
             else:
-                pieces.append("{" + var_name + "}")
+                pieces.variable(var_name)
         elif isinstance(node, AutoEscapeControlNode):
             _flatten(node.nodelist, autoescape=node.setting, pieces=pieces, escaped=escaped, name=name)
         elif not isinstance(node, CommentNode):
@@ -201,37 +214,22 @@ def _compiled(name: str) -> _Compiled:
     loader: the files change only with a deployment, which restarts workers.
     It holds no data, only the template's text and variable names.
 
-    The flattened template is a ``str.format_map`` pattern, split here once
-    into its text and its variables: ``format_map`` would parse all of it
-    again for every message, and joining the pieces takes a fifth of that
-    (measured: ~21 µs against ~4.5 µs for the HTML part). Variable names are
-    plain words (``_flatten`` checks), so the split reads exactly the fields
-    ``format_map`` would.
+    A message then joins the pieces of text with the values (measured:
+    ~4.5 µs for the HTML part, against ~21 µs for ``str.format_map`` over one
+    pattern, which parses all of it again for every message).
     """
     engine = Engine.get_default()
     template = engine.get_template(name)
-    pieces: list[str] = []
+    pieces = _Pieces()
     escaped: set[str] = set()
     _flatten(template.nodelist, autoescape=engine.autoescape, pieces=pieces, escaped=escaped, name=name)
-    literals: list[str] = []
-    names: list[str] = []
-    text = ""
-    for literal, field_name, spec, conversion in string.Formatter().parse("".join(pieces)):
-        text += literal  # "{{" and "}}" come back as single braces, in pieces of their own
-        if field_name is None:
-            continue
-        if spec or conversion:  # _flatten writes only "{name}": never, unless it changes
-            msg = f"{name}: unexpected field {field_name!r}"
-            raise ImproperlyConfigured(msg)
-        literals.append(text)
-        names.append(field_name)
-        text = ""
+    names = tuple(pieces.names)
     return _Compiled(
-        literals=tuple(literals),
-        names=tuple(names),
-        trail=text,
+        literals=tuple(pieces.literals),
+        names=names,
+        trail="".join(pieces.text),
         escaped=frozenset(escaped),
-        fetch=_fetcher(tuple(names)),
+        fetch=_fetcher(names),
     )
 
 
