@@ -115,6 +115,17 @@ def _insert_plan(model: type[models.Model], alias: str, *, keys_given: bool) -> 
     return _InsertPlan(sql=sql, fields=tuple(fields), returning=not keys_given)
 
 
+def json_document(value: Any) -> str:
+    """``value`` as the JSON text of a document PostgreSQL expands (``jsonb_to_recordset``).
+
+    pydantic-core's serializer (pydantic's own engine): ~4x faster than
+    json.dumps for rows of column values. UUIDs, decimals, dates and aware
+    datetimes become the ISO text PostgreSQL reads back; anything else goes
+    through str, as json.dumps's default=str did.
+    """
+    return to_json(value, fallback=str).decode()
+
+
 def rows_insert(objs: Sequence[models.Model]) -> None:
     """``bulk_create(objs)`` for new rows of one model, in one statement.
 
@@ -155,12 +166,7 @@ def rows_insert(objs: Sequence[models.Model]) -> None:
                 row[column] = field.get_db_prep_save(field.pre_save(obj, add=True), connection)
         rows.append(row)
     with connection.cursor() as cursor:
-        # pydantic-core's serializer (pydantic's own engine, already installed
-        # with django-ninja): ~4x faster than json.dumps for these rows.
-        # UUIDs, decimals, dates and aware datetimes become the ISO text
-        # PostgreSQL reads back; anything else through str, as json.dumps's
-        # default=str did.
-        cursor.execute(plan.sql, [to_json(rows, fallback=str).decode()])
+        cursor.execute(plan.sql, [json_document(rows)])
         if plan.returning:
             # INSERT … SELECT returns its rows in the order it inserted them,
             # the document's (bulk_create relies on the same for VALUES).

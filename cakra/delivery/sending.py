@@ -423,20 +423,14 @@ def _statuses_apply(rows: Sequence[_Row], *, provider: str, now: datetime) -> se
     those still ``sending``."""
     applied: set[Any] = set()
     for status, group in itertools.groupby(sorted(rows, key=lambda row: row.status), key=lambda row: row.status):
+        changes: dict[Any, dict[str, Any]]
         if status == Delivery.Status.SENT:
-            applied |= delivery_transition_many(
-                from_states=_SENDING,
-                to=status,
-                changes={row.delivery.pk: {"provider_reference": row.reference} for row in group},
-                common={"provider": provider, "last_error": "", "sent_at": now},
-            )
+            changes = {row.delivery.pk: {"provider_reference": row.reference} for row in group}
+            common = {"provider": provider, "last_error": "", "sent_at": now}
         else:
-            applied |= delivery_transition_many(
-                from_states=_SENDING,
-                to=status,
-                changes={row.delivery.pk: {"last_error": row.error} for row in group},
-                common={"provider": provider},
-            )
+            changes = {row.delivery.pk: {"last_error": row.error} for row in group}
+            common = {"provider": provider}
+        applied |= delivery_transition_many(from_states=_SENDING, to=status, changes=changes, common=common)
     return applied
 
 

@@ -44,8 +44,8 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Field
 from django.utils import timezone
-from pydantic_core import to_json
 
+from cakra.db import json_document
 from cakra.delivery.models import Delivery, DeliveryReceipt
 
 Status = Delivery.Status
@@ -219,7 +219,7 @@ def _transition_from_document(  # noqa: PLR0917 - the private half of delivery_t
         f"AND {plan.table}.{plan.status_column} IN ({', '.join(['%s'] * len(from_states))}) "
         f"RETURNING {plan.table}.{plan.pk_column}"
     )
-    params += [to_json(document, fallback=str).decode(), *sorted(from_states)]
+    params += [json_document(document), *sorted(from_states)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {ids[str(row[0])] for row in cursor.fetchall()}
