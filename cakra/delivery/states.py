@@ -133,7 +133,15 @@ def delivery_transition_many(
         params.append(field.get_db_prep_value(value, connection))
     names = sorted({name for row in changes.values() for name in row})
     if connection.vendor == "postgresql" and names and all(len(row) == len(names) for row in changes.values()):
-        return _transition_from_document(plan, assignments, params, from_states, changes, names, keep_existing)
+        return _transition_from_document(
+            plan,
+            assignments=assignments,
+            params=params,
+            from_states=from_states,
+            changes=changes,
+            names=names,
+            keep_existing=keep_existing,
+        )
     # The database's form of each id (a hex string on SQLite, a UUID on
     # PostgreSQL), which is also what RETURNING gives back.
     ids = {plan.pk_field.get_db_prep_value(delivery_id, connection): delivery_id for delivery_id in changes}
@@ -179,8 +187,9 @@ class _TransitionPlan:
         return field, self.quote(field.column)
 
 
-def _transition_from_document(  # noqa: PLR0917 - the private half of delivery_transition_many
+def _transition_from_document(
     plan: _TransitionPlan,
+    *,
     assignments: list[str],
     params: list[Any],
     from_states: frozenset[str],
