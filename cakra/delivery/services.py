@@ -78,10 +78,6 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
     audit append for all the notices (``audit_first``: the caller's events
     of the same transaction, appended before the plans'); call inside the
     issuing transaction."""
-    if not notices:
-        if audit_first:
-            audit_record_many(list(audit_first))
-        return []
     # Ids and kinds only: loading the contact points themselves would decrypt
     # every address here, where none is read (the sender decrypts the one it uses).
     contacts: dict[tuple[UUID, str], int] = {}

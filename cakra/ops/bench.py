@@ -590,8 +590,8 @@ def _final_count(*, region: Region, since: datetime, receipts: bool, expected: i
     """Deliveries of notices issued since ``since`` that reached a final state.
 
     Polled each second, so counted on the (status, updated_at) index alone:
-    the exact count joins every delivery to its notice, and polling it cost
-    the database ~5% of its CPU at 100,000 notices, charged to the pipeline.
+    the exact count joins every delivery to its notice, a cost that grows
+    with the run and was charged to the pipeline's database CPU.
     Deliveries of other work in the same database can only make the cheap
     count high, so the exact one confirms it before the run is declared over.
     """
