@@ -37,6 +37,7 @@ from cakra.delivery.messages import (
     _email_context,
     _fetcher,
     _flatten,
+    _Pieces,
     email_render,
     notice_lookup_url,
     outbound_message_build,
@@ -240,7 +241,7 @@ def test_a_template_using_more_than_plain_variables_is_refused(source):
     template = Engine(autoescape=True).from_string(source)
 
     with pytest.raises(ImproperlyConfigured):
-        _flatten(template.nodelist, autoescape=True, pieces=[], escaped=set(), name="test")
+        _flatten(template.nodelist, autoescape=True, pieces=_Pieces(), escaped=set(), name="test")
 
 
 def test_building_a_delivery_loaded_in_bulk_runs_no_query(loaded, django_assert_num_queries):
