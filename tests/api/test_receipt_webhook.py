@@ -188,6 +188,12 @@ def test_unknown_fields_of_an_event_are_ignored_not_stored(client, delivery):
 
 
 # --- refused: authentication -------------------------------------------------------------------------
+# Far enough outside the 300 s window that the request's own clock, read a
+# moment later and unrounded, cannot bring it back inside (the exact boundary
+# is tested against a fixed clock below).
+OUTSIDE_THE_WINDOW = 300 + 60
+
+
 def _unauthenticated_attempts(body):
     now = int(time.time())
     good = receipt_signature(secret=SECRET, timestamp=now, body=body)
@@ -195,8 +201,8 @@ def _unauthenticated_attempts(body):
         "unsigned": {"signature": ""},
         "wrong secret": {"secret": OTHER_SECRET},
         "signature of another body": {"signature": receipt_signature_header(secret=SECRET, body=b"[]")},
-        "stale timestamp": {"timestamp": now - 301},
-        "future timestamp": {"timestamp": now + 301},
+        "stale timestamp": {"timestamp": now - OUTSIDE_THE_WINDOW},
+        "future timestamp": {"timestamp": now + OUTSIDE_THE_WINDOW},
         "timestamp not matching the signature": {"signature": f"t={now - 1},v1={good}"},
         "no timestamp": {"signature": f"v1={good}"},
         "garbage header": {"signature": "Bearer abc"},
@@ -254,6 +260,19 @@ def test_a_wrong_signature_within_the_window_is_named_as_such():
         body=b"[]",
         now=now,
         tolerance=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("offset", "problem"),
+    [(-301, "timestamp_outside_window"), (-300, ""), (300, ""), (301, "timestamp_outside_window")],
+)
+def test_the_window_is_tolerance_seconds_either_side_of_the_clock(offset, problem):
+    now = 1_800_000_000
+    header = receipt_signature_header(secret=SECRET, body=b"[]", timestamp=now + offset)
+
+    assert receipts_api.receipt_signature_problem(header=header, secret=SECRET, body=b"[]", now=now, tolerance=300) == (
+        problem
     )
 
 
