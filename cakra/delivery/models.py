@@ -6,10 +6,11 @@ every provider call leaves an attempt row.
 
 from __future__ import annotations
 
-import uuid
 from typing import ClassVar
 
 from django.db import models
+
+from cakra.db import time_ordered_uuid
 
 
 class Channel(models.TextChoices):
@@ -39,7 +40,7 @@ class Delivery(models.Model):
         FAILED_TEMPORARY = "failed_temporary", "Failed, will retry"
         FAILED_PERMANENT = "failed_permanent", "Failed permanently"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     # No index of its own: (notice, step) is unique, so indexed, and leads with it.
     notice = models.ForeignKey(
         "enforcement.Notice", on_delete=models.PROTECT, related_name="deliveries", db_index=False

@@ -38,7 +38,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record, audit_record_many
-from cakra.db import rows_insert
+from cakra.db import rows_insert, time_ordered_uuid
 from cakra.enforcement.errors import ConflictError, DomainError
 from cakra.enforcement.evidence import (
     InspectedImage,
@@ -420,7 +420,7 @@ def _store_files(*, region_id: int, items: list[tuple[_Checked, tuple[uuid.UUID,
     """Write the originals of ``items`` (checked, (vehicle id, owner id) of
     the registry match); the caller removes them if its transaction fails."""
     now = timezone.now()
-    plans = [(checked, match, [uuid.uuid4() for _ in checked.images]) for checked, match in items]
+    plans = [(checked, match, [time_ordered_uuid() for _ in checked.images]) for checked, match in items]
     names = evidence_store_originals_rollback_unsafe(
         files=[
             (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import time
 from typing import ClassVar
 
@@ -10,6 +9,7 @@ from django.conf import settings
 from django.core.files.storage import Storage, storages
 from django.db import models
 
+from cakra.db import time_ordered_uuid
 from cakra.security.fields import EncryptedTextField
 
 DEFAULT_CHANNEL_ORDER = ["whatsapp", "sms", "email", "post"]
@@ -82,7 +82,7 @@ class Violation(models.Model):
         VALIDATED = "validated", "Validated"
         REJECTED = "rejected", "Rejected"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     # No index of its own: (region, capture_id) and (region, status, received_at) lead with it.
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="violations", db_index=False)
     capture_id = models.CharField(max_length=64)
@@ -127,7 +127,7 @@ class Evidence(models.Model):
     """One evidence image. The original is kept byte for byte with its SHA-256
     (chain of custody); only the re-encoded, metadata-free derivative is shown."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     # No index of its own: (violation, position) is unique, so indexed, and leads with it.
     violation = models.ForeignKey(Violation, on_delete=models.PROTECT, related_name="evidence", db_index=False)
     position = models.PositiveSmallIntegerField()
@@ -160,7 +160,7 @@ class Notice(models.Model):
         CONFIRMED = "confirmed", "Confirmed"
         CANCELLED = "cancelled", "Cancelled"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     number = models.CharField(max_length=16, unique=True)
     violation = models.OneToOneField(Violation, on_delete=models.PROTECT, related_name="notice")
     # No index of its own: (region, status, issued_at) leads with it.

@@ -6,11 +6,11 @@ keyed hashes for lookup (see cakra.security.crypto).
 
 from __future__ import annotations
 
-import uuid
 from typing import ClassVar
 
 from django.db import models
 
+from cakra.db import time_ordered_uuid
 from cakra.security.fields import EncryptedTextField
 
 
@@ -19,7 +19,7 @@ class Owner(models.Model):
         PERSON = "person", "Person"
         ORGANISATION = "organisation", "Organisation"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PERSON)
     name = EncryptedTextField()
     nik = EncryptedTextField(blank=True)
@@ -63,7 +63,7 @@ class Vehicle(models.Model):
         TRUCK = "truck", "Truk"
         BUS = "bus", "Bus"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
     plate = models.CharField(max_length=16)
     plate_compact = models.CharField(max_length=12, unique=True)
     vehicle_type = models.CharField(max_length=16, choices=Type.choices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import date, timedelta
 from decimal import Decimal
@@ -11,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
-from cakra.db import rows_insert
+from cakra.db import rows_insert, time_ordered_uuid
 from cakra.enforcement.models import Article, Evidence, Notice, Violation
 from cakra.security.crypto import key_ring
 
@@ -126,3 +127,16 @@ def test_rows_the_database_numbers_get_their_keys_in_order_with_the_values_exact
     assert [event.pk for event in events] == sorted(event.pk for event in events)
     for event in events:
         assert _stored_values(event) == _values(event)
+
+
+def test_new_rows_of_the_busy_tables_get_time_ordered_ids(region, vehicle):
+    """Version 7 ids: new keys go to the right-hand edge of each index (cakra.db.time_ordered_uuid)."""
+    violations = [_violation(region, vehicle) for _ in range(3)]
+    rows_insert(violations)
+
+    ids = [violation.id for violation in violations]
+    assert {key.version for key in ids} == {7}
+    before = time_ordered_uuid()
+    time.sleep(0.002)
+    assert time_ordered_uuid() > before  # a later millisecond sorts later
+    assert Notice._meta.pk.default is Evidence._meta.pk.default is time_ordered_uuid
