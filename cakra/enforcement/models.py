@@ -94,18 +94,25 @@ class Violation(models.Model):
     longitude = models.DecimalField(max_digits=9, decimal_places=6, null=True, blank=True)
     plate = models.CharField(max_length=16)
     plate_compact = models.CharField(max_length=12)  # indexed in Meta (equality only, no LIKE index)
-    article = models.ForeignKey(Article, on_delete=models.PROTECT)
+    # Not indexed, here and on Notice: nothing looks violations up by article,
+    # and the handful of statutory articles are never deleted (the index
+    # would only be paid for on every insert).
+    article = models.ForeignKey(Article, on_delete=models.PROTECT, db_index=False)
     measured_speed_kmh = models.PositiveSmallIntegerField(null=True, blank=True)
     speed_limit_kmh = models.PositiveSmallIntegerField(null=True, blank=True)
     vehicle = models.ForeignKey(
         "registry.Vehicle", on_delete=models.PROTECT, null=True, blank=True, related_name="violations"
     )
-    source_key = models.ForeignKey("api.ApiKey", on_delete=models.PROTECT, null=True, blank=True)
+    # Not indexed: API keys are revoked, never deleted, and nothing looks
+    # violations up by key.
+    source_key = models.ForeignKey("api.ApiKey", on_delete=models.PROTECT, null=True, blank=True, db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     received_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Indexed in Meta only where set: captures from a pre-validated key (the
+    # bulk of them) have no deciding officer.
     decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     pre_validated = models.BooleanField(default=False)
     rejection_reason = models.TextField(blank=True)
@@ -117,6 +124,9 @@ class Violation(models.Model):
         indexes: ClassVar[list[models.Index]] = [
             models.Index(fields=["region", "status", "received_at"]),
             models.Index(fields=["plate_compact"], name="violation_plate_compact"),
+            models.Index(
+                fields=["decided_by"], name="violation_decided_by", condition=models.Q(decided_by__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -161,13 +171,16 @@ class Notice(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
-    number = models.CharField(max_length=16, unique=True)
+    # Unique by a constraint in Meta rather than unique=True, which on
+    # PostgreSQL also builds a second index for LIKE searches: numbers are
+    # only ever looked up whole.
+    number = models.CharField(max_length=16)
     violation = models.OneToOneField(Violation, on_delete=models.PROTECT, related_name="notice")
     # No index of its own: (region, status, issued_at) leads with it.
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="notices", db_index=False)
     vehicle = models.ForeignKey("registry.Vehicle", on_delete=models.PROTECT, related_name="notices")
     owner = models.ForeignKey("registry.Owner", on_delete=models.PROTECT, related_name="notices")
-    article = models.ForeignKey(Article, on_delete=models.PROTECT)
+    article = models.ForeignKey(Article, on_delete=models.PROTECT, db_index=False)
     fine_amount = models.PositiveIntegerField(help_text="Rupiah; the statutory maximum, held as deposit.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ISSUED)
     issued_at = models.DateTimeField()
@@ -178,6 +191,9 @@ class Notice(models.Model):
     verification_code = EncryptedTextField()
 
     class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["number"], name="notice_number_unique"),
+        ]
         indexes: ClassVar[list[models.Index]] = [models.Index(fields=["region", "status", "issued_at"])]
 
     def __str__(self) -> str:
