@@ -49,14 +49,14 @@ from typing import Any, Literal
 import structlog
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Field, Router, Schema
+from ninja import Field, Router
 from ninja.errors import HttpError, ValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from cakra.api.body import strict_json_loads
 from cakra.api.errors import MethodNotAllowedError, RateLimitedError, error_body
-from cakra.api.schemas import ErrorOut, iso_datetime_parse
+from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
 from cakra.security.ratelimit import Limit, client_address, hit, is_limited
@@ -213,7 +213,7 @@ class EmailReceiptEventIn(BaseModel):
 _EVENTS = TypeAdapter(list[EmailReceiptEventIn])
 
 
-class ReceiptEventResultOut(Schema):
+class ReceiptEventResultOut(ApiOutput):
     event_id: str = Field(description="The event's id, as sent.")
     outcome: str = Field(
         description=(
@@ -224,7 +224,7 @@ class ReceiptEventResultOut(Schema):
     )
 
 
-class ReceiptBatchOut(Schema):
+class ReceiptBatchOut(ApiOutput):
     received: int = Field(description="Events in the request.")
     applied: int = Field(description="Events that moved a delivery forward.")
     recorded: int = Field(description="Informational events stored without a status change.")

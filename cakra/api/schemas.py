@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from django.utils import timezone
-from ninja import Field, Schema
+from ninja import Field
 from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -57,6 +57,17 @@ class _Input(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ApiOutput(BaseModel):
+    """An answer, always built field by field from the service's result.
+
+    A plain pydantic model too: ninja's ``Schema`` runs its Django-reading
+    hook on every construction and again, for every nested object, when
+    ninja checks the answer against the route's response type, which a
+    plain model instance passes as it is. On the batch route that was 35
+    attribute lookups per item for nothing. The OpenAPI is the same.
+    """
 
 
 class EvidenceIn(_Input):
@@ -194,7 +205,7 @@ class ViolationIn(ViolationFieldsIn):
     )
 
 
-class DeliveryOut(Schema):
+class DeliveryOut(ApiOutput):
     channel: str = Field(description="whatsapp, sms, email or post.", examples=["whatsapp"])
     step: int = Field(description="Position in the notice's delivery plan, from 1.", examples=[1])
     status: str = Field(
@@ -205,7 +216,7 @@ class DeliveryOut(Schema):
     delivered_at: datetime | None = Field(description="When delivery was confirmed (receipt or tracking).")
 
 
-class ViolationOut(Schema):
+class ViolationOut(ApiOutput):
     id: uuid.UUID = Field(description="Cakra's id of the violation.")
     capture_id: str = Field(description="The capture id the back office sent.", examples=["ETLE-MJ-0042:1"])
     status: str = Field(description="received (waiting for an officer), validated or rejected.", examples=["received"])
@@ -219,7 +230,7 @@ class ViolationOut(Schema):
     )
 
 
-class TimelineEntryOut(Schema):
+class TimelineEntryOut(ApiOutput):
     at: datetime = Field(description="When it was recorded.")
     event: str = Field(
         description=(
@@ -241,7 +252,7 @@ class TimelineEntryOut(Schema):
     )
 
 
-class NoticeOut(Schema):
+class NoticeOut(ApiOutput):
     number: str = Field(description="The notice number (16 digits, the last two are check digits).")
     status: str = Field(description="issued, notified, confirmed or cancelled.", examples=["notified"])
     issued_at: datetime = Field(description="When the notice was issued.")
@@ -255,13 +266,13 @@ class NoticeOut(Schema):
     )
 
 
-class FieldErrorOut(Schema):
+class FieldErrorOut(ApiOutput):
     field: str = Field(description="Where in the request, e.g. 'evidence[0].content_base64'.")
     code: str = Field(description="A stable machine-readable reason.", examples=["missing"])
     message: str = Field(description="A human-readable reason (English).")
 
 
-class ErrorDetailOut(Schema):
+class ErrorDetailOut(ApiOutput):
     code: str = Field(
         description=(
             "Stable machine-readable error code: malformed_json, validation_error, invalid_plate, "
@@ -278,7 +289,7 @@ class ErrorDetailOut(Schema):
     fields: list[FieldErrorOut] | None = Field(default=None, description="For schema errors: every field at fault.")
 
 
-class ErrorOut(Schema):
+class ErrorOut(ApiOutput):
     error: ErrorDetailOut = Field(description="Every error has this one shape.")
 
 
@@ -309,7 +320,7 @@ def violation_batch_in_openapi() -> dict[str, Any]:
     return schema
 
 
-class BatchItemResultOut(Schema):
+class BatchItemResultOut(ApiOutput):
     index: int = Field(description="Position of the item in the request's 'violations', from 0.", examples=[0])
     status: int = Field(
         json_schema_extra={"enum": [200, 201, 409, 413, 415, 422]},
@@ -326,7 +337,7 @@ class BatchItemResultOut(Schema):
     )
 
 
-class ViolationBatchOut(Schema):
+class ViolationBatchOut(ApiOutput):
     results: list[BatchItemResultOut] = Field(description="One result per item, in the order of the request.")
     created: int = Field(description="Items answered 201.", examples=[98])
     replayed: int = Field(description="Items answered 200 (already stored, same content).", examples=[1])
