@@ -309,21 +309,46 @@ def registry_seed(*, notices: int, log: Callable[[str], None]) -> str:
         Vehicle.objects.bulk_create(vehicles)
         if (stop // chunk) % 10 == 0 or stop == notices:
             log(f"  registry: {stop:,}/{notices:,} vehicles")
-    if connection.vendor == "postgresql":
-        # Fresh statistics for the tables just seeded, as autovacuum would
-        # gather them in production (it may be off on a development
-        # server): without them the contact lookups of notice issue scan
-        # the whole table. Only those: statistics taken now would describe
-        # the pipeline's tables as empty for the whole run, where autovacuum
-        # would analyze them again as they grow, and the plans PostgreSQL
-        # caches for the foreign-key checks at each commit would scan them
-        # sequentially, one whole table per inserted row (measured: a third
-        # of the database's CPU at 10,000 notices, growing with the run).
-        # Never analyzed, they are planned from their actual size.
-        tables = [model._meta.db_table for model in (Owner, Vehicle, ContactPoint, Region)]  # noqa: SLF001
-        with connection.cursor() as cursor:
-            cursor.execute(f"ANALYZE {', '.join(connection.ops.quote_name(table) for table in tables)}")
+    # Fresh statistics for the tables just seeded, as autovacuum would take
+    # them after a bulk load; the pipeline's tables get theirs as they grow,
+    # from autoanalyze_as_autovacuum during the run.
+    autoanalyze_as_autovacuum()
     return apikey_create(region_code=region.code, name="bench", pre_validated=True, actor="bench").token
+
+
+def autoanalyze_as_autovacuum() -> list[str]:
+    """ANALYZE every table of the bench's database that autovacuum would
+    analyze now (PostgreSQL only); return their names.
+
+    A production server runs autovacuum, which analyzes a table once the
+    rows changed since its last analysis exceed ``autovacuum_analyze_threshold``
+    plus ``autovacuum_analyze_scale_factor`` of its size (50 + 10% by
+    default). The development servers of this machine class run with
+    autovacuum off, so the bench applies the same rule itself, with the
+    server's own settings, each time it polls for progress.
+
+    Without it the pipeline's tables went the whole run without statistics,
+    which cost twice. Analyzed once while empty (session 3), they stayed
+    "empty" and the foreign-key checks scanned them whole for every insert.
+    Never analyzed (session 3's fix), the planner took every equality for
+    matching 0.5% of a table, and so looked receipts' deliveries up by
+    provider reference with a sequential scan of the whole delivery table,
+    and the receipts seen before with one of the receipt table, once per
+    receipt batch: ~8 ms each at 20,000 deliveries, growing with the run
+    (found in session 4 with EXPLAIN ANALYZE).
+    """
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.relid::regclass::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+            "WHERE s.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8 "
+            "+ current_setting('autovacuum_analyze_scale_factor')::float8 * greatest(c.reltuples, 0)"
+        )
+        tables = [row[0] for row in cursor.fetchall()]
+        for table in tables:  # names as PostgreSQL quotes them (regclass)
+            cursor.execute(f"ANALYZE {table}")
+    return tables
 
 
 def sink_maildir(*, run_id: str, workdir: Path, notices: int, ceiling_messages: int) -> Path:
@@ -692,6 +717,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
         done = 0
         last_report = 0.0
         while time.monotonic() < deadline:
+            autoanalyze_as_autovacuum()
             done = _final_count(region=region, since=started_at, receipts=receipts, expected=config.notices)
             now = time.monotonic()
             if now - last_report >= 10:  # noqa: PLR2004
