@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -65,6 +64,7 @@ from cakra.api.services import apikey_create
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.demo.images import capture_jpeg
 from cakra.enforcement.models import Notice, Region
+from cakra.ops.processes import process_groups_stop
 from cakra.registry.models import ContactPoint, Owner, Vehicle
 from cakra.registry.services import contact_hash
 
@@ -78,6 +78,8 @@ FINAL_STATUSES = (Delivery.Status.DELIVERED, Delivery.Status.READ, Delivery.Stat
 # Original evidence + sink mail + database rows per notice, with margin.
 DISK_MARGIN = 1.5
 DB_BYTES_PER_NOTICE = 12_000
+# How long the system under test gets to stop after the run.
+STOP_GRACE_SECONDS = 30
 MAIL_BYTES_PER_NOTICE = 12_000  # a signed notice email is ~11.7 KB
 
 
@@ -113,16 +115,7 @@ class ProcessGroup:
         return {name: round(sum(_proc_cpu_seconds(pid) for pid in tree), 1) for name, tree in self._trees().items()}
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        process_groups_stop(self.processes.values(), grace_seconds=STOP_GRACE_SECONDS)
 
 
 # --- helpers ---------------------------------------------------------------------

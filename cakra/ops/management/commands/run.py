@@ -9,20 +9,19 @@ separate services instead (docs/operations.md).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import signal
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from cakra.demo.seed import DemoCredentials, demo_summary
+from cakra.ops.processes import process_groups_stop
 
 WORKER_QUEUES = "email,evidence,celery"
 STOP_GRACE_SECONDS = 20
@@ -117,20 +116,5 @@ class Command(BaseCommand):
         self.stdout.write("Cakra is running. Ctrl-C stops everything.")
 
     def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
-        # SIGTERM to each leader only: gunicorn's arbiter and Celery's main
-        # process stop their own children in order. Sent to the whole group,
-        # it also hit Celery's pool processes directly, and the worker then
-        # never finished its warm shutdown (killed after the grace period,
-        # 20 s after Ctrl-C, instead of stopping in a few seconds).
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            # Whatever is left of the group (the leader past its grace, or an
-            # orphan it left behind) does not outlive the command.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
+        process_groups_stop(children.values(), grace_seconds=STOP_GRACE_SECONDS)
         self.stdout.write("all processes stopped")
