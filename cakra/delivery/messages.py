@@ -49,12 +49,6 @@ HTML_TEMPLATE = "delivery/email/notice.html"
 # Suffix of the name that stands for the HTML-escaped value of a
 # variable; "|" cannot occur in a Django variable name, so no clash.
 _ESCAPED = "|html"
-# Joins the values to escape into one string, for one html.escape call
-# instead of seventeen: escaping replaces single characters, none of them
-# this one, so escaping the joined values and splitting them again gives each
-# value escaped. A value that holds it (PostgreSQL text cannot) is noticed by
-# the count of parts, and then each value is escaped on its own.
-_SEPARATOR = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +249,8 @@ def email_render(*, notice: NoticeForMessage) -> RenderedEmail:
     # Every variable in an autoescaping block is escaped: camera-supplied text
     # (the location) cannot inject markup into the HTML part. The text
     # templates turn escaping off.
-    raw = [values[key] for key, _ in escaped]
-    parts = html.escape(_SEPARATOR.join(raw)).split(_SEPARATOR)
-    if len(parts) != len(raw):  # a value held the separator
-        parts = [html.escape(value) for value in raw]
-    for (_, escaped_key), part in zip(escaped, parts, strict=True):
-        values[escaped_key] = part
+    for key, escaped_key in escaped:
+        values[escaped_key] = html.escape(values[key])
     return RenderedEmail(
         subject=" ".join(_render(subject, values).split()),  # one line: a header cannot carry a line break
         text=_render(text, values),
