@@ -43,10 +43,10 @@ def time_ordered_uuid() -> uuid.UUID:
     right-hand edge of each index, where the pages are already in memory.
 
     The random bits still make ids impractical to guess, and no id is a
-    credential here (the portal's pages need a grant, not just the id). What a version 7
-    id does reveal is when its row was made, to the millisecond: a time that
-    the row itself shows wherever its id is shown (a notice's issue time, an
-    upload's receipt time).
+    credential here (the portal's pages need a grant, not just the id).
+    What a version 7 id does reveal is when its row was made, to the
+    millisecond: a time that the row itself shows wherever its id is shown
+    (a notice's issue time, an upload's receipt time).
     """
     return uuid7()
 
