@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from cakra.config.secrets import load_secrets
+from cakra.security.proxies import ProxyNetworksError, trusted_networks_from_environment
 
 
 def _env_bool(name: str, *, default: bool) -> bool:
@@ -163,9 +165,15 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True  # an official .go.id portal is HTTPS-only, always
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
-# The number of reverse proxies in front of the web process; 0 means REMOTE_ADDR
-# is the client. Rate limits key on the client address this yields.
-CAKRA_TRUSTED_PROXIES = int(os.environ.get("CAKRA_TRUSTED_PROXIES", "0"))
+# The networks our reverse proxies / load balancers connect from, or [] for
+# "none" (clients connect directly); None when unset, which a deploy check
+# refuses in production. Rate limits key on the client address this yields
+# (cakra.security.proxies). A malformed value, or the retired hop-count
+# variable, stops the process here.
+try:
+    CAKRA_TRUSTED_PROXY_NETWORKS = trusted_networks_from_environment(os.environ)
+except ProxyNetworksError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 # Requests larger than this are refused before parsing (evidence is capped
 # separately per image in cakra.enforcement.evidence).

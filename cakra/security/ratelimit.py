@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpRequest
+
+from cakra.security.proxies import client_address
+
+__all__ = ["Limit", "client_address", "hit", "is_limited"]
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,3 @@ def is_limited(limit: Limit, subject: str) -> bool:
     window = int(time.time()) // limit.seconds
     value = cache.get(_key(limit, subject, window))
     return value is not None and int(value) > limit.count
-
-
-def client_address(request: HttpRequest) -> str:
-    """The client's address, trusting exactly CAKRA_TRUSTED_PROXIES proxies."""
-    hops = settings.CAKRA_TRUSTED_PROXIES
-    if hops > 0:
-        forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
-        if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
