@@ -115,9 +115,10 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (rate limits) ----------------------------------------------------
-# Rate-limit counters must be shared by every web process: Redis in production,
-# the database on the embedded default.
+# --- Cache (sender rate limits, provider health) ------------------------------
+# Counters must be shared by every process: Redis in production, the database
+# on the embedded default (cakra.delivery.channels.store). The anti-guessing
+# limits choose their own store from REDIS_URL (cakra.security.ratelimit).
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CACHES: dict[str, dict[str, object]]
 if REDIS_URL:
@@ -291,6 +292,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cakra.delivery.tasks.delivery_sweep_unconfirmed_task",
         "schedule": 300.0,
         "options": {"expires": 290.0},
+    },
+    # Rate-limit counters of ended windows (the database store; Redis expires its own).
+    "ratelimit-counters-purge": {
+        "task": "cakra.security.tasks.ratelimit_counters_purge_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000.0},
     },
     # Evidence files no row references (a crash between writing and committing).
     "evidence-orphans-sweep": {
