@@ -28,8 +28,8 @@ from tests.portal.conftest import issue_notice
 REDIS_TEST_URL = os.environ.get("CAKRA_TEST_REDIS_URL", "")
 STORE_BACKENDS = ["database", *(["redis"] if REDIS_TEST_URL else [])]
 BURST = 24
-# Long enough that the slowest thread is still inside the window the first
-# one opened whatever else the machine does; short enough to keep the test fast.
+# Holds each plate comparison open a moment, so that on code counting only
+# after the comparison the whole burst is compared before any count lands.
 EVALUATION_DELAY_SECONDS = 0.05
 
 pytestmark = pytest.mark.django_db(transaction=True)
