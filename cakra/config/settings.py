@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from cakra.config.secrets import load_secrets
+from cakra.security.proxies import ProxyNetworksError, trusted_networks_from_environment
 
 
 def _env_bool(name: str, *, default: bool) -> bool:
@@ -113,9 +115,10 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (rate limits) ----------------------------------------------------
-# Rate-limit counters must be shared by every web process: Redis in production,
-# the database on the embedded default.
+# --- Cache (sender rate limits, provider health) ------------------------------
+# Counters must be shared by every process: Redis in production, the database
+# on the embedded default (cakra.delivery.channels.store). The anti-guessing
+# limits choose their own store from REDIS_URL (cakra.security.ratelimit).
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CACHES: dict[str, dict[str, object]]
 if REDIS_URL:
@@ -163,9 +166,15 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True  # an official .go.id portal is HTTPS-only, always
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
-# The number of reverse proxies in front of the web process; 0 means REMOTE_ADDR
-# is the client. Rate limits key on the client address this yields.
-CAKRA_TRUSTED_PROXIES = int(os.environ.get("CAKRA_TRUSTED_PROXIES", "0"))
+# The networks our reverse proxies / load balancers connect from, or [] for
+# "none" (clients connect directly); None when unset, which a deploy check
+# refuses in production. Rate limits key on the client address this yields
+# (cakra.security.proxies). A malformed value, or the retired hop-count
+# variable, stops the process here.
+try:
+    CAKRA_TRUSTED_PROXY_NETWORKS = trusted_networks_from_environment(os.environ)
+except ProxyNetworksError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 # Requests larger than this are refused before parsing (evidence is capped
 # separately per image in cakra.enforcement.evidence).
@@ -283,6 +292,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cakra.delivery.tasks.delivery_sweep_unconfirmed_task",
         "schedule": 300.0,
         "options": {"expires": 290.0},
+    },
+    # Rate-limit counters of ended windows (the database store; Redis expires its own).
+    "ratelimit-counters-purge": {
+        "task": "cakra.security.tasks.ratelimit_counters_purge_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000.0},
     },
     # Evidence files no row references (a crash between writing and committing).
     "evidence-orphans-sweep": {

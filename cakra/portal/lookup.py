@@ -7,9 +7,13 @@ Rules, and why:
   try numbers at all.
 * **Failed tries count against the notice number**, across all clients. That
   is what stops a distributed guess of the plate for a number someone has
-  seen (a photo of a letter, a forwarded message). Only failures count, so an
-  owner who checks the same notice many times, or shows it to family, is never
-  locked out by their own successes.
+  seen (a photo of a letter, a forwarded message). Every try is counted
+  *before* the plate is compared (a reservation) and a correct plate gives
+  its count back: so only failures stay counted, and an owner who checks the
+  same notice many times, or shows it to family, is never locked out by their
+  own successes; yet a burst of parallel wrong guesses cannot have more of
+  them compared than the limit allows, as it could if failures were only
+  counted after the comparison.
 * **Once a number is over its limit, every lookup of it answers "too many
   tries", even with the right plate.** If the right plate still went through,
   the limit would not stop a guesser at all: the first correct guess would
@@ -36,7 +40,7 @@ from django.conf import settings
 from cakra.portal.selectors import notice_match_lookup
 from cakra.registry.plates import InvalidPlateError, plate_compact
 from cakra.security.crypto import constant_time_equals
-from cakra.security.ratelimit import Limit, hit, is_limited
+from cakra.security.ratelimit import Limit, hit, refund, reserve
 
 
 class Outcome(StrEnum):
@@ -67,8 +71,8 @@ def lookup_client_hit(*, client: str) -> bool:
 
 def lookup_match(*, number: str, plate: str) -> LookupResult:
     """Compare a check-digit-valid ``number`` with the typed ``plate``."""
-    number_limit = _limit("number_failures")
-    if is_limited(number_limit, number):
+    reservation = reserve(_limit("number_failures"), number)
+    if not reservation.within_limit:
         return LookupResult(Outcome.NUMBER_LIMITED)
     try:
         typed = plate_compact(plate)
@@ -78,7 +82,6 @@ def lookup_match(*, number: str, plate: str) -> LookupResult:
     # Always compare, also for unknown numbers, so both failures cost the same.
     plates_equal = constant_time_equals(registered, typed)
     if notice_id is not None and plates_equal:
+        refund(reservation)
         return LookupResult(Outcome.GRANTED, notice_id)
-    if not hit(number_limit, number):
-        return LookupResult(Outcome.NUMBER_LIMITED)
     return LookupResult(Outcome.NO_MATCH)

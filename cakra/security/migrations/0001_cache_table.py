@@ -1,4 +1,5 @@
-"""The database cache table that holds rate-limit counters on the embedded default.
+"""The database cache table that holds the sender rate limits and provider
+health counters on the embedded default (cakra.delivery.channels.store).
 
 (With REDIS_URL set the counters live in Redis and the table stays empty.)
 """
