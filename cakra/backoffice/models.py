@@ -49,7 +49,7 @@ def totp_seed_seal(*, seed: bytes, user_id: object) -> str:
     return key_ring().encrypt_bytes(seed, context=totp_seed_context(user_id=user_id))
 
 
-class OfficerTOTPDevice(TOTPDevice):
+class OfficerTOTPDevice(TOTPDevice):  # type: ignore[misc] # django-otp ships no type hints
     """django-otp's TOTP device whose ``key`` column holds the seed sealed
     with the field-encryption key ring (``<kid>$<base64>``), never the hex
     seed: a database dump yields no working second factor.

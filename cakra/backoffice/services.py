@@ -196,7 +196,10 @@ def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
 
 
 def officer_confirmed_device(*, officer: Officer) -> OfficerTOTPDevice | None:
-    return OfficerTOTPDevice.objects.filter(user=officer, confirmed=True).order_by("pk").first()
+    device: OfficerTOTPDevice | None = (
+        OfficerTOTPDevice.objects.filter(user=officer, confirmed=True).order_by("pk").first()
+    )
+    return device
 
 
 def officer_totp_device_create(
@@ -204,9 +207,10 @@ def officer_totp_device_create(
 ) -> OfficerTOTPDevice:
     """A TOTP device with a new random seed (or ``seed``), stored sealed."""
     seed = secrets.token_bytes(TOTP_SEED_BYTES) if seed is None else seed
-    return OfficerTOTPDevice.objects.create(
+    device: OfficerTOTPDevice = OfficerTOTPDevice.objects.create(
         user=officer, name=name, confirmed=confirmed, key=totp_seed_seal(seed=seed, user_id=officer.pk)
     )
+    return device
 
 
 def officer_otp_enrol_start(*, officer: Officer) -> OfficerTOTPDevice:
