@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -9,7 +11,7 @@ from django.utils import timezone
 
 from cakra.audit.hashing import GENESIS_HASH_VALUE, HASHED_FIELDS, event_hash
 from cakra.audit.models import AuditChainHead, AuditEvent
-from cakra.security.crypto import constant_time_equals, lookup_hash
+from cakra.security.crypto import audit_anchor_key, constant_time_equals
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +44,7 @@ def audit_verify_chain(*, batch_size: int = 2000) -> ChainReport:
             return broken(expected_seq, f"event #{expected_seq} is missing")
         if event.prev_hash != expected_prev:
             return broken(event.seq, "does not link to its predecessor")
-        if event_hash({name: getattr(event, name) for name in HASHED_FIELDS}) != event.hash:
+        if not constant_time_equals(event_hash({name: getattr(event, name) for name in HASHED_FIELDS}), event.hash):
             return broken(event.seq, "content does not match its hash")
         expected_prev, expected_seq = event.hash, expected_seq + 1
         ends[event.chain] = (event.seq, event.hash)
@@ -63,12 +65,13 @@ def audit_verify_chain(*, batch_size: int = 2000) -> ChainReport:
 # (the operations log, WORM storage, a printed ledger): a later verify with
 # the anchor proves that every anchored event is still there, unchanged.
 ANCHOR_FORMAT = "cakra-audit-anchor/1"
-ANCHOR_MAC_PURPOSE = "audit-anchor"
 
 
 def _anchor_mac(created_at: str, chains: dict[str, dict[str, object]]) -> str:
+    # Under the anchor's own key (not the chain's, not the lookup key): an
+    # anchor proves something only if nothing else can produce its MAC.
     canonical = json.dumps({"format": ANCHOR_FORMAT, "created_at": created_at, "chains": chains}, sort_keys=True)
-    return lookup_hash(canonical, purpose=ANCHOR_MAC_PURPOSE)
+    return hmac.new(audit_anchor_key(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def audit_anchor() -> dict[str, object]:

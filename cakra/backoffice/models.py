@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from cakra.security.crypto import key_ring
+
+# The seed length django-otp generates by default (RFC 4226's recommended
+# 160 bits). Sealed, it fits django-otp's 80-character key column with a key
+# id of up to 15 characters (KeyRing.parse enforces that).
+TOTP_SEED_BYTES = 20
 
 
 class Officer(AbstractUser):
@@ -28,3 +36,35 @@ class Officer(AbstractUser):
 
     def __str__(self) -> str:
         return self.username
+
+
+def totp_seed_context(*, user_id: object) -> str:
+    """Associated data of a TOTP seed: its column and the officer it belongs
+    to (django-otp numbers devices at insert; a device never changes hands).
+    A seed moved to another officer's device does not decrypt."""
+    return f"otp_totp_totpdevice.key.{user_id}"
+
+
+def totp_seed_seal(*, seed: bytes, user_id: object) -> str:
+    return key_ring().encrypt_bytes(seed, context=totp_seed_context(user_id=user_id))
+
+
+class OfficerTOTPDevice(TOTPDevice):  # type: ignore[misc] # django-otp ships no type hints
+    """django-otp's TOTP device whose ``key`` column holds the seed sealed
+    with the field-encryption key ring (``<kid>$<base64>``), never the hex
+    seed: a database dump yields no working second factor.
+
+    A proxy, so the table, django-otp's verification (``verify_token``
+    with its replay and drift state) and its throttling stay django-otp's
+    own; only the one property django-otp reads the seed through is
+    replaced. The device's persistent id names this model, so django-otp's
+    middleware and ``verify_token`` load it as this class. Create devices
+    with ``cakra.backoffice.services.officer_totp_device_create``.
+    """
+
+    class Meta:
+        proxy = True
+
+    @property
+    def bin_key(self) -> bytes:
+        return key_ring().decrypt_bytes(self.key, context=totp_seed_context(user_id=self.user_id))

@@ -33,10 +33,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.audit.services import audit_record
-from cakra.backoffice.models import Officer
+from cakra.backoffice.models import TOTP_SEED_BYTES, Officer, OfficerTOTPDevice, totp_seed_seal
 from cakra.enforcement.errors import ConflictError, InvalidStateError, NotFoundError
 from cakra.enforcement.models import Region
 from cakra.security.crypto import constant_time_equals, lookup_hash
@@ -66,7 +65,7 @@ class OtpOutcome(enum.Enum):
 @dataclass(frozen=True)
 class OtpResult:
     outcome: OtpOutcome
-    device: TOTPDevice | None = None
+    device: OfficerTOTPDevice | None = None
 
 
 def officer_can_decide(officer: Officer) -> bool:
@@ -196,16 +195,30 @@ def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
     return OtpResult(OtpOutcome.VERIFIED)
 
 
-def officer_confirmed_device(*, officer: Officer) -> TOTPDevice | None:
-    return TOTPDevice.objects.filter(user=officer, confirmed=True).order_by("pk").first()
+def officer_confirmed_device(*, officer: Officer) -> OfficerTOTPDevice | None:
+    device: OfficerTOTPDevice | None = (
+        OfficerTOTPDevice.objects.filter(user=officer, confirmed=True).order_by("pk").first()
+    )
+    return device
 
 
-def officer_otp_enrol_start(*, officer: Officer) -> TOTPDevice:
+def officer_totp_device_create(
+    *, officer: Officer, name: str, confirmed: bool, seed: bytes | None = None
+) -> OfficerTOTPDevice:
+    """A TOTP device with a new random seed (or ``seed``), stored sealed."""
+    seed = secrets.token_bytes(TOTP_SEED_BYTES) if seed is None else seed
+    device: OfficerTOTPDevice = OfficerTOTPDevice.objects.create(
+        user=officer, name=name, confirmed=confirmed, key=totp_seed_seal(seed=seed, user_id=officer.pk)
+    )
+    return device
+
+
+def officer_otp_enrol_start(*, officer: Officer) -> OfficerTOTPDevice:
     """A fresh, unconfirmed TOTP device for the officer to scan. Earlier
     unconfirmed devices are removed: only the secret shown last can be confirmed."""
     with transaction.atomic():
-        TOTPDevice.objects.filter(user=officer, confirmed=False).delete()
-        device = TOTPDevice.objects.create(user=officer, name="Cakra", confirmed=False)
+        OfficerTOTPDevice.objects.filter(user=officer, confirmed=False).delete()
+        device = officer_totp_device_create(officer=officer, name="Cakra", confirmed=False)
         audit_record(
             actor_type="officer",
             actor_id=str(officer.pk),
@@ -231,12 +244,12 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpRe
             _audit_login_failed(officer=officer, stage="otp", reason="locked")
         return OtpResult(OtpOutcome.LOCKED)
     device = django_otp.verify_token(officer, device_id, token)
-    if not isinstance(device, TOTPDevice):
+    if not isinstance(device, OfficerTOTPDevice):
         locked = _officer_failure_record(officer=officer, stage="otp", reason="bad_code")
         return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
     with transaction.atomic():
         if not device.confirmed:
-            TOTPDevice.objects.filter(pk=device.pk, confirmed=False).update(confirmed=True)
+            OfficerTOTPDevice.objects.filter(pk=device.pk, confirmed=False).update(confirmed=True)
             device.confirmed = True
             # Single use: the code has done its job once a device is set up.
             Officer.objects.filter(pk=officer.pk).update(enrolment_code_hash="", enrolment_code_expires_at=None)
@@ -356,7 +369,7 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
     sessions verified with the old device stop being verified at once
     (django-otp resolves the session's device on every request)."""
     officer = _officer_by_username(username)
-    removed, _ = TOTPDevice.objects.filter(user=officer).delete()
+    removed, _ = OfficerTOTPDevice.objects.filter(user=officer).delete()
     enrolment_code = officer_enrolment_code_issue(officer=officer)
     audit_record(
         actor_type="system",

@@ -33,12 +33,26 @@ def _generate_dev_secrets() -> dict[str, Any]:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "CAKRA_FIELD_KEYS": "dev1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "CAKRA_LOOKUP_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "CAKRA_AUDIT_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "CAKRA_DKIM_PRIVATE_KEY": dkim_pem,
     }
 
 
+def _dev_audit_key(stored: dict[str, str]) -> str:
+    # A dev-secrets.json written before the audit key existed: derived from
+    # that file's SECRET_KEY (HKDF, a label of its own) rather than written
+    # back, so that every process of `make run` agrees without a race.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cakra/dev-audit-key/v1").derive(
+        stored["SECRET_KEY"].encode()
+    )
+    return base64.b64encode(derived).decode()
+
+
 def load_secrets(*, production: bool, data_dir: Path) -> dict[str, str]:
-    names = ("SECRET_KEY", "CAKRA_FIELD_KEYS", "CAKRA_LOOKUP_KEY", "CAKRA_DKIM_PRIVATE_KEY")
+    names = ("SECRET_KEY", "CAKRA_FIELD_KEYS", "CAKRA_LOOKUP_KEY", "CAKRA_AUDIT_KEY", "CAKRA_DKIM_PRIVATE_KEY")
     from_env = {name: os.environ[name] for name in names if os.environ.get(name)}
     if production:
         missing = [name for name in names if name not in from_env]
@@ -59,4 +73,6 @@ def load_secrets(*, production: bool, data_dir: Path) -> dict[str, str]:
         else:
             with os.fdopen(fd, "w") as handle:
                 json.dump(stored, handle)
+    if "CAKRA_AUDIT_KEY" not in stored:
+        stored = {**stored, "CAKRA_AUDIT_KEY": _dev_audit_key(stored)}
     return {**stored, **from_env}

@@ -215,6 +215,9 @@ STORAGES = {
 CAKRA_FIELD_KEYS = _SECRETS["CAKRA_FIELD_KEYS"]
 CAKRA_FIELD_KEY_ACTIVE = os.environ.get("CAKRA_FIELD_KEY_ACTIVE", "")
 CAKRA_LOOKUP_KEY = _SECRETS["CAKRA_LOOKUP_KEY"]
+# Root of the audit trail's keys (chain MAC, anchor MAC), derived per purpose
+# with HKDF (cakra.security.crypto.purpose_key); does nothing else.
+CAKRA_AUDIT_KEY = _SECRETS["CAKRA_AUDIT_KEY"]
 
 # --- Audit trail: independent hash chains, one per writer process (mod N) ----
 CAKRA_AUDIT_CHAINS = int(os.environ.get("CAKRA_AUDIT_CHAINS", "16"))

@@ -13,6 +13,8 @@ from django.db.models import Q
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery
 from cakra.enforcement.models import Notice, Region
+from cakra.registry.models import ContactPoint
+from cakra.security.fields import EncryptedTextField
 
 # What a worker reads to send a delivery, column by column: the message's
 # fields, the recipient, and what recording the outcome needs. Nothing else:
@@ -48,6 +50,11 @@ _MESSAGE_COLUMNS = (
     "notice__confirm_by",
     "notice__verification_code",
 )
+# What the two encrypted values are bound to (cakra.security.fields): the
+# contact point's (owner, kind, value hash); the notice's id is in _SEND_COLUMNS.
+_BINDING_COLUMNS = ("contact_point__owner_id", "contact_point__kind", "contact_point__value_hash")
+_RECIPIENT_FIELD = ContactPoint._meta.get_field("value")  # noqa: SLF001 - Django's documented Options API
+_CODE_FIELD = Notice._meta.get_field("verification_code")  # noqa: SLF001
 
 
 # Plain slotted classes, not frozen ones: a frozen dataclass sets each field
@@ -123,14 +130,22 @@ def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[DeliveryForS
         from_address,
         from_name,
         *message,
-    ) in Delivery.objects.filter(pk__in=delivery_ids).values_list(*_SEND_COLUMNS, *_MESSAGE_COLUMNS):
+        contact_owner_id,
+        contact_kind,
+        contact_value_hash,
+    ) in Delivery.objects.filter(pk__in=delivery_ids).values_list(*_SEND_COLUMNS, *_MESSAGE_COLUMNS, *_BINDING_COLUMNS):
+        assert isinstance(_RECIPIENT_FIELD, EncryptedTextField)  # noqa: S101 - declared so in the models
+        assert isinstance(_CODE_FIELD, EncryptedTextField)  # noqa: S101
+        message[-1] = _CODE_FIELD.open_value(message[-1], bound_values=(notice_id,))
         found[pk] = DeliveryForSend(
             pk=pk,
             notice_id=notice_id,
             channel=channel,
             step=step,
             attempt_count=attempt_count,
-            recipient=recipient,
+            recipient=_RECIPIENT_FIELD.open_value(
+                recipient, bound_values=(contact_owner_id, contact_kind, contact_value_hash)
+            ),
             region_code=region_code,
             email_from_address=from_address,
             email_from_name=from_name,

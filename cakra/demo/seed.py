@@ -13,11 +13,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from faker import Faker
 
 from cakra.api.services import apikey_create
-from cakra.backoffice.models import Officer
+from cakra.backoffice.models import TOTP_SEED_BYTES, Officer, OfficerTOTPDevice
+from cakra.backoffice.services import officer_totp_device_create
 from cakra.demo.regions import DEMO_REGIONS
 from cakra.enforcement.models import Notice, Region
 from cakra.registry.models import Vehicle
@@ -167,9 +167,9 @@ def officers_seed(*, regions: list[Region]) -> list[dict[str, str]]:
         )
         officer.set_password(password)
         officer.save()
-        TOTPDevice.objects.filter(user=officer).delete()
-        key = secrets.token_bytes(20)
-        TOTPDevice.objects.create(user=officer, name="demo authenticator", confirmed=True, key=key.hex())
+        OfficerTOTPDevice.objects.filter(user=officer).delete()
+        key = secrets.token_bytes(TOTP_SEED_BYTES)
+        officer_totp_device_create(officer=officer, name="demo authenticator", confirmed=True, seed=key)
         out.append(
             {
                 "username": username,

@@ -41,7 +41,12 @@ class ContactPoint(models.Model):
 
     owner = models.ForeignKey(Owner, on_delete=models.CASCADE, related_name="contact_points")
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    value = EncryptedTextField()
+    # The database numbers contact points at insert, too late to bind the
+    # ciphertext to the key; (owner, kind, value hash) is unique by the
+    # constraint below and known before the insert. A value moved to another
+    # row fails to decrypt unless that row is the same owner's, of the same
+    # kind, with the same value's hash: nothing to gain.
+    value = EncryptedTextField(bound_to=("owner_id", "kind", "value_hash"))
     value_hash = models.CharField(max_length=64, db_index=True)
     is_active = models.BooleanField(default=True)
     source = models.CharField(max_length=32, default="registry")

@@ -4,13 +4,19 @@ Every personal field (names, NIK, addresses, phone numbers, email addresses)
 is stored as ``<key id>$<base64(nonce || AES-256-GCM ciphertext)>``. The key id
 on each value lets keys rotate: new values use the active key, old values
 stay readable while their key remains in the ring. The associated data binds a
-ciphertext to its column, so a value copied into another column fails to
-decrypt instead of being shown out of context.
+ciphertext to its column and its row (``<table>.<column>.<row>``, see
+cakra.security.fields), so a value copied into another column or another
+row fails to decrypt instead of being shown out of context.
 
 Lookups on encrypted values use a keyed hash (HMAC-SHA256 under a separate
 lookup key) of the normalised value, so the database can find "this phone
 number" without holding it in clear and without allowing offline guessing
 from a stolen dump.
+
+Every other keyed function has a key of its own, derived with HKDF-SHA256
+from a secret that does nothing else and a label naming the purpose
+(:func:`purpose_key`): a key learned from one use (or misused by one piece of
+code) gives nothing for another.
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from dataclasses import dataclass
 from functools import cache
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 NONCE_BYTES = 12
+# A sealed TOTP seed (20 bytes) is the key id, "$" and 64 base64 characters,
+# in django-otp's 80-character column.
+MAX_KEY_ID_LENGTH = 15
 
 
 class DecryptionError(Exception):
@@ -50,8 +61,11 @@ class KeyRing:
             if not item:
                 continue
             kid, sep, encoded = item.partition(":")
-            if not sep or not kid.isalnum():
-                msg = "CAKRA_FIELD_KEYS entries look like 'kid:base64key' with an alphanumeric kid"
+            if not sep or not kid.isalnum() or len(kid) > MAX_KEY_ID_LENGTH:
+                msg = (
+                    "CAKRA_FIELD_KEYS entries look like 'kid:base64key' with an alphanumeric kid "
+                    f"of at most {MAX_KEY_ID_LENGTH} characters"
+                )
                 raise ImproperlyConfigured(msg)
             try:
                 key = base64.b64decode(encoded, validate=True)
@@ -73,11 +87,21 @@ class KeyRing:
         return cls(keys=keys, active=chosen)
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self.keys[self.active].encrypt(nonce, plaintext.encode(), context.encode())
-        return f"{self.active}${base64.b64encode(nonce + sealed).decode()}"
+        return self.encrypt_bytes(plaintext.encode(), context=context)
 
     def decrypt(self, token: str, *, context: str) -> str:
+        try:
+            return self.decrypt_bytes(token, context=context).decode()
+        except UnicodeDecodeError as exc:
+            msg = "stored value failed authentication"
+            raise DecryptionError(msg) from exc
+
+    def encrypt_bytes(self, plaintext: bytes, *, context: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self.keys[self.active].encrypt(nonce, plaintext, context.encode())
+        return f"{self.active}${base64.b64encode(nonce + sealed).decode()}"
+
+    def decrypt_bytes(self, token: str, *, context: str) -> bytes:
         kid, sep, encoded = token.partition("$")
         aead = self.keys.get(kid)
         if not sep or aead is None:
@@ -85,7 +109,7 @@ class KeyRing:
             raise DecryptionError(msg)
         try:
             blob = base64.b64decode(encoded, validate=True)
-            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode()).decode()
+            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode())
         except (binascii.Error, InvalidTag, ValueError) as exc:
             msg = "stored value failed authentication"
             raise DecryptionError(msg) from exc
@@ -101,11 +125,10 @@ def key_ring() -> KeyRing:
 
 @cache
 def _lookup_key() -> bytes:
-    key = base64.b64decode(settings.CAKRA_LOOKUP_KEY)
-    if len(key) < 32:  # noqa: PLR2004
-        msg = "CAKRA_LOOKUP_KEY must hold at least 32 bytes"
-        raise ImproperlyConfigured(msg)
-    return key
+    # The lookup key's only job: equality hashes of normalised values (each
+    # kind of value with its own purpose prefix). It is used as it is, not
+    # derived, so that the stored hashes stay valid.
+    return _secret_bytes("CAKRA_LOOKUP_KEY")
 
 
 def lookup_hash(value: str, *, purpose: str) -> str:
@@ -115,6 +138,40 @@ def lookup_hash(value: str, *, purpose: str) -> str:
     mac.update(b"\x00")
     mac.update(value.encode())
     return mac.hexdigest()
+
+
+# --- One key per purpose -----------------------------------------------------------
+# Each label names exactly one use; a new use gets a new label, never a
+# borrowed key. The secret each purpose derives from is listed beside it.
+AUDIT_CHAIN_LABEL = "cakra/audit-chain-mac/v1"  # from CAKRA_AUDIT_KEY
+AUDIT_ANCHOR_LABEL = "cakra/audit-anchor-mac/v1"  # from CAKRA_AUDIT_KEY
+
+
+def _secret_bytes(setting: str) -> bytes:
+    try:
+        key = base64.b64decode(getattr(settings, setting), validate=True)
+    except binascii.Error as exc:
+        msg = f"{setting} is not valid base64"
+        raise ImproperlyConfigured(msg) from exc
+    if len(key) < 32:  # noqa: PLR2004 - 256 bits
+        msg = f"{setting} must hold at least 32 bytes"
+        raise ImproperlyConfigured(msg)
+    return key
+
+
+@cache
+def purpose_key(*, source: str, label: str) -> bytes:
+    """A 256-bit key for one purpose: HKDF-SHA256 of the secret in
+    ``source`` (base64, at least 32 bytes) with ``label`` as the info."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode()).derive(_secret_bytes(source))
+
+
+def audit_chain_key() -> bytes:
+    return purpose_key(source="CAKRA_AUDIT_KEY", label=AUDIT_CHAIN_LABEL)
+
+
+def audit_anchor_key() -> bytes:
+    return purpose_key(source="CAKRA_AUDIT_KEY", label=AUDIT_ANCHOR_LABEL)
 
 
 def constant_time_equals(left: str, right: str) -> bool:

@@ -14,17 +14,17 @@ from django.test import Client
 from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from PIL import Image
 
-from cakra.backoffice.models import Officer
+from cakra.backoffice.models import Officer, OfficerTOTPDevice
+from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.models import Article, Evidence, Violation
 from tests.factories import OfficerFactory
 
 _capture_ids = itertools.count(1)
 
 
-def totp_code(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
+def totp_code(device: OfficerTOTPDevice, *, steps_ahead: int = 0) -> str:
     """The code an authenticator app shows now (or ``steps_ahead`` steps later,
     within the device's tolerance), computed from the device's key."""
     device.refresh_from_db()
@@ -51,10 +51,10 @@ def csrf_client():
 
 @pytest.fixture
 def otp_device(officer):
-    return TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
+    return officer_totp_device_create(officer=officer, name="test", confirmed=True)
 
 
-def sign_in(client: Client, officer: Officer, device: TOTPDevice) -> Client:
+def sign_in(client: Client, officer: Officer, device: OfficerTOTPDevice) -> Client:
     """A complete session (password and TOTP verified) without the slow hash:
     what the sign-in flow leaves behind, as tested in test_login.py."""
     client.force_login(officer)
@@ -73,7 +73,7 @@ def officer_client(client, officer, otp_device):
 def make_officer(region):
     def make(*, role: str = Officer.Role.VALIDATOR, officer_region=None, client: Client | None = None):
         officer: Officer = OfficerFactory.create(region=officer_region or region, role=role)
-        device = TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
+        device = officer_totp_device_create(officer=officer, name="test", confirmed=True)
         return officer, sign_in(client or english_client(), officer, device)
 
     return make

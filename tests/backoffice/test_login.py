@@ -10,12 +10,11 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.audit.models import AuditEvent
 from cakra.backoffice import services
 from cakra.backoffice.access import PENDING_LOGIN_KEY, PENDING_LOGIN_SECONDS
-from cakra.backoffice.models import Officer
+from cakra.backoffice.models import Officer, OfficerTOTPDevice
 from cakra.backoffice.services import officer_otp_reset
 from cakra.backoffice.views.login import LOGIN_RATE_LIMIT
 from cakra.security.ratelimit import hit
@@ -72,7 +71,7 @@ def test_first_sign_in_asks_the_enrolment_code_then_enrols_an_authenticator(clie
     assert page.status_code == 200
     assert "data:image/svg+xml" not in page.content.decode()
     assert 'name="code"' in page.content.decode()
-    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
 
     response = client.post(OTP, {"code": code.lower().replace("-", " ")})  # as typed from paper
     assert response["Location"] == OTP
@@ -82,7 +81,7 @@ def test_first_sign_in_asks_the_enrolment_code_then_enrols_an_authenticator(clie
     assert page.status_code == 200
     html = page.content.decode()
     assert 'src="data:image/svg+xml' in html
-    device = TOTPDevice.objects.get(user=officer)
+    device = OfficerTOTPDevice.objects.get(user=officer)
     assert device.confirmed is False
     assert page.context["secret_grouped"].replace(" ", "") in html.replace(" ", "")
 
@@ -118,7 +117,7 @@ def test_the_password_alone_cannot_set_up_an_authenticator(client, officer):
         assert "not valid or has expired" in response.content.decode()
     assert client.post(OTP, {"code": "short"}).status_code == 400
 
-    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
     assert officer_state(officer)[0] == 2  # wrong codes count toward the lockout
     assert actions(officer).count("officer.login_failed") == 2
 
@@ -135,7 +134,7 @@ def test_wrong_enrolment_codes_lock_the_account(client, officer):
     assert officer_state(officer)[1] is not None
     password_step(client, officer.username)  # locked: even the right code is no use now
     assert client.get(OTP)["Location"] == LOGIN
-    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
     assert code  # issued, never accepted
 
 
@@ -147,7 +146,7 @@ def test_an_expired_or_replaced_enrolment_code_is_refused(client, officer):
 
     Officer.objects.filter(pk=officer.pk).update(enrolment_code_expires_at=timezone.now() - timedelta(seconds=1))
     assert client.post(OTP, {"code": new}).status_code == 400
-    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
 
 
 def test_sign_in_with_an_existing_device_asks_for_a_code_and_no_enrolment(client, officer, otp_device):
@@ -155,7 +154,7 @@ def test_sign_in_with_an_existing_device_asks_for_a_code_and_no_enrolment(client
     assert response["Location"] == OTP
     page = client.get(OTP)
     assert "data:image/svg+xml" not in page.content.decode()
-    assert TOTPDevice.objects.filter(user=officer).count() == 1
+    assert OfficerTOTPDevice.objects.filter(user=officer).count() == 1
 
     response = client.post(OTP, {"token": totp_code(otp_device)})
     assert response["Location"] == QUEUE

@@ -10,11 +10,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.audit.models import AuditEvent
-from cakra.backoffice.models import Officer
-from cakra.backoffice.services import officer_enrolment_code_check
+from cakra.backoffice.models import Officer, OfficerTOTPDevice
+from cakra.backoffice.services import officer_enrolment_code_check, officer_totp_device_create
 
 ENROLMENT_CODE = re.compile(r"^[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}$", re.MULTILINE)
 
@@ -86,10 +85,10 @@ def test_create_refuses_a_username_that_differs_only_in_case(officer):
 
 
 def test_reset_otp_removes_devices_and_prints_a_new_enrolment_code(officer):
-    TOTPDevice.objects.create(user=officer, name="phone", confirmed=True)
+    officer_totp_device_create(officer=officer, name="phone", confirmed=True)
     output = run("reset-otp", "--username", officer.username)
     assert "Removed 1" in output
-    assert not TOTPDevice.objects.filter(user=officer).exists()
+    assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
     event = AuditEvent.objects.get(action="officer.otp_reset")
     assert event.object_id == str(officer.pk)
     [code] = ENROLMENT_CODE.findall(output)

@@ -210,7 +210,11 @@ def test_the_send_path_decrypts_only_the_recipient_and_the_verification_code(del
 
     deliveries_get_for_send(delivery_ids=[delivery.pk])
 
-    assert sorted(contexts) == ["enforcement_notice.verification_code", "registry_contactpoint.value"]
+    contact = delivery.contact_point
+    assert sorted(contexts) == [
+        f"enforcement_notice.verification_code.{delivery.notice_id}",
+        f"registry_contactpoint.value.{contact.owner_id}.{contact.kind}.{contact.value_hash}",
+    ]
 
 
 def test_dates_are_written_as_djangos_dateformat_writes_them_in_both_languages():

@@ -738,7 +738,9 @@ def test_an_asynchronous_bounce_from_the_sink_fails_the_sent_email(reporting_sin
     delivery = committed_delivery
     # (Fallback to the next step is shown above; here the plan has email only,
     # so no send of a channel without an adapter is enqueued.)
-    ContactPoint.objects.filter(pk=delivery.contact_point_id).update(value="softbounce.pemilik@example.co.id")
+    contact = ContactPoint.objects.get(pk=delivery.contact_point_id)
+    contact.value = "softbounce.pemilik@example.co.id"
+    contact.save(update_fields=["value"])
 
     delivery_send(delivery_id=str(delivery.id))
     assert _status(delivery) == S.SENT  # the relay accepted it at RCPT

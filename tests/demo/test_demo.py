@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.api.models import ApiKey
 from cakra.audit.selectors import audit_verify_chain
 from cakra.audit.triggers import audit_triggers_remove
-from cakra.backoffice.models import Officer
+from cakra.backoffice.models import Officer, OfficerTOTPDevice
 from cakra.demo.seed import DemoCredentials
 from cakra.enforcement.models import Evidence, Notice, Region, Violation
 from cakra.registry.models import ContactPoint, Vehicle
@@ -29,7 +28,7 @@ def test_demo_seeds_regions_registry_officers_keys_and_violations(seeded):
     assert Vehicle.objects.count() >= 20
     assert ContactPoint.objects.filter(kind="postal").count() == Vehicle.objects.count()
     assert Officer.objects.count() == 3
-    assert TOTPDevice.objects.filter(confirmed=True).count() == 3
+    assert OfficerTOTPDevice.objects.filter(confirmed=True).count() == 3
     assert ApiKey.objects.filter(pre_validated=True).count() == 3
     assert Violation.objects.count() == 12
     assert Evidence.objects.count() == 12
@@ -73,7 +72,7 @@ def test_audit_verify_passes_on_the_demo_and_fails_on_a_tampered_row(seeded, cap
 def test_totp_helper_prints_a_code_the_device_accepts(seeded, capsys):
     call_command("demo", totp="metro.validator")
     code = capsys.readouterr().out.strip()
-    device = TOTPDevice.objects.get(user__username="metro.validator")
+    device = OfficerTOTPDevice.objects.get(user__username="metro.validator")
     assert device.verify_token(code)
 
 

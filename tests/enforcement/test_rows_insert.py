@@ -90,7 +90,7 @@ def test_rows_read_back_as_they_were_written(region, vehicle):
         cursor.execute("SELECT verification_code FROM enforcement_notice WHERE id = %s", [notice.pk.hex])
         (stored_code,) = cursor.fetchone()
     assert "ABCD1234" not in stored_code  # encrypted at rest, as the field stores it
-    assert key_ring().decrypt(stored_code, context="enforcement_notice.verification_code") == "ABCD1234"
+    assert key_ring().decrypt(stored_code, context=f"enforcement_notice.verification_code.{notice.pk}") == "ABCD1234"
 
 
 def test_a_duplicate_is_an_integrity_error_and_stores_nothing(region, vehicle):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
@@ -82,7 +83,7 @@ def test_lookup_hashes_are_keyed_and_separated_by_purpose():
 
 
 def test_production_refuses_to_start_without_its_secrets(tmp_path, monkeypatch):
-    for name in ("SECRET_KEY", "CAKRA_FIELD_KEYS", "CAKRA_LOOKUP_KEY", "CAKRA_DKIM_PRIVATE_KEY"):
+    for name in ("SECRET_KEY", "CAKRA_FIELD_KEYS", "CAKRA_LOOKUP_KEY", "CAKRA_AUDIT_KEY", "CAKRA_DKIM_PRIVATE_KEY"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ImproperlyConfigured, match="CAKRA_FIELD_KEYS"):
         load_secrets(production=True, data_dir=tmp_path)
@@ -94,3 +95,14 @@ def test_development_secrets_are_generated_once_and_private(tmp_path):
     second = load_secrets(production=False, data_dir=tmp_path)
     assert first == second
     assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_development_secrets_file_without_an_audit_key_gets_a_stable_one_of_its_own(tmp_path):
+    first = load_secrets(production=False, data_dir=tmp_path)
+    assert len(base64.b64decode(first["CAKRA_AUDIT_KEY"])) == 32
+    path = tmp_path / "dev-secrets.json"
+    older = {name: value for name, value in json.loads(path.read_text()).items() if name != "CAKRA_AUDIT_KEY"}
+    path.write_text(json.dumps(older))
+    derived = load_secrets(production=False, data_dir=tmp_path)["CAKRA_AUDIT_KEY"]
+    assert derived == load_secrets(production=False, data_dir=tmp_path)["CAKRA_AUDIT_KEY"]
+    assert base64.b64decode(derived) not in {base64.b64decode(older["CAKRA_LOOKUP_KEY"]), older["SECRET_KEY"].encode()}

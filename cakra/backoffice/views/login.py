@@ -13,7 +13,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.backoffice.access import (
     PendingLogin,
@@ -25,7 +24,7 @@ from cakra.backoffice.access import (
     verified_officer,
 )
 from cakra.backoffice.forms import EnrolmentCodeForm, LoginForm, OtpForm
-from cakra.backoffice.models import Officer
+from cakra.backoffice.models import Officer, OfficerTOTPDevice
 from cakra.backoffice.services import (
     OtpOutcome,
     officer_confirmed_device,
@@ -85,7 +84,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return redirect("backoffice:otp")
 
 
-def _enrolment_context(device: TOTPDevice) -> dict[str, str]:
+def _enrolment_context(device: OfficerTOTPDevice) -> dict[str, str]:
     secret = b32encode(device.bin_key).decode()
     return {
         # A data: URI image: the CSP allows img-src data: but no inline markup styles.
@@ -100,14 +99,14 @@ def _restart_sign_in(request: HttpRequest) -> HttpResponse:
     return redirect("backoffice:login")
 
 
-def _pending_officer_and_device(request: HttpRequest) -> tuple[PendingLogin, Officer, TOTPDevice] | None:
+def _pending_officer_and_device(request: HttpRequest) -> tuple[PendingLogin, Officer, OfficerTOTPDevice] | None:
     """The pending sign-in with its officer and device, or None when it expired,
     or the device was reset or confirmed elsewhere meanwhile."""
     pending = pending_login_get(request)
     if pending is None:
         return None
     officer = Officer.objects.select_related("region").filter(pk=pending.officer_id).first()
-    device = TOTPDevice.objects.filter(user_id=pending.officer_id, pk=_device_pk(pending.device_id)).first()
+    device = OfficerTOTPDevice.objects.filter(user_id=pending.officer_id, pk=_device_pk(pending.device_id)).first()
     if officer is None or device is None or device.confirmed == pending.enrolling:
         return None
     return pending, officer, device
@@ -202,7 +201,7 @@ def _otp_submit(
 
 
 def _device_pk(persistent_id: str) -> int:
-    # "otp_totp.totpdevice/<pk>", written by us into the server-side session.
+    # "backoffice.officertotpdevice/<pk>", written by us into the server-side session.
     _, _, pk = persistent_id.rpartition("/")
     return int(pk) if pk.isdigit() else 0
 

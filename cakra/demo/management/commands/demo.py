@@ -13,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from cakra.backoffice.models import OfficerTOTPDevice
 from cakra.demo.seed import (
     DemoCredentials,
     apikeys_seed,
@@ -77,7 +77,7 @@ class Command(BaseCommand):
         return credentials
 
     def _print_totp(self, username: str) -> None:
-        device = TOTPDevice.objects.filter(user__username=username, name="demo authenticator").first()
+        device = OfficerTOTPDevice.objects.filter(user__username=username, name="demo authenticator").first()
         if device is None:
             msg = f"{username!r} is not a demo officer"
             raise CommandError(msg)
