@@ -29,16 +29,15 @@ The counters must be touched outside any open transaction: a rolled-back
 request would otherwise take its count back, and on PostgreSQL the row lock
 would be held until the request's transaction ends.
 
-Keys carry a keyed hash (HMAC with ``SECRET_KEY``) of the subject, so client
-addresses and notice numbers never sit in the store in clear.
+Keys carry a keyed hash (HMAC under a key derived from ``SECRET_KEY`` for
+this purpose alone) of the subject, so client addresses and notice numbers
+never sit in the store in clear.
 """
 
 from __future__ import annotations
 
 import abc
 import functools
-import hashlib
-import hmac
 import time
 from dataclasses import dataclass
 
@@ -46,6 +45,7 @@ import redis
 from django.conf import settings
 from django.db import connections, router
 from django.db.models import F
+from django.utils.crypto import salted_hmac
 
 from cakra.security.models import RateLimitCounter
 from cakra.security.proxies import client_address
@@ -170,8 +170,13 @@ def _now() -> int:
     return int(time.time())
 
 
+# Django's labelled derivation from SECRET_KEY: this HMAC key serves only
+# limiter subjects, not sessions, signing or any other use of SECRET_KEY.
+SUBJECT_KEY_SALT = "cakra.security.ratelimit.subject"
+
+
 def _key(limit: Limit, subject: str, window: int) -> str:
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"{limit.scope}|{subject}".encode(), hashlib.sha256)
+    digest = salted_hmac(SUBJECT_KEY_SALT, f"{limit.scope}|{subject}", algorithm="sha256")
     return f"{limit.scope}:{window}:{digest.hexdigest()[:32]}"
 
 
