@@ -167,13 +167,13 @@ def test_cookies_sent_carry_the_production_attributes(tmp_path, settings, office
     assert signed_in.status_code == 302
     assert office.get(QUEUE).status_code == 200
 
-    sent = {
-        production["CSRF_COOKIE_NAME"]: (form, "Lax"),
-        production["CAKRA_PORTAL_SESSION_COOKIE_NAME"]: (looked_up, "Lax"),
-        production["SESSION_COOKIE_NAME"]: (signed_in, "Strict"),
-    }
-    for name, (response, samesite) in sent.items():
-        morsel = response.cookies[str(name)]
+    sent = [
+        (str(production["CSRF_COOKIE_NAME"]), form, "Lax"),
+        (str(production["CAKRA_PORTAL_SESSION_COOKIE_NAME"]), looked_up, "Lax"),
+        (str(production["SESSION_COOKIE_NAME"]), signed_in, "Strict"),
+    ]
+    for name, response, samesite in sent:
+        morsel = response.cookies[name]
         assert morsel["secure"] is True, name
         assert morsel["httponly"] is True, name
         assert morsel["samesite"] == samesite, name
@@ -203,7 +203,7 @@ def test_no_value_in_a_session_table_dump_opens_the_back_office(officer, issued)
     device = TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
     browser = sign_in(english_client(), officer, device)
     assert lookup(browser, issued.notice.number, "B 1234 XYZ") == 303
-    second = OfficerFactory(region=officer.region)
+    second = OfficerFactory.create(region=officer.region)
     sign_in(english_client(), second, TOTPDevice.objects.create(user=second, name="test", confirmed=True))
 
     dump = session_table_dump()
