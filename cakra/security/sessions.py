@@ -179,7 +179,8 @@ class RealmSessionMiddleware(SessionMiddleware):
 
     Cookies are host-only (no ``Domain``) with ``Path=/``: the ``__Host-``
     prefix used in production demands both, so the realms differ by name,
-    not path.
+    not path. A session is saved only when modified (``SESSION_SAVE_EVERY_REQUEST``
+    is not read: the back office's idle clock already writes on every request).
     """
 
     def process_request(self, request: HttpRequest) -> None:
