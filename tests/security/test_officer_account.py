@@ -4,9 +4,11 @@ absolute lifetime, re-authentication before sensitive actions."""
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from django.conf import settings
+from django.contrib.sessions.backends.base import UpdateError
 from django.core.management import call_command
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -15,6 +17,7 @@ from cakra.audit.models import AuditEvent
 from cakra.backoffice.access import REAUTH_AT_KEY, SEEN_AT_KEY, SIGNED_IN_AT_KEY
 from cakra.backoffice.models import Officer
 from cakra.security.models import Session
+from cakra.security.sessions import SessionStore
 from tests.backoffice.conftest import english_client, sign_in, totp_code
 from tests.factories import OFFICER_PASSWORD, OfficerFactory
 
@@ -139,6 +142,18 @@ def test_only_administrators_of_the_same_region_manage_officers(officer, other_r
     assert other_region_officer.content == unknown.content
     officer.refresh_from_db()
     assert officer.is_active
+
+
+def test_a_request_in_flight_cannot_bring_a_deactivated_session_back(officer):
+    """A request that loaded the session before the deactivation and saves
+    it afterwards (the idle clock writes on every request) must not recreate it."""
+    browser = browser_of(officer)
+    in_flight = SessionStore(browser.cookies[settings.SESSION_COOKIE_NAME].value)
+    in_flight[SEEN_AT_KEY] = time.time()
+    call_command("officer", "deactivate", "--username", officer.username, stdout=io.StringIO())
+    with pytest.raises(UpdateError):
+        in_flight.save()
+    assert sessions_of(officer) == 0
 
 
 # --- Password change ---------------------------------------------------------------
