@@ -6,6 +6,13 @@ session only holds a *pending sign-in* (officer id, device, start time) that
 the one-time-code page accepts for ``PENDING_LOGIN_SECONDS``. Django's
 ``login`` (which rotates the session key) runs only once the code is
 verified, so every other page sees an anonymous visitor until then.
+
+A verified session carries its sign-in time, last request time and last
+re-authentication time, all checked on the server at every request: it
+ends ``CAKRA_OFFICER_SESSION_SECONDS`` after sign-in whatever happens, and
+after ``CAKRA_OFFICER_IDLE_SECONDS`` without a request. Sensitive actions
+(``reauth_required``) also need a code from the authenticator within the
+last ``CAKRA_OFFICER_REAUTH_SECONDS``.
 """
 
 from __future__ import annotations
@@ -17,19 +24,32 @@ from functools import wraps
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import django_otp
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.translation import gettext as _
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.backoffice.models import Officer
-from cakra.backoffice.services import officer_can_decide
+from cakra.backoffice.services import officer_can_decide, officer_session_expired_record
 
 PENDING_LOGIN_KEY = "backoffice_pending_login"
 PENDING_LOGIN_SECONDS = 5 * 60
 BACKOFFICE_PREFIX = "/backoffice/"
+# Unix times in the server-side session of a verified officer.
+SIGNED_IN_AT_KEY = "backoffice_signed_in_at"
+SEEN_AT_KEY = "backoffice_seen_at"
+REAUTH_AT_KEY = "backoffice_reauth_at"
 
 
 class OfficerRequest(HttpRequest):
@@ -54,7 +74,59 @@ def verified_officer(request: HttpRequest) -> Officer | None:
         return None
     if not user.is_active or user.region_id is None:
         return None
+    expired = _officer_session_expiry(request, now=time.time())
+    if expired:
+        officer_session_expired_record(officer=user, reason=expired)
+        auth_logout(request)  # deletes the session row; the cookie is cleared
+        messages.info(request, _("Your session has ended. Please sign in again."))
+        return None
+    request.session[SEEN_AT_KEY] = time.time()
     return user
+
+
+def _stamp(request: HttpRequest, key: str) -> float | None:
+    value = request.session.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _officer_session_expiry(request: HttpRequest, *, now: float) -> str:
+    """Why a verified session may no longer be used ("" when it may)."""
+    signed_in_at = _stamp(request, SIGNED_IN_AT_KEY)
+    seen_at = _stamp(request, SEEN_AT_KEY)
+    if signed_in_at is None or seen_at is None:
+        return "unstamped"  # not made by officer_session_start: fail closed
+    # Only upper bounds: the times are written by the server (the client
+    # cannot set them), and web hosts' clocks differ slightly, so a time a
+    # little in the future is normal.
+    if now - signed_in_at > settings.CAKRA_OFFICER_SESSION_SECONDS:
+        return "absolute"
+    if now - seen_at > settings.CAKRA_OFFICER_IDLE_SECONDS:
+        return "idle"
+    return ""
+
+
+def officer_session_start(request: HttpRequest, *, officer: Officer, device: TOTPDevice) -> None:
+    """Password and code verified: the session becomes an officer's.
+
+    Django's login gives it a new key (and drops whatever the session held
+    for someone else); the code just given counts as a re-authentication."""
+    auth_login(request, officer, backend="django.contrib.auth.backends.ModelBackend")
+    django_otp.login(request, device)
+    now = time.time()
+    request.session[SIGNED_IN_AT_KEY] = now
+    request.session[SEEN_AT_KEY] = now
+    request.session[REAUTH_AT_KEY] = now
+
+
+def officer_reauth_mark(request: HttpRequest) -> None:
+    """A fresh code was given: a privilege step, so a new session key too."""
+    request.session.cycle_key()
+    request.session[REAUTH_AT_KEY] = time.time()
+
+
+def officer_reauth_is_recent(request: HttpRequest) -> bool:
+    reauth_at = _stamp(request, REAUTH_AT_KEY)
+    return reauth_at is not None and time.time() - reauth_at <= settings.CAKRA_OFFICER_REAUTH_SECONDS
 
 
 def officer_required(view: AnyView) -> AnyView:
@@ -82,6 +154,39 @@ def decider_required(view: AnyView) -> AnyView:
         if not officer_can_decide(request.user):
             raise PermissionDenied
         return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def admin_required(view: AnyView) -> AnyView:
+    """Officer administration: administrators only. Apply inside ``officer_required``."""
+
+    @wraps(view)
+    def wrapped(request: OfficerRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.user.role != Officer.Role.ADMIN:
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def reauth_required(view: AnyView) -> AnyView:
+    """Sensitive actions: a code from the authenticator within the last
+    ``CAKRA_OFFICER_REAUTH_SECONDS``, otherwise nothing is done and the
+    officer is sent to the re-authentication page, which returns to a page
+    inside the back office (a GET page, or the form's ``next``). Apply
+    inside ``officer_required``."""
+
+    @wraps(view)
+    def wrapped(request: OfficerRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if officer_reauth_is_recent(request):
+            return view(request, *args, **kwargs)
+        if request.method == "GET":
+            back = request.get_full_path()
+        else:
+            back = safe_next_url(request, str(request.POST.get("next", "")))
+        target = reverse("backoffice:reauth")
+        return redirect(f"{target}?{urlencode({'next': back})}" if back else target)
 
     return wrapped
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django import forms
+from django.contrib.auth.forms import SetPasswordForm
+from django.core.validators import MaxLengthValidator
 from django.utils.translation import gettext_lazy as _
 
 from cakra.backoffice.services import ENROLMENT_CODE_LENGTH, enrolment_code_normalise
 from cakra.enforcement.services import MAX_REASON_LENGTH
 
 OTP_PATTERN = re.compile(r"^[0-9]{6}$")
+PASSWORD_MAX_LENGTH = 4096  # bound the work an attacker can ask of the hasher
 
 
 class LoginForm(forms.Form):
@@ -74,3 +78,25 @@ class RejectForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "maxlength": MAX_REASON_LENGTH}),
         error_messages={"required": _("A reason is required to reject a violation.")},
     )
+
+
+class ReauthForm(OtpForm):
+    next = forms.CharField(required=False, max_length=500, widget=forms.HiddenInput)
+
+
+class PasswordChangeForm(SetPasswordForm):  # type: ignore[type-arg]
+    """Current password (the re-authentication), then the new one twice,
+    checked by Django's configured password validators."""
+
+    current_password = forms.CharField(
+        label=_("Current password"),
+        max_length=PASSWORD_MAX_LENGTH,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password", "autofocus": True}),
+    )
+    field_order = ("current_password", "new_password1", "new_password2")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("new_password1", "new_password2"):
+            self.fields[name].validators.append(MaxLengthValidator(PASSWORD_MAX_LENGTH))

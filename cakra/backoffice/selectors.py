@@ -213,3 +213,30 @@ def notice_detail_for_officer(*, officer: Officer, number: str) -> NoticeDetail:
         for delivery in notice.deliveries.all()
     ]
     return NoticeDetail(notice=notice, deliveries=timeline, timeline=notice_timeline(notice=notice))
+
+
+# --- Officer administration ------------------------------------------------------
+
+
+def officer_list_for_admin(*, admin: Officer) -> QuerySet[Officer]:
+    """The officers an administrator manages: those of their own region."""
+    if admin.region_id is None or admin.role != Officer.Role.ADMIN:
+        return Officer.objects.none()
+    return Officer.objects.filter(region_id=admin.region_id).order_by("username")
+
+
+def officer_get_for_admin(*, admin: Officer, officer_id: int) -> Officer:
+    """One officer of the administrator's region; unknown and another
+    region's alike raise NotFoundError."""
+    officer = officer_list_for_admin(admin=admin).select_related("region").filter(pk=officer_id).first()
+    if officer is None:
+        raise NotFoundError("officer not found")
+    return officer
+
+
+def officer_get_by_username(*, username: str) -> Officer:
+    """For the command line, which acts across regions."""
+    officer = Officer.objects.select_related("region").filter(username=username.strip()).first()
+    if officer is None:
+        raise NotFoundError("no officer with this username", field="username")
+    return officer

@@ -39,6 +39,8 @@ from cakra.backoffice.models import TOTP_SEED_BYTES, Officer, OfficerTOTPDevice,
 from cakra.enforcement.errors import ConflictError, InvalidStateError, NotFoundError
 from cakra.enforcement.models import Region
 from cakra.security.crypto import constant_time_equals, lookup_hash
+from cakra.security.models import Session
+from cakra.security.sessions import session_key_stored
 
 logger = structlog.get_logger(__name__)
 
@@ -403,3 +405,121 @@ def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
         data={"was_locked": was_locked},
     )
     return was_locked
+
+
+# --- Session life: password change, deactivation, re-authentication, expiry ----
+
+
+def _officer_sessions_end(*, officer_id: int, keep_session_key: str | None = None) -> int:
+    """Delete the officer's sessions (but ``keep_session_key``'s); returns how many.
+
+    A deleted session is gone for good: a request still running on it
+    cannot save it back (the store only updates existing rows)."""
+    sessions = Session.objects.filter(officer_id=officer_id)
+    if keep_session_key:
+        kept = session_key_stored(realm=Session.Realm.BACKOFFICE, session_key=keep_session_key)
+        sessions = sessions.exclude(session_key=kept)
+    deleted, _ = sessions.delete()
+    return int(deleted)
+
+
+def officer_password_change(
+    *, officer: Officer, current_password: str, new_password: str, keep_session_key: str
+) -> bool:
+    """Re-authenticate with the current password, then set the new one and end
+    every other session of the officer. False (nothing changed) when the
+    current password is wrong; that counts as a failed sign-in, so a stolen
+    session cannot guess the password without locking the account.
+    Raises ``ValidationError`` when the new password fails the validators."""
+    # Hashing (check and set) outside the transaction, see the module docstring.
+    if not officer.check_password(current_password):
+        _officer_failure_record(officer=officer, stage="password_change", reason="bad_password")
+        return False
+    password_validation.validate_password(new_password, user=officer)
+    officer.set_password(new_password)
+    with transaction.atomic():
+        Officer.objects.filter(pk=officer.pk).update(password=officer.password)
+        ended = _officer_sessions_end(officer_id=officer.pk, keep_session_key=keep_session_key)
+        audit_record(
+            actor_type="officer",
+            actor_id=str(officer.pk),
+            action="officer.password_changed",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+            data={"sessions_ended": ended},
+        )
+    logger.info("backoffice.password_changed", officer_id=officer.pk, sessions_ended=ended)
+    return True
+
+
+def _officer_active_set(*, officer: Officer, active: bool, actor_type: str, actor_id: str) -> bool:
+    with transaction.atomic():
+        changed = bool(Officer.objects.filter(pk=officer.pk, is_active=not active).update(is_active=active))
+        # Also when it was inactive already: no session of an inactive officer may live.
+        ended = 0 if active else _officer_sessions_end(officer_id=officer.pk)
+        audit_record(
+            actor_type=actor_type,
+            actor_id=actor_id,
+            action="officer.reactivated" if active else "officer.deactivated",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+            data={"changed": changed, "sessions_ended": ended},
+        )
+    officer.is_active = active
+    logger.info("backoffice.officer_active_set", officer_id=officer.pk, active=active, changed=changed)
+    return changed
+
+
+def officer_deactivate(*, officer: Officer, actor_type: str, actor_id: str) -> bool:
+    """Stop the officer signing in and end every session of theirs at once;
+    returns whether the account was active."""
+    return _officer_active_set(officer=officer, active=False, actor_type=actor_type, actor_id=actor_id)
+
+
+def officer_reactivate(*, officer: Officer, actor_type: str, actor_id: str) -> bool:
+    """Let a deactivated officer sign in again (password and authenticator as before)."""
+    return _officer_active_set(officer=officer, active=True, actor_type=actor_type, actor_id=actor_id)
+
+
+def officer_reauthenticate(*, officer: Officer, device_id: str, token: str) -> OtpOutcome:
+    """A fresh code from the session's own authenticator before a sensitive
+    action. Wrong codes count towards the lockout like sign-in failures; each
+    code is accepted once (django-otp), so one seen earlier does not help."""
+    officer.refresh_from_db(fields=["failed_login_count", "locked_until", "is_active"])
+    if officer_is_locked(officer) or not officer.is_active:
+        with transaction.atomic():
+            _audit_login_failed(officer=officer, stage="reauth", reason="locked")
+        return OtpOutcome.LOCKED
+    device = django_otp.verify_token(officer, device_id, token)
+    if not isinstance(device, OfficerTOTPDevice):
+        locked = _officer_failure_record(officer=officer, stage="reauth", reason="bad_code")
+        return OtpOutcome.LOCKED if locked else OtpOutcome.INVALID
+    with transaction.atomic():
+        Officer.objects.filter(pk=officer.pk).update(failed_login_count=0, locked_until=None)
+        audit_record(
+            actor_type="officer",
+            actor_id=str(officer.pk),
+            action="officer.reauthenticated",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+        )
+    return OtpOutcome.VERIFIED
+
+
+def officer_session_expired_record(*, officer: Officer, reason: str) -> None:
+    """A session refused for age (``absolute``), inactivity (``idle``) or
+    missing sign-in times (``unstamped``)."""
+    with transaction.atomic():
+        audit_record(
+            actor_type="officer",
+            actor_id=str(officer.pk),
+            action="officer.session_expired",
+            object_type="officer",
+            object_id=str(officer.pk),
+            region_code=_region_code(officer),
+            data={"reason": reason},
+        )
+    logger.info("backoffice.session_expired", officer_id=officer.pk, reason=reason)

@@ -64,7 +64,8 @@ MIDDLEWARE = [
     # Serves the few CSS files from the web process itself (no separate file
     # server to run for the embedded default; behind a CDN in production).
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Separate sessions for citizens and officers, keyed by a hash (cakra.security.sessions).
+    "cakra.security.sessions.RealmSessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -149,12 +150,38 @@ OTP_TOTP_ISSUER = "Cakra ETLE"
 
 # --- Sessions, cookies, transport security ---------------------------------
 SECURE = _env_bool("CAKRA_SECURE_COOKIES", default=PRODUCTION)
+# Over HTTPS every cookie is host-only and bound to Secure and Path=/ by the
+# __Host- prefix (browsers refuse it otherwise), so a sibling subdomain cannot
+# plant or overwrite one; plain-HTTP development keeps unprefixed names.
+_COOKIE_PREFIX = "__Host-" if SECURE else ""
+# The back office's session (SESSION_ENGINE's store, which Django's helpers
+# use); the portal's has its own cookie, store realm and lifetime below.
+SESSION_ENGINE = "cakra.security.sessions"
+SESSION_COOKIE_NAME = f"{_COOKIE_PREFIX}cakra_office"
 SESSION_COOKIE_SECURE = SECURE
-CSRF_COOKIE_SECURE = SECURE
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_PATH = "/"
+SESSION_COOKIE_DOMAIN = None
+# Officers open the back office from a bookmark, never from a link elsewhere.
+SESSION_COOKIE_SAMESITE = "Strict"
 SESSION_COOKIE_AGE = 60 * 60 * 8
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Officer sessions: absolute lifetime from the verified sign-in, idle timeout
+# (no request for that long), and how recent a re-authentication must be
+# for sensitive actions (cakra.backoffice.access).
+CAKRA_OFFICER_SESSION_SECONDS = SESSION_COOKIE_AGE
+CAKRA_OFFICER_IDLE_SECONDS = int(os.environ.get("CAKRA_OFFICER_IDLE_SECONDS", str(15 * 60)))
+CAKRA_OFFICER_REAUTH_SECONDS = int(os.environ.get("CAKRA_OFFICER_REAUTH_SECONDS", str(5 * 60)))
+# Citizens arrive from the link in a notice email: Lax keeps that navigation working.
+CAKRA_PORTAL_SESSION_COOKIE_NAME = f"{_COOKIE_PREFIX}cakra_portal"
+CAKRA_PORTAL_SESSION_COOKIE_SAMESITE = "Lax"
+# A portal session holds only notice grants, which live this long (CAKRA_PORTAL_GRANT_SECONDS).
+CAKRA_PORTAL_SESSION_COOKIE_AGE = int(os.environ.get("CAKRA_PORTAL_GRANT_SECONDS", str(30 * 60)))
+CSRF_COOKIE_NAME = f"{_COOKIE_PREFIX}csrftoken"
+CSRF_COOKIE_SECURE = SECURE
+CSRF_COOKIE_PATH = "/"
+CSRF_COOKIE_DOMAIN = None
+CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

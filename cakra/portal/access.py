@@ -35,10 +35,10 @@ def _live_grants(request: HttpRequest, *, now: int) -> dict[str, int]:
 def grant_add(*, request: HttpRequest, notice_id: uuid.UUID) -> None:
     now = int(time.time())
     grants = _live_grants(request, now=now)
-    if not grants:
-        # Session fixation: the session that holds access to a notice gets a
-        # fresh key nobody could have planted before the lookup.
-        request.session.cycle_key()
+    # Session fixation: every grant is a privilege change, so the session
+    # that holds it gets a fresh key nobody could have planted or read
+    # before this lookup, also when it already held other grants.
+    request.session.cycle_key()
     grants[str(notice_id)] = now + settings.CAKRA_PORTAL_GRANT_SECONDS
     newest = sorted(grants.items(), key=lambda item: item[1], reverse=True)[:MAX_GRANTS]
     request.session[GRANTS_KEY] = dict(newest)

@@ -16,6 +16,7 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
 from PIL import Image
 
+from cakra.backoffice.access import REAUTH_AT_KEY, SEEN_AT_KEY, SIGNED_IN_AT_KEY
 from cakra.backoffice.models import Officer, OfficerTOTPDevice
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.models import Article, Evidence, Violation
@@ -60,6 +61,10 @@ def sign_in(client: Client, officer: Officer, device: OfficerTOTPDevice) -> Clie
     client.force_login(officer)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    now = time.time()
+    session[SIGNED_IN_AT_KEY] = now
+    session[SEEN_AT_KEY] = now
+    session[REAUTH_AT_KEY] = now
     session.save()
     return client
 

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -60,7 +61,8 @@ def _enrolment_code(officer):
 def test_first_sign_in_asks_the_enrolment_code_then_enrols_an_authenticator(client, officer):
     code = _enrolment_code(officer)
     client.get(LOGIN)
-    before = client.cookies["sessionid"].value if "sessionid" in client.cookies else ""
+    cookie = settings.SESSION_COOKIE_NAME
+    before = client.cookies[cookie].value if cookie in client.cookies else ""
 
     response = password_step(client, officer.username)
     assert response.status_code == 302
@@ -95,7 +97,7 @@ def test_first_sign_in_asks_the_enrolment_code_then_enrols_an_authenticator(clie
     assert device.confirmed is True
     assert client.get(QUEUE).status_code == 200
     # Each privilege step got a new session key (no fixation).
-    assert client.cookies["sessionid"].value != before
+    assert client.cookies[cookie].value != before
     assert PENDING_LOGIN_KEY not in client.session
     assert actions(officer) == [
         "officer.otp_enrolment_started",

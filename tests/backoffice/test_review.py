@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -303,7 +304,7 @@ def test_decisions_require_the_csrf_token(csrf_client, officer, otp_device, make
     assert violation.status == "received"
 
     csrf_client.get(detail_url(violation))  # sets the CSRF cookie, as a browser would
-    token = csrf_client.cookies["csrftoken"].value
+    token = csrf_client.cookies[settings.CSRF_COOKIE_NAME].value
     response = csrf_client.post(validate_url(violation), {"csrfmiddlewaretoken": token})
     assert response.status_code == 302
     violation.refresh_from_db()

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.files.base import ContentFile
 from PIL import Image
 
 from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
 from cakra.enforcement.services import violation_validate
+from cakra.security.sessions import PortalSessionStore
 from tests.factories import VehicleFactory, make_violation
 
 CSRF_TOKEN_RE = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
@@ -99,3 +101,10 @@ def long_windows(settings):
         name: (count, 10**7) for name, (count, _seconds) in settings.CAKRA_PORTAL_RATE_LIMITS.items()
     }
     return settings.CAKRA_PORTAL_RATE_LIMITS
+
+
+def portal_session(client) -> PortalSessionStore:
+    """The browser's portal session, as the server holds it (the test
+    client's ``session`` is the back office's, SESSION_ENGINE's)."""
+    cookie = client.cookies.get(settings.CAKRA_PORTAL_SESSION_COOKIE_NAME)
+    return PortalSessionStore(cookie.value if cookie is not None else None)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
 from cakra.enforcement.numbers import notice_number_display, notice_number_generate
 from cakra.portal.access import GRANTS_KEY
-from tests.portal.conftest import strip_csrf
+from tests.portal.conftest import portal_session, strip_csrf
 
 LOOKUP = "/cek/"
 
@@ -48,7 +49,7 @@ def test_wrong_plate_and_unknown_number_give_byte_identical_answers(client, issu
     assert issued.notice.number.encode() not in wrong_plate.content
     assert unknown.encode() not in unknown_number.content
     assert "Tidak ada surat konfirmasi dengan nomor dan nomor polisi ini." in wrong_plate.content.decode()
-    assert GRANTS_KEY not in client.session
+    assert GRANTS_KEY not in portal_session(client)
 
 
 def test_malformed_plate_is_just_no_match(client, issued):
@@ -62,7 +63,7 @@ def test_malformed_plate_is_just_no_match(client, issued):
 def test_overlong_input_is_a_clear_400(client, issued):
     response = lookup(client, issued.notice.number, "B 1234 XYZ" * 10)
     assert response.status_code == 400
-    assert GRANTS_KEY not in client.session
+    assert GRANTS_KEY not in portal_session(client)
 
 
 def test_bad_check_digits_get_a_hint_and_count_against_the_client(client, issued, long_windows):
@@ -81,7 +82,7 @@ def test_empty_fields_are_a_clear_400_and_grant_nothing(client, issued):
     response = lookup(client, "", "")
     assert response.status_code == 400
     assert "Ketik nomor surat konfirmasi" in response.content.decode()
-    assert GRANTS_KEY not in client.session
+    assert GRANTS_KEY not in portal_session(client)
 
 
 def test_client_rate_limit_answers_429_after_the_limit(client, issued, long_windows):
@@ -93,7 +94,7 @@ def test_client_rate_limit_answers_429_after_the_limit(client, issued, long_wind
     assert limited.status_code == 429
     assert limited["Retry-After"] == "60"
     assert "Terlalu banyak percobaan" in limited.content.decode()
-    assert GRANTS_KEY not in client.session
+    assert GRANTS_KEY not in portal_session(client)
     # Another client is not affected.
     assert lookup(client, issued.notice.number, "B 1234 XYZ", REMOTE_ADDR="192.0.2.7").status_code == 303
 
@@ -127,7 +128,7 @@ def test_per_number_limit_answers_429_even_for_the_right_plate(client, issued, l
     right = lookup(client, issued.notice.number, "B 1234 XYZ", REMOTE_ADDR="203.0.113.2")
     assert right.status_code == 429
     assert right["Retry-After"] == "3600"
-    assert GRANTS_KEY not in client.session
+    assert GRANTS_KEY not in portal_session(client)
     # Other notices are unaffected.
     unknown = notice_number_generate()
     assert lookup(client, unknown, "B 1234 XYZ", REMOTE_ADDR="203.0.113.3").status_code == 404
@@ -149,16 +150,14 @@ def test_successes_do_not_use_up_the_per_number_limit(client, issued, long_windo
         assert response.status_code == 303
 
 
-def test_session_key_is_cycled_when_access_is_first_granted(client, issued, other_issued):
+def test_session_key_is_cycled_on_every_grant(client, issued, other_issued):
+    cookie = settings.CAKRA_PORTAL_SESSION_COOKIE_NAME
     client.get(LOOKUP)
-    client.session.save()
-    before = client.session.session_key
     assert lookup(client, issued.notice.number, "B 1234 XYZ").status_code == 303
-    after_first = client.cookies["sessionid"].value
-    assert after_first != before
-    # A second grant in the same session keeps the key (both stay open).
+    after_first = client.cookies[cookie].value
+    # A second grant is a privilege change too: a new key, and both notices stay open.
     assert lookup(client, other_issued.notice.number, "B 9876 QRS").status_code == 303
-    assert client.cookies["sessionid"].value == after_first
+    assert client.cookies[cookie].value != after_first
     assert client.get(f"/notice/{issued.notice.id}/").status_code == 200
     assert client.get(f"/notice/{other_issued.notice.id}/").status_code == 200
 
@@ -168,7 +167,7 @@ def test_csrf_is_enforced_on_lookup(issued):
     refused = browser.post(LOOKUP, {"number": issued.notice.number, "plate": "B 1234 XYZ"})
     assert refused.status_code == 403
     assert "Silakan coba lagi" in refused.content.decode()  # a page a citizen understands
-    assert GRANTS_KEY not in browser.session
+    assert GRANTS_KEY not in portal_session(browser)
     page = browser.get(LOOKUP)
     token = page.context["csrf_token"]
     accepted = browser.post(

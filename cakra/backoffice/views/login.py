@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from base64 import b32encode
 
-import django_otp
 import segno
 from django.contrib import messages
-from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -16,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from cakra.backoffice.access import (
     PendingLogin,
+    officer_session_start,
     pending_login_clear,
     pending_login_device_set,
     pending_login_get,
@@ -191,10 +190,9 @@ def _otp_submit(
         form.add_error("token", _("That code is not valid. Codes change every 30 seconds and work only once."))
         return render(request, template, context, status=400)
     pending_login_clear(request)
-    # Rotates the session key (Django's login), then marks the session
-    # verified with this device (django-otp).
-    auth_login(request, officer, backend="django.contrib.auth.backends.ModelBackend")
-    django_otp.login(request, result.device)
+    # Rotates the session key (Django's login), marks the session verified
+    # with this device (django-otp) and starts its clocks.
+    officer_session_start(request, officer=officer, device=result.device)
     if pending.enrolling:
         messages.success(request, _("Your authenticator app is set up. Use it at every sign-in."))
     return redirect(pending.next_url or "backoffice:queue")

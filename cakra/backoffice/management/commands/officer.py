@@ -1,9 +1,11 @@
-"""``cakra officer create | reset-otp | unlock``: officer account administration.
+"""``cakra officer create | reset-otp | unlock | deactivate | reactivate``: officer account administration.
 
     cakra officer create --username budi --region METRO [--role validator]
                          [--first-name Budi] [--last-name Santoso] [--password-stdin]
     cakra officer reset-otp --username budi
     cakra officer unlock --username budi
+    cakra officer deactivate --username budi    # signs out every session at once
+    cakra officer reactivate --username budi
 
 Without ``--password-stdin`` a strong password is generated and printed once;
 hand it over in person. ``create`` and ``reset-otp`` also print a one-time
@@ -21,17 +23,26 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cakra.backoffice.models import Officer
-from cakra.backoffice.services import officer_create, officer_otp_reset, officer_unlock
+from cakra.backoffice.selectors import officer_get_by_username
+from cakra.backoffice.services import (
+    officer_create,
+    officer_deactivate,
+    officer_otp_reset,
+    officer_reactivate,
+    officer_unlock,
+)
 from cakra.enforcement.errors import DomainError
 
 
 class Command(BaseCommand):
-    help = "Create officers, reset their authenticator, lift a lockout."
+    help = "Create officers, reset their authenticator, lift a lockout, deactivate or re-activate them."
     # Tests pass a StringIO here; on the command line it is sys.stdin.
     stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{create,reset-otp,unlock}")
+        actions = parser.add_subparsers(
+            dest="action", required=True, metavar="{create,reset-otp,unlock,deactivate,reactivate}"
+        )
 
         create = actions.add_parser("create", help="Create an officer in a region.")
         create.add_argument("--username", required=True)
@@ -51,6 +62,12 @@ class Command(BaseCommand):
         unlock = actions.add_parser("unlock", help="Lift a lockout after failed sign-ins.")
         unlock.add_argument("--username", required=True)
 
+        deactivate = actions.add_parser("deactivate", help="Stop the officer signing in; ends every session now.")
+        deactivate.add_argument("--username", required=True)
+
+        reactivate = actions.add_parser("reactivate", help="Let a deactivated officer sign in again.")
+        reactivate.add_argument("--username", required=True)
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         try:
@@ -63,6 +80,16 @@ class Command(BaseCommand):
             elif action == "unlock":
                 was_locked = officer_unlock(username=options["username"])
                 self.stdout.write("Unlocked." if was_locked else "The account was not locked.")
+            elif action == "deactivate":
+                officer = officer_get_by_username(username=options["username"])
+                was_active = officer_deactivate(officer=officer, actor_type="system", actor_id="cli")
+                self.stdout.write(
+                    "Deactivated; every session ended." if was_active else "Already deactivated; no session left."
+                )
+            elif action == "reactivate":
+                officer = officer_get_by_username(username=options["username"])
+                was_inactive = officer_reactivate(officer=officer, actor_type="system", actor_id="cli")
+                self.stdout.write("Re-activated." if was_inactive else "The account was active.")
             else:  # argparse already refuses other values
                 raise CommandError(f"unknown action {action!r}")
         except DomainError as exc:
