@@ -329,6 +329,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"expires": 3000.0},
     },
+    # Expired portal and back-office sessions (what `cakra clearsessions` does).
+    "sessions-expired-purge": {
+        "task": "cakra.security.tasks.sessions_expired_purge_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3000.0},
+    },
     # Evidence files no row references (a crash between writing and committing).
     "evidence-orphans-sweep": {
         "task": "cakra.enforcement.tasks.evidence_orphans_sweep_task",

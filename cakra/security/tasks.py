@@ -6,6 +6,7 @@ import structlog
 from celery import shared_task
 
 from cakra.security.ratelimit import counters_purge
+from cakra.security.sessions import SessionStore
 
 logger = structlog.get_logger(__name__)
 
@@ -19,3 +20,10 @@ def ratelimit_counters_purge_task() -> int:
     if deleted:
         logger.info("ratelimit.counters_purged", deleted=deleted)
     return deleted
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sessions_expired_purge_task() -> None:
+    """Delete expired sessions of both realms (one table): a finished session
+    is personal data kept for no purpose, and Django never removes it itself."""
+    SessionStore.clear_expired()

@@ -7,14 +7,18 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from cakra.backoffice.services import officer_totp_device_create
+from cakra.security.models import Session
+from cakra.security.tasks import sessions_expired_purge_task
 from tests.backoffice.conftest import english_client, sign_in, totp_code
 from tests.factories import OFFICER_PASSWORD, OfficerFactory
 from tests.portal.conftest import issued, other_issued  # noqa: F401 - fixtures
@@ -218,3 +222,19 @@ def test_no_value_in_a_session_table_dump_opens_the_back_office(officer, issued)
         assert not notice_opens(portal_thief, issued.notice.id)
     # The live cookie does open it: the refusals above are not a broken back office.
     assert with_cookie(settings.SESSION_COOKIE_NAME, live).get(QUEUE).status_code == 200
+
+
+def test_expired_sessions_of_both_realms_are_purged_on_schedule():
+    now = timezone.now()
+    Session.objects.create(
+        session_key="a" * 64, realm="portal", session_data="", expire_date=now - timedelta(seconds=1)
+    )
+    Session.objects.create(
+        session_key="b" * 64, realm="backoffice", session_data="", expire_date=now - timedelta(hours=1)
+    )
+    Session.objects.create(
+        session_key="c" * 64, realm="portal", session_data="", expire_date=now + timedelta(minutes=5)
+    )
+    sessions_expired_purge_task()
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["c" * 64]
+    assert "sessions-expired-purge" in settings.CELERY_BEAT_SCHEDULE
