@@ -97,6 +97,10 @@ def notice_page_context(*, notice: Notice, evidence: list[Evidence]) -> dict[str
     violation = notice.violation
     article = notice.article
     vehicle = notice.vehicle
+    if vehicle is None:
+        # notice_get_for_citizen never returns a notice the retention schedule unlinked.
+        msg = f"notice {notice.pk} has no vehicle"
+        raise ValueError(msg)
     english = translation.get_language() == "en"
     return {
         "notice": notice,

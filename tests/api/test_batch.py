@@ -229,7 +229,9 @@ def test_pre_validated_key_issues_a_notice_per_matched_item(
         assert result["violation"]["status"] == "received"  # the notice stays internal
         assert notice.violation.decided_at is not None
     assert Notice.objects.get(violation_id=first["violation"]["id"]).vehicle_id == vehicle.id
-    assert Notice.objects.get(violation_id=second["violation"]["id"]).vehicle.plate == "B 77 QQ"
+    second_vehicle = Notice.objects.get(violation_id=second["violation"]["id"]).vehicle
+    assert second_vehicle is not None
+    assert second_vehicle.plate == "B 77 QQ"
     # No registry match: waits for an officer, as on the single route.
     assert unmatched["violation"]["status"] == "received"
     assert not Notice.objects.filter(violation_id=unmatched["violation"]["id"]).exists()
