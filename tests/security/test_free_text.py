@@ -216,3 +216,19 @@ def test_registered_and_unregistered_plates_get_the_same_answers(client, pre_val
         assert _comparable(registered_answer.json(), plate=registered) == _comparable(
             unregistered_answer.json(), plate=unregistered
         )
+
+
+def test_a_stored_hostile_location_is_withheld_on_the_portal(client, pre_validated_key, region, vehicle):
+    key, _ = pre_validated_key
+    location = HOSTILE_LOCATIONS["url"]
+    violation = make_violation(region=region, vehicle=vehicle, source_key=key, location=location)
+    notice = violation_validate_pre_validated(violation=violation)
+    assert notice is not None
+
+    answer = client.post("/cek/", {"number": notice.number, "plate": vehicle.plate})
+    assert answer.status_code == 303
+    page = client.get(answer["Location"]).content.decode()
+
+    assert notice.number[:4] in page
+    assert "etle-bayar" not in page
+    assert "https://etle" not in page
