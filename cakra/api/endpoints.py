@@ -42,7 +42,7 @@ from cakra.enforcement.intake import (
     violation_receive_many,
 )
 from cakra.enforcement.models import Notice, Violation
-from cakra.enforcement.selectors import notice_get_for_region, violation_get_for_region, violation_notice_number
+from cakra.enforcement.selectors import notice_get_for_region, violation_get_for_region
 
 logger = structlog.get_logger(__name__)
 
@@ -69,16 +69,15 @@ def _api_key(request: HttpRequest) -> ApiKey:
 
 
 def _violation_out(violation: Violation) -> ViolationOut:
+    # The same fields, and the same status, whether or not the plate is in
+    # the registry and a notice was issued: see ViolationOut.
     return ViolationOut(
         id=violation.id,
         capture_id=violation.capture_id,
-        status=violation.status,
+        status="received",
         plate=violation.plate,
         article=violation.article.code,
-        registry_match=violation.vehicle_id is not None,
         received_at=violation.received_at,
-        decided_at=violation.decided_at,
-        notice_number=violation_notice_number(violation=violation),
     )
 
 
@@ -119,8 +118,9 @@ def violation_create(request: HttpRequest, payload: ViolationIn) -> Status[Viola
     201 on first receipt. The same capture again with the same content answers
     200 with the violation already stored (safe to retry after a timeout); the
     same `capture_id` with different content answers 409. With a pre-validated
-    key and a registry match, the notice is issued at once and its number is
-    in the answer. Nothing is stored when the answer is an error.
+    key and a registry match, the notice is issued at once; the answer is the
+    same either way (status `received`), so it never tells whether a plate is
+    registered. Nothing is stored when the answer is an error.
     """
     key = _api_key(request)
     result = violation_receive(api_key=key, submission=submission_from_api(payload))

@@ -6,7 +6,6 @@ a number) and closed (an unknown field is an error, not silently dropped).
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from cakra.registry.plates import InvalidPlateError, plate_normalise
+from cakra.security.freetext import LOCATION_MAX_LENGTH, FreeTextError, location_clean, text_link_check
 
 CAPTURE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -24,7 +24,6 @@ MAX_CAPTURE_AGE = timedelta(days=90)
 # Indonesia's bounding box with a margin (Sabang to Merauke, Miangas to Rote).
 LATITUDE_RANGE = (-11.5, 6.5)
 LONGITUDE_RANGE = (94.5, 141.5)
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 # The start of a JPEG file in base64 (an example, not a whole image).
 MIN_BASE64_LENGTH = 4
@@ -107,7 +106,8 @@ class ViolationFieldsIn(_Input):
     capture_id: str = Field(
         pattern=CAPTURE_ID_PATTERN,
         description=(
-            "The camera system's unique id of this capture (1-64 characters of A-Z a-z 0-9 . _ : -). "
+            "The camera system's unique id of this capture (1-64 characters of A-Z a-z 0-9 . _ : -, "
+            "nothing shaped like a domain name: a dot is not followed by a letter). "
             "Idempotency key: the same capture sent again with the same content answers 200 with the "
             "violation already stored; with different content, 409."
         ),
@@ -115,7 +115,10 @@ class ViolationFieldsIn(_Input):
     )
     camera_id: str = Field(
         pattern=CAPTURE_ID_PATTERN,
-        description="The camera's id in the ETLE back office (1-64 characters of A-Z a-z 0-9 . _ : -).",
+        description=(
+            "The camera's id in the ETLE back office (1-64 characters of A-Z a-z 0-9 . _ : -, nothing shaped "
+            "like a domain name: a dot is not followed by a letter)."
+        ),
         examples=["CAM-SUDIRMAN-03"],
     )
     captured_at: AwareDatetime = Field(
@@ -127,8 +130,13 @@ class ViolationFieldsIn(_Input):
     )
     location: str = Field(
         min_length=1,
-        max_length=200,
-        description="Where it happened, as printed on the notice (street, direction, city).",
+        max_length=LOCATION_MAX_LENGTH,
+        description=(
+            "Where it happened, as printed on the notice (street, direction, city). Latin letters (accents "
+            "allowed), digits, spaces and . , ( ) / - ' & : only, NFC-normalised; no link, domain name "
+            "(a dot followed by a letter: write 'Jl. Sudirman', not 'Jl.Sudirman'), e-mail address or "
+            "phone number (7 or more digits in a run, separators included). Refused with 422, never repaired."
+        ),
         examples=["Jl. Jend. Sudirman (arah Blok M), Jakarta Selatan"],
     )
     latitude: float | None = Field(
@@ -184,10 +192,20 @@ class ViolationFieldsIn(_Input):
 
     @field_validator("location")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        value = value.strip()
-        if not value or _CONTROL_CHARACTERS.search(value):
-            raise PydanticCustomError("string_invalid", "must be printable text")
+    def _location(cls, value: str) -> str:
+        # The one rule for text printed in official notices (cakra.security.freetext).
+        try:
+            return location_clean(value=value)
+        except FreeTextError as exc:
+            raise PydanticCustomError(exc.code, exc.message) from None
+
+    @field_validator("capture_id", "camera_id")
+    @classmethod
+    def _no_link(cls, value: str) -> str:
+        try:
+            text_link_check(value=value)
+        except FreeTextError as exc:
+            raise PydanticCustomError(exc.code, exc.message) from None
         return value
 
     @field_validator("plate")
@@ -217,17 +235,29 @@ class DeliveryOut(ApiOutput):
 
 
 class ViolationOut(ApiOutput):
+    """A capture as its sender may see it: that Cakra holds it, nothing of what followed.
+
+    Whether the plate matched the vehicle registry, the officer's decision and
+    the notice are left out on purpose. They differ between a registered and
+    an unregistered plate (only a registered one can be validated and get a
+    notice), so showing any of them would let every intake key, or whoever
+    stole one, test plates against the registry. The case is followed in the
+    back office, by officers who sign in with TOTP and whose views are audited.
+    """
+
     id: uuid.UUID = Field(description="Cakra's id of the violation.")
     capture_id: str = Field(description="The capture id the back office sent.", examples=["ETLE-MJ-0042:1"])
-    status: str = Field(description="received (waiting for an officer), validated or rejected.", examples=["received"])
+    status: Literal["received"] = Field(
+        description=(
+            "Always 'received': Cakra holds the capture and its evidence. The registry match, the officer's "
+            "decision and any notice are not reported to API clients (no registry oracle); officers follow "
+            "the case in the back office."
+        ),
+        examples=["received"],
+    )
     plate: str = Field(description="The plate, normalised.", examples=["B 1234 XYZ"])
     article: str = Field(description="The article code.", examples=["287(1)"])
-    registry_match: bool = Field(description="Whether the plate matched a vehicle in the registry at intake.")
     received_at: datetime = Field(description="When Cakra received the capture.")
-    decided_at: datetime | None = Field(description="When it was validated or rejected.")
-    notice_number: str | None = Field(
-        description="The notice number, once a notice is issued.", examples=["4719203385617203"]
-    )
 
 
 class TimelineEntryOut(ApiOutput):

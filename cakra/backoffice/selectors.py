@@ -207,7 +207,12 @@ def notice_detail_for_officer(*, officer: Officer, number: str) -> NoticeDetail:
     timeline = [
         DeliveryTimeline(
             delivery=delivery,
-            masked_contact=mask_contact(kind=delivery.contact_point.kind, value=delivery.contact_point.value),
+            # No contact point: the retention schedule removed which address it went to.
+            masked_contact=(
+                mask_contact(kind=delivery.contact_point.kind, value=delivery.contact_point.value)
+                if delivery.contact_point is not None
+                else "-"
+            ),
             attempts=list(delivery.attempts.all()),
         )
         for delivery in notice.deliveries.all()

@@ -341,6 +341,31 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"expires": 3000.0},
     },
+    # Personal data past its retention period (cakra.enforcement.retention).
+    "retention-purge": {
+        "task": "cakra.enforcement.tasks.retention_purge_task",
+        "schedule": 86400.0,
+        "options": {"expires": 43200.0},
+    },
+}
+
+# --- Retention of personal data (UU PDP; cakra.enforcement.retention) --------
+# Days after which personal data is removed while the rows stay for
+# statistics (region, article, day, fine, outcome). The notice lifecycle
+# (paid, heard in court, closed) does not exist yet, so the clock starts at
+# what does: the notice's issue, a rejection's decision.
+CAKRA_RETENTION = {
+    # A notice's evidence photos, plate, the link to its vehicle, owner and
+    # the addresses it was sent to. Two years: prosecution of a traffic
+    # offence (pelanggaran) lapses after one year (KUHP art. 78), plus a year
+    # for the court process, objections and STNK blocks to end. Shorten once
+    # the notice lifecycle records when a case is settled.
+    "NOTICE_DAYS": int(os.environ.get("CAKRA_RETENTION_NOTICE_DAYS", "730")),
+    # A rejected capture's photos and plate. No proceedings follow; 90 days
+    # leave time for a supervisor's review of rejections and complaints.
+    "REJECTED_DAYS": int(os.environ.get("CAKRA_RETENTION_REJECTED_DAYS", "90")),
+    # Violations per transaction (and per audit event) of a purge run.
+    "BATCH_SIZE": 500,
 }
 
 # --- Logging: structured, and never personal data ----------------------------

@@ -42,6 +42,7 @@ from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
 from cakra.delivery.models import Channel
 from cakra.delivery.selectors import DeliveryForSend, NoticeForMessage
 from cakra.enforcement.numbers import notice_number_display
+from cakra.security.freetext import location_for_display
 
 SUBJECT_TEMPLATE = "delivery/email/notice_subject.txt"
 TEXT_TEMPLATE = "delivery/email/notice.txt"
@@ -114,7 +115,10 @@ def _email_context(notice: NoticeForMessage) -> dict[str, str]:
         # "l, j F Y, \p\u\k\u\l H.i T" and "l j F Y, H:i T" as Django formats them.
         "captured_at_id": f"{_day_id(captured_at)}, pukul {captured_at.hour:02d}.{captured_at.minute:02d} {zone}",
         "captured_at_en": f"{_day_en(captured_at)}, {captured_at.hour:02d}:{captured_at.minute:02d} {zone}",
-        "location": notice.location,
+        # Checked again here, not only at intake: whatever reached the row
+        # (an older rule, a direct write), a notice never carries a link or
+        # a phone number other than the portal's.
+        "location": location_for_display(notice.location),
         "article_reference": f"Pasal {notice.article_code} {notice.article_law}",
         "article_reference_en": f"Article {notice.article_code} {notice.article_law}",
         "article_title_id": notice.article_title_id,

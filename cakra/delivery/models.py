@@ -47,7 +47,11 @@ class Delivery(models.Model):
     )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     step = models.PositiveSmallIntegerField(help_text="Position in the notice's delivery plan, from 1.")
-    contact_point = models.ForeignKey("registry.ContactPoint", on_delete=models.PROTECT, related_name="+")
+    # Null only once the retention schedule has removed which address a
+    # notice went to (cakra.enforcement.retention).
+    contact_point = models.ForeignKey(
+        "registry.ContactPoint", on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     provider = models.CharField(max_length=32, blank=True)
     provider_reference = models.CharField(max_length=128, blank=True)  # indexed in Meta (no LIKE index)

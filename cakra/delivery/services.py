@@ -81,7 +81,7 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
     # Ids and kinds only: loading the contact points themselves would decrypt
     # every address here, where none is read (the sender decrypts the one it uses).
     contacts: dict[tuple[UUID, str], int] = {}
-    owner_ids = {notice.owner_id for notice in notices}
+    owner_ids = {notice.owner_id for notice in notices if notice.owner_id is not None}
     for contact_id, owner_id, kind in (
         ContactPoint.objects.filter(owner_id__in=owner_ids, is_active=True)
         .order_by("created_at", "pk")
@@ -93,6 +93,8 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
     entries: list[AuditEntry] = list(audit_first)
     for notice in notices:
         plan: list[Delivery] = []
+        if notice.owner_id is None:
+            continue  # only a notice unlinked by the retention schedule has no owner; nothing to send
         for channel in notice.region.channel_order:
             if channel not in settings.CAKRA_ENABLED_CHANNELS or channel not in Channel.values:
                 continue

@@ -218,8 +218,8 @@ def demo_summary(credentials: DemoCredentials) -> str:
     for key in credentials.api_keys:
         kind = "pre-validated" if key["pre_validated"] == "true" else "officer review"
         lines.append(f"    {key['region']:<6} {kind:<14} {key['token']}")
-    samples = Notice.objects.select_related("vehicle").order_by("-issued_at")[:3]
+    samples = Notice.objects.select_related("vehicle").filter(vehicle__isnull=False).order_by("-issued_at")[:3]
     if samples:
         lines += ["", "  Try the portal with (notice number + plate):"]
-        lines += [f"    {notice.number}  {notice.vehicle.plate}" for notice in samples]
+        lines += [f"    {notice.number}  {notice.vehicle.plate}" for notice in samples if notice.vehicle is not None]
     return "\n".join([*lines, ""])

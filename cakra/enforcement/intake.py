@@ -340,16 +340,10 @@ def _receive_new(
 
 
 def _stored_by_capture_id(*, region_id: int, capture_ids: set[str]) -> dict[str, Violation]:
-    """The region's violations with these capture ids, loaded as the status route loads them.
-
-    One query when none is stored (a new batch); a second one for their
-    notices when some are (a batch sent again): joining the notices in the
-    same query made PostgreSQL read the whole notice table when it had no
-    statistics for it.
-    """
+    """The region's violations with these capture ids, loaded as the status route loads them (one query)."""
     if not capture_ids:
         return {}
-    violations = Violation.objects.select_related("article").prefetch_related("notice")
+    violations = Violation.objects.select_related("article")
     if connection.vendor == "postgresql":
         # Asked as pairs, so that the unique (region, capture id) index
         # answers each one whatever the planner believes about the table: with
@@ -383,7 +377,7 @@ def _create_many(*, api_key: ApiKey, items: list[_Checked]) -> dict[str, Violati
     """Write the files and rows of new captures (distinct capture ids) in one transaction.
 
     Returns the stored violations by capture id, as the status route would
-    load them (article, and notice or the lack of one, already on them).
+    load them (article already on them).
     Raises IntegrityError if a capture id was committed concurrently;
     nothing of the chunk is left.
     """
@@ -462,8 +456,8 @@ def _create_rows(*, api_key: ApiKey, planned: list[_Planned]) -> list[Violation]
     uncommitted capture id (no lock cycle between concurrent senders of the
     same capture).
 
-    The violations come back as the status route loads them: article and
-    notice (or its absence) cached, so answering costs no further query.
+    The violations come back as the status route loads them (article
+    cached), so answering costs no further query.
     """
     region = api_key.region
     decided_at = timezone.now()
@@ -545,10 +539,7 @@ def _create_rows(*, api_key: ApiKey, planned: list[_Planned]) -> list[Violation]
         audit_record_many(entries)
     for violation, plan in zip(violations, planned, strict=True):
         if violation.status == Violation.Status.VALIDATED:
-            continue  # its Notice(violation=...) cached itself on the violation
-        # No notice: say so on the violation, so that reading its notice
-        # number costs no query.
-        Violation.notice.related.set_cached_value(violation, None)
+            continue
         # Only captures an officer will review get their display copy now;
         # notices issued at once derive it on first view (35 ms of CPU per
         # photo that most owners never open).

@@ -178,8 +178,13 @@ class Notice(models.Model):
     violation = models.OneToOneField(Violation, on_delete=models.PROTECT, related_name="notice")
     # No index of its own: (region, status, issued_at) leads with it.
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="notices", db_index=False)
-    vehicle = models.ForeignKey("registry.Vehicle", on_delete=models.PROTECT, related_name="notices")
-    owner = models.ForeignKey("registry.Owner", on_delete=models.PROTECT, related_name="notices")
+    # Null only once the retention schedule has removed the link between the
+    # notice and a person (cakra.enforcement.retention); the notice's region,
+    # article, fine and dates stay for statistics.
+    vehicle = models.ForeignKey(
+        "registry.Vehicle", on_delete=models.PROTECT, related_name="notices", null=True, blank=True
+    )
+    owner = models.ForeignKey("registry.Owner", on_delete=models.PROTECT, related_name="notices", null=True, blank=True)
     article = models.ForeignKey(Article, on_delete=models.PROTECT, db_index=False)
     fine_amount = models.PositiveIntegerField(help_text="Rupiah; the statutory maximum, held as deposit.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ISSUED)

@@ -23,18 +23,10 @@ def violation_get_for_region(*, region_id: int, violation_id: str) -> Violation:
         pk = uuid.UUID(violation_id)
     except (ValueError, TypeError, AttributeError) as exc:
         raise NotFoundError("violation not found") from exc
-    violation = Violation.objects.select_related("article", "notice").filter(pk=pk, region_id=region_id).first()
+    violation = Violation.objects.select_related("article").filter(pk=pk, region_id=region_id).first()
     if violation is None:
         raise NotFoundError("violation not found")
     return violation
-
-
-def violation_notice_number(*, violation: Violation) -> str | None:
-    """The number of the violation's notice, if one was issued (no extra query after the selector)."""
-    try:
-        return violation.notice.number
-    except Notice.DoesNotExist:
-        return None
 
 
 def notice_get_for_region(*, region_id: int, number: str) -> Notice:

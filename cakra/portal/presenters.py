@@ -19,6 +19,7 @@ from django.utils.translation import pgettext
 from cakra.enforcement.models import Evidence, Notice
 from cakra.enforcement.numbers import notice_number_display
 from cakra.registry.models import Vehicle
+from cakra.security.freetext import location_for_display
 
 # Indonesia's three civil time zones and their everyday abbreviations.
 _ZONE_ABBREVIATIONS = {
@@ -96,6 +97,10 @@ def notice_page_context(*, notice: Notice, evidence: list[Evidence]) -> dict[str
     violation = notice.violation
     article = notice.article
     vehicle = notice.vehicle
+    if vehicle is None:
+        # notice_get_for_citizen never returns a notice the retention schedule unlinked.
+        msg = f"notice {notice.pk} has no vehicle"
+        raise ValueError(msg)
     english = translation.get_language() == "en"
     return {
         "notice": notice,
@@ -105,7 +110,7 @@ def notice_page_context(*, notice: Notice, evidence: list[Evidence]) -> dict[str
         "is_cancelled": notice.status == Notice.Status.CANCELLED,
         "region_name": notice.region.name,
         "captured_at": local_datetime(violation.captured_at, zone_name=notice.region.timezone),
-        "location": violation.location,
+        "location": location_for_display(violation.location),
         "measured_speed_kmh": violation.measured_speed_kmh,
         "speed_limit_kmh": violation.speed_limit_kmh,
         "article_code": article.code,

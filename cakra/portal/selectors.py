@@ -36,13 +36,18 @@ def notice_match_lookup(*, number: str) -> tuple[uuid.UUID | None, str]:
     row = Notice.objects.filter(number=number).values_list("id", "vehicle__plate_compact").first()
     if row is None:
         return None, _NO_PLATE
-    return row[0], row[1]
+    # A notice whose link to a vehicle the retention schedule removed matches no plate.
+    return row[0], row[1] or _NO_PLATE
 
 
 def notice_get_for_citizen(*, notice_id: uuid.UUID, granted: bool) -> Notice | None:
     if not granted:
         return None
-    return Notice.objects.select_related("violation", "article", "vehicle", "region").filter(pk=notice_id).first()
+    return (
+        Notice.objects.select_related("violation", "article", "vehicle", "region")
+        .filter(pk=notice_id, vehicle__isnull=False)
+        .first()
+    )
 
 
 def evidence_list_for_notice(*, notice: Notice) -> list[Evidence]:

@@ -333,6 +333,7 @@ def test_notice_page_shows_the_delivery_timeline(officer_client, officer, make_v
     assert "Rp500.000" in html
     assert "421 try again later" in html
     assert "Temporary error" in html
+    assert delivery.contact_point is not None
     email = delivery.contact_point.value
     assert email not in html
     assert email[0] + "***@" in html

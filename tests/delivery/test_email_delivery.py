@@ -121,16 +121,16 @@ def test_the_email_names_no_owner_and_no_contact_details(mail_sink, delivery, ve
     assert contacts["email"].split("@")[0] not in bodies
 
 
-def test_markup_from_the_camera_feed_is_escaped_in_the_html_part(mail_sink, delivery, notice):
+def test_markup_from_the_camera_feed_never_reaches_the_email(mail_sink, delivery, notice):
+    # Intake refuses such a location; a row stored around it is withheld when rendered.
     notice.violation.location = 'Jl. <script>alert(1)</script> & "Gatot"'
     notice.violation.save(update_fields=["location"])
 
     _send(delivery)
 
     message = _only_message(mail_sink)
-    assert "<script>" not in message.html_body()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Gatot&quot;" in message.html_body()
-    assert 'Jl. <script>alert(1)</script> & "Gatot"' in message.text_body()  # plain text needs no escaping
+    assert "script" not in message.html_body()
+    assert "script" not in message.text_body()
 
 
 def test_a_sent_delivery_records_one_attempt_its_audit_event_and_notifies_the_notice(mail_sink, delivery, notice):

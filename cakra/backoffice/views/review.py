@@ -25,6 +25,7 @@ from cakra.backoffice.selectors import (
     violation_queue,
 )
 from cakra.backoffice.services import officer_can_decide
+from cakra.backoffice.viewlog import Viewed, personal_data_view_record
 from cakra.enforcement.errors import DomainError, NotFoundError
 from cakra.enforcement.numbers import notice_number_display
 from cakra.enforcement.services import violation_reject, violation_validate
@@ -66,8 +67,12 @@ def _render_detail(
         detail = violation_detail_for_officer(officer=officer, violation_id=violation_id)
     except NotFoundError as exc:
         raise Http404 from exc
-    # Reading masked personal data is an access worth a log line (ids only).
-    logger.info("backoffice.violation_viewed", officer_id=officer.pk, violation_id=str(violation_id))
+    viewed = [Viewed.PLATE]
+    if detail.registry_match is not None:
+        viewed += [Viewed.OWNER_IDENTITY, Viewed.OWNER_NIK_MASKED, Viewed.OWNER_CONTACTS_MASKED]
+    personal_data_view_record(
+        officer=officer, object_type="violation", object_id=str(detail.violation.pk), viewed=viewed
+    )
     return render(
         request,
         "backoffice/violation_detail.html",
@@ -145,7 +150,13 @@ def evidence_view(request: OfficerRequest, evidence_id: uuid.UUID) -> FileRespon
         handle = evidence.derivative.open("rb")
     except (NotFoundError, FileNotFoundError) as exc:
         raise Http404 from exc
-    logger.info("backoffice.evidence_viewed", officer_id=request.user.pk, evidence_id=str(evidence_id))
+    personal_data_view_record(
+        officer=request.user,
+        object_type="evidence",
+        object_id=str(evidence.pk),
+        viewed=[Viewed.EVIDENCE_PHOTO],
+        related={"violation_id": str(evidence.violation_id)},
+    )
     response = FileResponse(handle, content_type="image/jpeg")
     # FileResponse would name the stored file; the path is nobody's business.
     response.headers["Content-Disposition"] = "inline"
@@ -161,5 +172,11 @@ def notice_detail_view(request: OfficerRequest, number: str) -> HttpResponse:
         detail = notice_detail_for_officer(officer=request.user, number=number)
     except NotFoundError as exc:
         raise Http404 from exc
-    logger.info("backoffice.notice_viewed", officer_id=request.user.pk, notice_id=str(detail.notice.id))
+    personal_data_view_record(
+        officer=request.user,
+        object_type="notice",
+        object_id=str(detail.notice.pk),
+        viewed=[Viewed.PLATE, Viewed.DELIVERY_CONTACTS_MASKED],
+        related={"violation_id": str(detail.notice.violation_id)},
+    )
     return render(request, "backoffice/notice_detail.html", {"detail": detail})

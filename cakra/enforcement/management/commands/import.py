@@ -10,7 +10,6 @@ key exactly as they do on the API.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from cakra.enforcement.csvimport import (
     violation_import_csv,
 )
 from cakra.enforcement.intake import CHUNK_SIZE
+from cakra.security.csvsafe import csv_writer_safe
 
 # ruff: noqa: N999 - the command is "cakra import"; Django names commands after their module
 
@@ -151,7 +151,9 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot write {path}: {exc.strerror}") from exc
         with handle:
-            writer = csv.writer(handle)
+            # Officers open this file in a spreadsheet, and its capture ids
+            # come from the file being imported: no cell may run as a formula.
+            writer = csv_writer_safe(handle)
             writer.writerow(REJECT_COLUMNS)
 
             def write(reject: RowReject) -> None:

@@ -1,0 +1,206 @@
+"""Retention: personal data leaves rows and disk on schedule, statistics stay, every batch is audited."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from cakra.audit.models import AuditEvent
+from cakra.delivery.models import Delivery, DeliveryReceipt
+from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
+from cakra.enforcement.retention import retention_purge
+from cakra.enforcement.services import violation_validate_pre_validated
+from tests.api.helpers import jpeg_bytes
+from tests.factories import VehicleFactory, make_violation
+
+NOTICE_DAYS = 730
+REJECTED_DAYS = 90
+
+
+def _with_evidence(violation: Violation) -> Violation:
+    storage = evidence_storage()
+    original = storage.save(f"test/{violation.pk}-original.jpg", ContentFile(jpeg_bytes(size=(32, 24))))
+    derivative = storage.save(f"test/{violation.pk}-derivative.jpg", ContentFile(jpeg_bytes(size=(16, 12))))
+    Evidence.objects.create(
+        violation=violation,
+        position=0,
+        original=original,
+        original_sha256="a" * 64,
+        content_type="image/jpeg",
+        size_bytes=1,
+        width=32,
+        height=24,
+        derivative=derivative,
+        derivative_sha256="b" * 64,
+        derived_at=timezone.now(),
+    )
+    return violation
+
+
+@pytest.fixture
+def cases(region, vehicle, pre_validated_key):
+    """Two notices (one with a receipt), one rejected capture and one waiting for an officer."""
+    key, _ = pre_validated_key
+    notices = []
+    for n, plate_vehicle in enumerate((vehicle, VehicleFactory(plate="B 77 QQ"))):
+        violation = _with_evidence(
+            make_violation(region=region, vehicle=plate_vehicle, source_key=key, capture_id=f"RET-{n}")
+        )
+        notice = violation_validate_pre_validated(violation=violation)
+        assert notice is not None
+        notices.append(notice)
+    delivery = Delivery.objects.filter(notice=notices[0]).first()
+    assert delivery is not None
+    DeliveryReceipt.objects.create(
+        provider="smtp",
+        event_id="evt-1",
+        delivery=delivery,
+        event="bounced",
+        outcome="applied",
+        status_after=delivery.status,
+        occurred_at=timezone.now(),
+        received_at=timezone.now(),
+        detail="550 mailbox of budi unavailable",
+    )
+    rejected = _with_evidence(
+        make_violation(
+            region=region,
+            capture_id="RET-REJECTED",
+            status=Violation.Status.REJECTED,
+            decided_at=timezone.now(),
+            rejection_reason="Plat tidak terbaca, mobil milik tetangga",
+        )
+    )
+    waiting = _with_evidence(make_violation(region=region, vehicle=vehicle, capture_id="RET-WAITING"))
+    return notices, rejected, waiting
+
+
+def _statistics():
+    return (
+        list(Violation.objects.values("region__code", "article__code", "status").annotate(n=Count("id")).order_by()),
+        list(
+            Notice.objects.values("region__code", "article__code", "issued_at__date", "status")
+            .annotate(n=Count("id"), fines=Sum("fine_amount"))
+            .order_by()
+        ),
+        list(Delivery.objects.values("channel", "status").annotate(n=Count("id")).order_by()),
+    )
+
+
+def _files(violation: Violation) -> list[str]:
+    return [
+        name
+        for pair in Evidence.objects.filter(violation=violation).values_list("original", "derivative")
+        for name in pair
+    ]
+
+
+def test_after_the_period_personal_data_leaves_rows_and_disk_and_statistics_stay(cases):
+    notices, rejected, waiting = cases
+    files = {violation.pk: _files(violation) for violation in [*(n.violation for n in notices), rejected, waiting]}
+    storage = evidence_storage()
+    statistics = _statistics()
+    later = timezone.now() + timedelta(days=NOTICE_DAYS, minutes=1)
+
+    counts = retention_purge(now=later, batch_size=1)
+
+    assert counts.violations == {"notice": 2, "rejected": 1}
+    assert (counts.notices, counts.evidence_files, counts.receipts) == (2, 6, 1)
+    assert counts.deliveries == Delivery.objects.filter(notice__in=notices).count() > 0
+    for notice in notices:
+        notice.refresh_from_db()
+        violation = Violation.objects.get(pk=notice.violation_id)
+        assert (notice.vehicle_id, notice.owner_id, notice.verification_code_hash) == (None, None, "")
+        assert (violation.plate, violation.plate_compact, violation.vehicle_id) == ("", "", None)
+        assert not Delivery.objects.filter(notice=notice, contact_point__isnull=False).exists()
+        for name in files[violation.pk]:
+            assert not storage.exists(name)
+        assert _files(violation) == ["", ""]
+    assert DeliveryReceipt.objects.get().detail == ""
+    rejected.refresh_from_db()
+    assert (rejected.plate, rejected.rejection_reason) == ("", "")
+    assert not any(storage.exists(name) for name in files[rejected.pk])
+    # Waiting for an officer: no period runs yet.
+    waiting.refresh_from_db()
+    assert waiting.plate == "B 1234 XYZ"
+    assert all(storage.exists(name) for name in files[waiting.pk])
+    # Statistics: the same rows, regions, articles, days, statuses and fines.
+    assert _statistics() == statistics
+    assert Notice.objects.count() == 2
+
+
+def test_before_the_period_nothing_changes(cases):
+    notices, rejected, _ = cases
+    storage = evidence_storage()
+    files = [name for violation in (*(n.violation for n in notices), rejected) for name in _files(violation)]
+    before = list(Violation.objects.order_by("pk").values()), list(Notice.objects.order_by("pk").values())
+
+    # Neither period has run out (the shorter one, for rejected captures, ends tomorrow).
+    counts = retention_purge(now=timezone.now() + timedelta(days=REJECTED_DAYS - 1))
+
+    assert counts.batches == 0
+    assert (list(Violation.objects.order_by("pk").values()), list(Notice.objects.order_by("pk").values())) == before
+    assert all(storage.exists(name) for name in files)
+    assert not AuditEvent.objects.filter(action="retention.purged").exists()
+
+
+def test_each_batch_is_one_audit_event_with_counts_only_and_a_second_run_finds_nothing(cases):
+    later = timezone.now() + timedelta(days=NOTICE_DAYS, minutes=1)
+
+    first = retention_purge(now=later, batch_size=2)
+    second = retention_purge(now=later, batch_size=2)
+
+    events = list(AuditEvent.objects.filter(action="retention.purged").order_by("created_at", "seq"))
+    assert len(events) == first.batches == 2  # two notices in one batch, then the rejected capture
+    assert [event.data["rule"] for event in events] == ["notice", "rejected"]
+    assert events[0].data["violations"] == {"notice": 2, "rejected": 0}
+    assert events[0].data["evidence_files"] == 4
+    assert {event.actor_type for event in events} == {"system"}
+    text = repr([event.data for event in events])
+    assert "B 1234 XYZ" not in text
+    assert "budi" not in text.lower()
+    assert second.batches == 0
+    call_command("audit", "verify", stdout=io.StringIO())
+
+
+def test_the_command_counts_in_a_dry_run_and_purges_with_progress(cases):
+    _, rejected, _ = cases
+    past = timezone.now() - timedelta(days=NOTICE_DAYS + 1)
+    Notice.objects.update(issued_at=past)
+    Violation.objects.filter(pk=rejected.pk).update(decided_at=past)
+
+    dry = io.StringIO()
+    call_command("retention", "purge", "--dry-run", stdout=dry)
+
+    assert "violations: 2 with a notice, 1 rejected; evidence files: 6" in dry.getvalue()
+    assert Violation.objects.exclude(plate_compact="").count() == 4
+
+    out = io.StringIO()
+    call_command("retention", "purge", "--batch-size", "2", stdout=out)
+
+    assert "batch 1:" in out.getvalue()
+    assert "Purged in 2 batch(es): violations: 2 with a notice, 1 rejected" in out.getvalue()
+    assert Violation.objects.exclude(plate_compact="").count() == 1  # the one waiting for an officer
+
+
+def test_an_unlinked_notice_is_no_longer_found_on_the_portal(cases, client):
+    notices, _, _ = cases
+    notice = notices[0]
+    retention_purge(now=timezone.now() + timedelta(days=NOTICE_DAYS, minutes=1))
+
+    response = client.post("/cek/", {"number": notice.number, "plate": "B 1234 XYZ"})
+
+    assert response.status_code != 303  # no grant: the same answer as for a wrong plate
+
+
+def test_the_purge_runs_daily_from_beat(settings):
+    from cakra.enforcement.tasks import retention_purge_task
+
+    scheduled = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled[retention_purge_task.name]["schedule"] == 86400.0
