@@ -44,6 +44,14 @@ class Sealed:
         # Never the clear text; the key id only (the ciphertext says nothing more).
         return f"<Sealed {self.token.partition('$')[0]}>"
 
+    # Two loads of an unchanged column compare equal (``values()`` rows taken
+    # before and after an operation, for one), whether or not either was opened.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sealed) and other.token == self.token
+
+    def __hash__(self) -> int:
+        return hash(self.token)
+
 
 class Ciphertext:
     """A value ``pre_save`` sealed for its row: what ``get_prep_value`` lets through."""

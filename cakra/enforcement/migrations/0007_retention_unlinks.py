@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('enforcement', '0005_trim_unused_indexes'),
+        ('enforcement', '0006_verification_code_bound_to_row'),
         ('registry', '0002_time_ordered_ids'),
     ]
 
