@@ -1,10 +1,11 @@
 """Writes on officer accounts: sign-in (password, TOTP), lockout, enrolment, administration.
 
-Lockout: ``LOCKOUT_THRESHOLD`` consecutive failures (password or one-time
-code, counted together so a stolen password does not buy unlimited code
-guesses) lock the account for ``LOCKOUT_DURATION``. Counters move by
-conditional ``UPDATE`` statements, never read-modify-write, so concurrent
-attempts cannot lose a failure or lock twice.
+Throttling (:mod:`cakra.backoffice.throttle`): every password, enrolment
+code and TOTP check reserves an attempt for its (officer, client address)
+before it runs, and failures of all three count together, so a stolen
+password does not buy unlimited code guesses. Too many failures refuse
+that address for that officer, and many across addresses raise an alert
+and refuse the addresses that failed; the account itself is never locked.
 
 Enrolment: an officer without an authenticator must give the one-time
 **enrolment code** that ``cakra officer create`` / ``reset-otp`` printed
@@ -31,27 +32,33 @@ from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.audit.services import audit_record
 from cakra.backoffice.models import Officer
+from cakra.backoffice.throttle import (
+    SignInAttempt,
+    sign_in_attempt_release,
+    sign_in_attempt_reserve,
+    sign_in_failure_record,
+    sign_in_success_record,
+    sign_in_throttle_clear,
+    sign_in_throttle_policy,
+)
 from cakra.enforcement.errors import ConflictError, InvalidStateError, NotFoundError
 from cakra.enforcement.models import Region
 from cakra.security.crypto import constant_time_equals, lookup_hash
 
 logger = structlog.get_logger(__name__)
 
-LOCKOUT_THRESHOLD = 5
-LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_MAX_LENGTH = 150
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters, ~144 bits
 
 ENROLMENT_CODE_VALIDITY = timedelta(hours=72)
 # Crockford-style: no 0/O, 1/I/L, U, so a code read aloud or from paper is typed right.
 ENROLMENT_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
-ENROLMENT_CODE_LENGTH = 12  # ~59 bits, tried at most LOCKOUT_THRESHOLD times per 15 minutes
+ENROLMENT_CODE_LENGTH = 12  # ~59 bits, against a few guesses per address and window
 ENROLMENT_CODE_PURPOSE = "officer-enrolment-code"
 
 DECIDING_ROLES = frozenset({Officer.Role.VALIDATOR, Officer.Role.SUPERVISOR, Officer.Role.ADMIN})
@@ -74,10 +81,6 @@ def officer_can_decide(officer: Officer) -> bool:
     return officer.role in DECIDING_ROLES
 
 
-def officer_is_locked(officer: Officer, *, now: datetime | None = None) -> bool:
-    return officer.locked_until is not None and officer.locked_until > (now or timezone.now())
-
-
 def _region_code(officer: Officer | None) -> str:
     region = officer.region if officer is not None else None
     return region.code if region is not None else ""
@@ -96,36 +99,47 @@ def _audit_login_failed(*, officer: Officer | None, stage: str, reason: str) -> 
     )
 
 
-def _officer_failure_record(*, officer: Officer, stage: str, reason: str) -> bool:
-    """Count one failure; return True when this failure locked the account."""
+def _officer_failure_record(*, officer: Officer, attempt: SignInAttempt, stage: str, reason: str) -> bool:
+    """Count one failed check; return True when this address may not try again for now."""
     with transaction.atomic():
-        Officer.objects.filter(pk=officer.pk).update(failed_login_count=F("failed_login_count") + 1)
-        # Only the update that crosses the threshold locks (and resets the
-        # count for the next window): a concurrent failure finds the count
-        # already reset and does not lock or audit a second time.
-        locked = Officer.objects.filter(pk=officer.pk, failed_login_count__gte=LOCKOUT_THRESHOLD).update(
-            failed_login_count=0, locked_until=timezone.now() + LOCKOUT_DURATION
-        )
+        failure = sign_in_failure_record(attempt=attempt)
         _audit_login_failed(officer=officer, stage=stage, reason=reason)
-        if locked:
+        if failure.alert_raised:
+            policy = sign_in_throttle_policy()
             audit_record(
-                actor_type="officer",
-                actor_id=str(officer.pk),
-                action="officer.locked",
+                actor_type="system",
+                actor_id="sign-in-throttle",
+                action="officer.sign_in_alert",
                 object_type="officer",
                 object_id=str(officer.pk),
                 region_code=_region_code(officer),
-                data={"minutes": int(LOCKOUT_DURATION.total_seconds() // 60)},
+                data={
+                    "failures": policy.account_failures,
+                    "hours": int(policy.account_window.total_seconds() // 3600),
+                },
             )
-    logger.info("backoffice.login_failed", officer_id=officer.pk, stage=stage, locked=bool(locked))
-    return bool(locked)
+    logger.info(
+        "backoffice.login_failed", officer_id=officer.pk, stage=stage, client_throttled=failure.client_throttled
+    )
+    if failure.alert_raised:
+        # For whoever watches the logs: someone is guessing this officer's
+        # password from many addresses. Ids only.
+        logger.warning("backoffice.sign_in_alert", officer_id=officer.pk, region=_region_code(officer))
+    return failure.client_throttled
 
 
-def officer_password_check(*, username: str, password: str) -> Officer | None:
-    """The first sign-in step. Returns the officer only if the password is right
-    and the account may sign in; otherwise None, for every reason alike
-    (unknown, wrong password, locked, inactive), so the caller cannot tell
-    them apart and neither can the person at the keyboard."""
+def _audit_refused(*, officer: Officer, stage: str, reason: str) -> None:
+    with transaction.atomic():
+        _audit_login_failed(officer=officer, stage=stage, reason=reason)
+    logger.info("backoffice.login_failed", officer_id=officer.pk, stage=stage, reason=reason)
+
+
+def officer_password_check(*, username: str, password: str, client: str) -> Officer | None:
+    """The first sign-in step, from the client address ``client``. Returns the
+    officer only if the password is right and the account may sign in;
+    otherwise None, for every reason alike (unknown, wrong password, this
+    address throttled, inactive), so the caller cannot tell them apart and
+    neither can the person at the keyboard. Every path costs one hash."""
     officer = Officer.objects.select_related("region").filter(username=username).first()
     if officer is None:
         # Hash anyway, so an unknown username costs the same time as a known one.
@@ -134,20 +148,21 @@ def officer_password_check(*, username: str, password: str) -> Officer | None:
             _audit_login_failed(officer=None, stage="password", reason="unknown")
         logger.info("backoffice.login_failed", officer_id=None, stage="password")
         return None
-    password_ok = officer.check_password(password)
-    if officer_is_locked(officer):
-        # A locked account does not count more failures: that would only
-        # extend the lock an attacker is already causing.
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="password", reason="locked")
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        # The same time as a checked password, without checking it.
+        make_password(password)
+        _audit_refused(officer=officer, stage="password", reason="throttled")
         return None
+    password_ok = officer.check_password(password)
     if not officer.is_active or officer.region_id is None:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="password", reason="inactive")
+        sign_in_attempt_release(attempt=attempt)  # not a guess that could ever succeed
+        _audit_refused(officer=officer, stage="password", reason="inactive")
         return None
     if not password_ok:
-        _officer_failure_record(officer=officer, stage="password", reason="bad_password")
+        _officer_failure_record(officer=officer, attempt=attempt, stage="password", reason="bad_password")
         return None
+    sign_in_attempt_release(attempt=attempt)
     return officer
 
 
@@ -173,16 +188,17 @@ def officer_enrolment_code_issue(*, officer: Officer, now: datetime | None = Non
     return "-".join(code[i : i + 4] for i in range(0, ENROLMENT_CODE_LENGTH, 4))
 
 
-def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
+def officer_enrolment_code_check(*, officer: Officer, code: str, client: str) -> OtpResult:
     """The enrolment step of a first sign-in: VERIFIED when ``code`` is the
     officer's current, unexpired enrolment code. A wrong or expired code
-    counts as a failed sign-in (the same lockout as passwords and TOTP codes)."""
-    officer.refresh_from_db(
-        fields=["failed_login_count", "locked_until", "is_active", "enrolment_code_hash", "enrolment_code_expires_at"]
-    )
-    if officer_is_locked(officer) or not officer.is_active:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="enrolment_code", reason="locked")
+    counts as a failed sign-in (the same throttle as passwords and TOTP codes)."""
+    officer.refresh_from_db(fields=["is_active", "enrolment_code_hash", "enrolment_code_expires_at"])
+    if not officer.is_active:
+        _audit_refused(officer=officer, stage="enrolment_code", reason="inactive")
+        return OtpResult(OtpOutcome.LOCKED)
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        _audit_refused(officer=officer, stage="enrolment_code", reason="throttled")
         return OtpResult(OtpOutcome.LOCKED)
     valid = (
         bool(officer.enrolment_code_hash)
@@ -191,8 +207,9 @@ def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
         and constant_time_equals(officer.enrolment_code_hash, _enrolment_code_hash(code))
     )
     if not valid:
-        locked = _officer_failure_record(officer=officer, stage="enrolment_code", reason="bad_code")
+        locked = _officer_failure_record(officer=officer, attempt=attempt, stage="enrolment_code", reason="bad_code")
         return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
+    sign_in_attempt_release(attempt=attempt)
     return OtpResult(OtpOutcome.VERIFIED)
 
 
@@ -217,7 +234,7 @@ def officer_otp_enrol_start(*, officer: Officer) -> TOTPDevice:
     return device
 
 
-def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpResult:
+def officer_otp_verify(*, officer: Officer, device_id: str, token: str, client: str) -> OtpResult:
     """The second sign-in step: a TOTP code against the officer's device.
 
     ``django_otp.verify_token`` locks the device row and accepts each time
@@ -225,14 +242,17 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpRe
     proxy log cannot be replayed. On an unconfirmed device a valid code
     completes enrolment.
     """
-    officer.refresh_from_db(fields=["failed_login_count", "locked_until", "is_active"])
-    if officer_is_locked(officer) or not officer.is_active:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="otp", reason="locked")
+    officer.refresh_from_db(fields=["is_active"])
+    if not officer.is_active:
+        _audit_refused(officer=officer, stage="otp", reason="inactive")
+        return OtpResult(OtpOutcome.LOCKED)
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        _audit_refused(officer=officer, stage="otp", reason="throttled")
         return OtpResult(OtpOutcome.LOCKED)
     device = django_otp.verify_token(officer, device_id, token)
     if not isinstance(device, TOTPDevice):
-        locked = _officer_failure_record(officer=officer, stage="otp", reason="bad_code")
+        locked = _officer_failure_record(officer=officer, attempt=attempt, stage="otp", reason="bad_code")
         return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
     with transaction.atomic():
         if not device.confirmed:
@@ -248,7 +268,7 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpRe
                 object_id=str(officer.pk),
                 region_code=_region_code(officer),
             )
-        Officer.objects.filter(pk=officer.pk).update(failed_login_count=0, locked_until=None)
+        sign_in_success_record(attempt=attempt)
         audit_record(
             actor_type="officer",
             actor_id=str(officer.pk),
@@ -372,14 +392,10 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
 
 @transaction.atomic
 def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
-    """Lift a lockout now and clear counted failures; returns whether there
-    was anything to clear (a running lock or failures towards one)."""
+    """Forget the officer's failed sign-ins, from every address: throttled
+    addresses may try again at once. Returns whether anything was counted."""
     officer = _officer_by_username(username)
-    was_locked = bool(
-        Officer.objects.filter(pk=officer.pk)
-        .filter(Q(locked_until__gt=timezone.now()) | Q(failed_login_count__gt=0))
-        .update(failed_login_count=0, locked_until=None)
-    )
+    was_locked = sign_in_throttle_clear(officer=officer)
     audit_record(
         actor_type="system",
         actor_id=actor_id,

@@ -142,6 +142,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "backoffice:login"
+# Officer sign-in throttling (cakra.backoffice.services). Failed password and
+# code checks are counted per (officer, client address): CLIENT_FAILURES in
+# CLIENT_WINDOW_SECONDS and that address is refused for that officer until
+# the window ends. Across all addresses, ACCOUNT_FAILURES in
+# ACCOUNT_WINDOW_SECONDS raise an alert (audit event and warning log), and
+# until that window ends every address that has failed for the officer is
+# refused: a new address still gets its attempt, so the officer is never
+# locked out by someone else's guesses.
+CAKRA_SIGN_IN_THROTTLE = {
+    "CLIENT_FAILURES": int(os.environ.get("CAKRA_SIGN_IN_FAILURES_PER_CLIENT", "5")),
+    "CLIENT_WINDOW_SECONDS": int(os.environ.get("CAKRA_SIGN_IN_CLIENT_WINDOW_SECONDS", str(15 * 60))),
+    "ACCOUNT_FAILURES": int(os.environ.get("CAKRA_SIGN_IN_FAILURES_PER_ACCOUNT", "50")),
+    "ACCOUNT_WINDOW_SECONDS": int(os.environ.get("CAKRA_SIGN_IN_ACCOUNT_WINDOW_SECONDS", str(24 * 3600))),
+}
 OTP_TOTP_ISSUER = "Cakra ETLE"
 
 # --- Sessions, cookies, transport security ---------------------------------
