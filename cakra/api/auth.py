@@ -1,4 +1,5 @@
-"""Bearer authentication with API keys, rate-limited per client address on failure.
+"""Bearer authentication with API keys, rate-limited per client address on
+failure; an accepted key then passes its own quotas (:mod:`cakra.api.quota`).
 
 Only the ``Authorization: Bearer <token>`` header is read: session cookies
 (an officer logged into the back office in the same browser) never
@@ -15,6 +16,7 @@ from ninja.security import HttpBearer
 
 from cakra.api.errors import RateLimitedError
 from cakra.api.models import ApiKey
+from cakra.api.quota import api_key_request_admit
 from cakra.api.services import apikey_authenticate, apikey_touch
 from cakra.security.ratelimit import Limit, client_address, hit, is_limited
 
@@ -42,6 +44,9 @@ class ApiKeyAuth(HttpBearer):
             if not hit(AUTH_FAILURE_LIMIT, address):
                 raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
             return None
+        # Every authenticated route, the bulk batch route included, passes
+        # here before its body is read or any work is done.
+        api_key_request_admit(request=request, key=key)
         return key
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
