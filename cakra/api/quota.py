@@ -21,6 +21,8 @@ of the key's bucket row, whose lock serialises the key's admissions, and
 one ``INSERT … SELECT`` that adds a lease only while fewer than the cap are
 unexpired, in one short transaction; the release is one ``DELETE``. (The
 cache API would need several statements per step on the database cache.)
+There the web processes' clocks decide, so hosts sharing a database keep
+their clocks in sync (NTP), as they must for sessions and audit times.
 
 Admission runs right after the key is authenticated (``ApiKeyAuth``), so a
 quota is only ever spent by its own key: bad tokens have their own limit per

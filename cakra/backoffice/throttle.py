@@ -170,10 +170,17 @@ def sign_in_failure_record(*, attempt: SignInAttempt) -> SignInFailure:
 
 def sign_in_success_record(*, attempt: SignInAttempt) -> None:
     """A completed sign-in clears its address's count (not the account's:
-    the officer succeeding says nothing about guesses from elsewhere)."""
-    SignInThrottle.objects.filter(officer_id=attempt.officer_id, client_key=attempt.client_key).update(
-        attempts=0, last_failed_at=None
-    )
+    the officer succeeding says nothing about guesses from elsewhere), and
+    forgets the officer's addresses whose counts can no longer matter, so
+    the table does not grow with every address that ever tried."""
+    policy = sign_in_throttle_policy()
+    now = timezone.now()
+    rows = SignInThrottle.objects.filter(officer_id=attempt.officer_id)
+    rows.filter(client_key=attempt.client_key).update(attempts=0, last_failed_at=None)
+    stale = now - max(policy.client_window, policy.account_window)
+    rows.exclude(client_key__in=[attempt.client_key, SignInThrottle.ACCOUNT_KEY]).filter(
+        window_started_at__lte=stale
+    ).filter(Q(last_failed_at__isnull=True) | Q(last_failed_at__lte=stale)).delete()
 
 
 def sign_in_throttle_clear(*, officer: Officer) -> bool:

@@ -23,7 +23,7 @@ from cakra.backoffice.services import officer_otp_reset
 from cakra.backoffice.throttle import sign_in_client_key
 from cakra.backoffice.views.login import LOGIN_RATE_LIMIT
 from cakra.security.ratelimit import hit
-from tests.backoffice.conftest import totp_code
+from tests.backoffice.conftest import english_client, totp_code
 from tests.factories import OFFICER_PASSWORD
 
 LOGIN = reverse("backoffice:login")
@@ -422,3 +422,21 @@ def test_code_guesses_after_a_stolen_password_are_throttled_like_passwords(clien
     assert LOGIN_FAILED in password_step(client, officer.username).content.decode()
     otp_device.refresh_from_db()
     assert otp_device.last_t == -1  # no code was ever accepted
+
+
+def test_a_completed_sign_in_forgets_addresses_whose_counts_no_longer_matter(client, officer, otp_device):
+    for address in ("198.51.100.1", "198.51.100.2"):
+        password_step(english_client(REMOTE_ADDR=address), officer.username, "wrong password, again")
+    long_ago = timezone.now() - timedelta(hours=25)
+    SignInThrottle.objects.filter(client_key=sign_in_client_key("198.51.100.1")).update(
+        window_started_at=long_ago, last_failed_at=long_ago
+    )
+
+    password_step(client, officer.username)
+    assert client.post(OTP, {"token": totp_code(otp_device)})["Location"] == QUEUE
+
+    assert set(SignInThrottle.objects.filter(officer=officer).values_list("client_key", flat=True)) == {
+        SignInThrottle.ACCOUNT_KEY,
+        sign_in_client_key(TEST_CLIENT_ADDRESS),
+        sign_in_client_key("198.51.100.2"),  # failed within the day: still counts
+    }
