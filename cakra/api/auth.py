@@ -1,4 +1,5 @@
-"""Bearer authentication with API keys, rate-limited per client address on failure.
+"""Bearer authentication with API keys, rate-limited per client address on
+failure; an accepted key then passes its own quotas (:mod:`cakra.api.quota`).
 
 The key is checked first and only a failed key is counted: a camera system
 with a valid key is never refused because others behind the same address
@@ -22,6 +23,7 @@ from ninja.security import HttpBearer
 
 from cakra.api.errors import RateLimitedError
 from cakra.api.models import ApiKey
+from cakra.api.quota import api_key_request_admit
 from cakra.api.services import apikey_authenticate, apikey_touch
 from cakra.security.ratelimit import Limit, client_address, hit
 
@@ -46,6 +48,9 @@ class ApiKeyAuth(HttpBearer):
             if not hit(AUTH_FAILURE_LIMIT, client_address(request)):
                 raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
             return None
+        # Every authenticated route, the bulk batch route included, passes
+        # here before its body is read or any work is done.
+        api_key_request_admit(request=request, key=key)
         return key
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:

@@ -30,9 +30,10 @@ NOT_FOUND_MESSAGE = "not found"
 
 
 class RateLimitedError(Exception):
-    def __init__(self, *, retry_after: int) -> None:
+    def __init__(self, *, retry_after: int, message: str = "too many failed authentications; wait and retry") -> None:
         super().__init__("too many requests")
         self.retry_after = retry_after
+        self.message = message
 
 
 class MethodNotAllowedError(Exception):
@@ -140,7 +141,7 @@ def _on_http_error(request: HttpRequest, exc: HttpError, *, api: NinjaAPI) -> Ht
 
 
 def _on_rate_limited(request: HttpRequest, exc: RateLimitedError, *, api: NinjaAPI) -> HttpResponse:
-    body = error_body(code="rate_limited", message="too many failed authentications; wait and retry")
+    body = error_body(code="rate_limited", message=exc.message)
     response = _respond(api, request, 429, body)
     response["Retry-After"] = str(exc.retry_after)
     return response

@@ -25,3 +25,31 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"API key {self.prefix} ({self.region_id})"
+
+
+class ApiKeyLoad(models.Model):
+    """The request-rate bucket of one key, when the shared store is the database
+    (Redis keeps it itself; see cakra.api.quota). GCRA: ``tat_us`` is the
+    theoretical arrival time of the next request, in microseconds since the
+    epoch; its row lock also serialises admissions of the key."""
+
+    key = models.OneToOneField(ApiKey, on_delete=models.CASCADE, primary_key=True, related_name="load")
+    tat_us = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"load of API key {self.key_id}"
+
+
+class ApiKeyLease(models.Model):
+    """One request of a key in flight, until it ends or ``expires_us`` passes
+    (a process killed mid-request cannot hold its slot for good)."""
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="leases")
+    token = models.CharField(max_length=32)
+    expires_us = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "expires_us"], name="api_key_lease_key_expiry")]
+
+    def __str__(self) -> str:
+        return f"lease {self.token} of API key {self.key_id}"

@@ -25,8 +25,6 @@ class Officer(AbstractUser):
         "enforcement.Region", on_delete=models.PROTECT, null=True, blank=True, related_name="officers"
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VALIDATOR)
-    failed_login_count = models.PositiveSmallIntegerField(default=0)
-    locked_until = models.DateTimeField(null=True, blank=True)
     # A one-time code handed to the officer out of band (``cakra officer
     # create`` / ``reset-otp`` print it), asked for before an authenticator
     # can be set up: the password alone must not let anyone enrol their own
@@ -68,3 +66,36 @@ class OfficerTOTPDevice(TOTPDevice):  # type: ignore[misc] # django-otp ships no
     @property
     def bin_key(self) -> bytes:
         return key_ring().decrypt_bytes(self.key, context=totp_seed_context(user_id=self.user_id))
+
+
+class SignInThrottle(models.Model):
+    """Failed sign-ins of one officer, counted per client address and for the account.
+
+    A row per (officer, client address) bounds guesses from one address:
+    ``attempts`` counts password and code checks reserved in the current
+    window (a check reserves *before* the slow hash, and a success gives the
+    reservation back), so parallel guesses cannot outrun the limit. The row
+    whose ``client_key`` is ``ACCOUNT_KEY`` counts failures from every
+    address, to raise an alert and refuse addresses that have failed while
+    the account is under attack. No row ever locks the account itself: an
+    attacker who knows a username cannot keep its officer out.
+    """
+
+    ACCOUNT_KEY = "*"  # never a client key, which is a 64-character keyed hash
+
+    officer = models.ForeignKey(Officer, on_delete=models.CASCADE, related_name="sign_in_throttles")
+    # HMAC of the client address (cakra.security.crypto.lookup_hash): the
+    # table never holds addresses in clear.
+    client_key = models.CharField(max_length=64)
+    attempts = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    alerted_at = models.DateTimeField(null=True, blank=True)  # the account row: this window's alert was raised
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["officer", "client_key"], name="sign_in_throttle_officer_client_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"sign-in throttle {self.officer_id}/{self.client_key[:8]}"

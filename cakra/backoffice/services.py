@@ -1,10 +1,11 @@
 """Writes on officer accounts: sign-in (password, TOTP), lockout, enrolment, administration.
 
-Lockout: ``LOCKOUT_THRESHOLD`` consecutive failures (password or one-time
-code, counted together so a stolen password does not buy unlimited code
-guesses) lock the account for ``LOCKOUT_DURATION``. Counters move by
-conditional ``UPDATE`` statements, never read-modify-write, so concurrent
-attempts cannot lose a failure or lock twice.
+Throttling (:mod:`cakra.backoffice.throttle`): every password, enrolment
+code and TOTP check reserves an attempt for its (officer, client address)
+before it runs, and failures of all three count together, so a stolen
+password does not buy unlimited code guesses. Too many failures refuse
+that address for that officer, and many across addresses raise an alert
+and refuse the addresses that failed; the account itself is never locked.
 
 Enrolment: an officer without an authenticator must give the one-time
 **enrolment code** that ``cakra officer create`` / ``reset-otp`` printed
@@ -31,11 +32,19 @@ from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from cakra.audit.services import audit_record
 from cakra.backoffice.models import TOTP_SEED_BYTES, Officer, OfficerTOTPDevice, totp_seed_seal
+from cakra.backoffice.throttle import (
+    SignInAttempt,
+    sign_in_attempt_release,
+    sign_in_attempt_reserve,
+    sign_in_failure_record,
+    sign_in_success_record,
+    sign_in_throttle_clear,
+    sign_in_throttle_policy,
+)
 from cakra.enforcement.errors import ConflictError, InvalidStateError, NotFoundError
 from cakra.enforcement.models import Region
 from cakra.security.crypto import constant_time_equals, lookup_hash
@@ -44,15 +53,13 @@ from cakra.security.sessions import session_key_stored
 
 logger = structlog.get_logger(__name__)
 
-LOCKOUT_THRESHOLD = 5
-LOCKOUT_DURATION = timedelta(minutes=15)
 USERNAME_MAX_LENGTH = 150
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters, ~144 bits
 
 ENROLMENT_CODE_VALIDITY = timedelta(hours=72)
 # Crockford-style: no 0/O, 1/I/L, U, so a code read aloud or from paper is typed right.
 ENROLMENT_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
-ENROLMENT_CODE_LENGTH = 12  # ~59 bits, tried at most LOCKOUT_THRESHOLD times per 15 minutes
+ENROLMENT_CODE_LENGTH = 12  # ~59 bits, against a few guesses per address and window
 ENROLMENT_CODE_PURPOSE = "officer-enrolment-code"
 
 DECIDING_ROLES = frozenset({Officer.Role.VALIDATOR, Officer.Role.SUPERVISOR, Officer.Role.ADMIN})
@@ -75,10 +82,6 @@ def officer_can_decide(officer: Officer) -> bool:
     return officer.role in DECIDING_ROLES
 
 
-def officer_is_locked(officer: Officer, *, now: datetime | None = None) -> bool:
-    return officer.locked_until is not None and officer.locked_until > (now or timezone.now())
-
-
 def _region_code(officer: Officer | None) -> str:
     region = officer.region if officer is not None else None
     return region.code if region is not None else ""
@@ -97,36 +100,47 @@ def _audit_login_failed(*, officer: Officer | None, stage: str, reason: str) -> 
     )
 
 
-def _officer_failure_record(*, officer: Officer, stage: str, reason: str) -> bool:
-    """Count one failure; return True when this failure locked the account."""
+def _officer_failure_record(*, officer: Officer, attempt: SignInAttempt, stage: str, reason: str) -> bool:
+    """Count one failed check; return True when this address may not try again for now."""
     with transaction.atomic():
-        Officer.objects.filter(pk=officer.pk).update(failed_login_count=F("failed_login_count") + 1)
-        # Only the update that crosses the threshold locks (and resets the
-        # count for the next window): a concurrent failure finds the count
-        # already reset and does not lock or audit a second time.
-        locked = Officer.objects.filter(pk=officer.pk, failed_login_count__gte=LOCKOUT_THRESHOLD).update(
-            failed_login_count=0, locked_until=timezone.now() + LOCKOUT_DURATION
-        )
+        failure = sign_in_failure_record(attempt=attempt)
         _audit_login_failed(officer=officer, stage=stage, reason=reason)
-        if locked:
+        if failure.alert_raised:
+            policy = sign_in_throttle_policy()
             audit_record(
-                actor_type="officer",
-                actor_id=str(officer.pk),
-                action="officer.locked",
+                actor_type="system",
+                actor_id="sign-in-throttle",
+                action="officer.sign_in_alert",
                 object_type="officer",
                 object_id=str(officer.pk),
                 region_code=_region_code(officer),
-                data={"minutes": int(LOCKOUT_DURATION.total_seconds() // 60)},
+                data={
+                    "failures": policy.account_failures,
+                    "hours": int(policy.account_window.total_seconds() // 3600),
+                },
             )
-    logger.info("backoffice.login_failed", officer_id=officer.pk, stage=stage, locked=bool(locked))
-    return bool(locked)
+    logger.info(
+        "backoffice.login_failed", officer_id=officer.pk, stage=stage, client_throttled=failure.client_throttled
+    )
+    if failure.alert_raised:
+        # For whoever watches the logs: someone is guessing this officer's
+        # password from many addresses. Ids only.
+        logger.warning("backoffice.sign_in_alert", officer_id=officer.pk, region=_region_code(officer))
+    return failure.client_throttled
 
 
-def officer_password_check(*, username: str, password: str) -> Officer | None:
-    """The first sign-in step. Returns the officer only if the password is right
-    and the account may sign in; otherwise None, for every reason alike
-    (unknown, wrong password, locked, inactive), so the caller cannot tell
-    them apart and neither can the person at the keyboard."""
+def _audit_refused(*, officer: Officer, stage: str, reason: str) -> None:
+    with transaction.atomic():
+        _audit_login_failed(officer=officer, stage=stage, reason=reason)
+    logger.info("backoffice.login_failed", officer_id=officer.pk, stage=stage, reason=reason)
+
+
+def officer_password_check(*, username: str, password: str, client: str) -> Officer | None:
+    """The first sign-in step, from the client address ``client``. Returns the
+    officer only if the password is right and the account may sign in;
+    otherwise None, for every reason alike (unknown, wrong password, this
+    address throttled, inactive), so the caller cannot tell them apart and
+    neither can the person at the keyboard. Every path costs one hash."""
     officer = Officer.objects.select_related("region").filter(username=username).first()
     if officer is None:
         # Hash anyway, so an unknown username costs the same time as a known one.
@@ -135,20 +149,21 @@ def officer_password_check(*, username: str, password: str) -> Officer | None:
             _audit_login_failed(officer=None, stage="password", reason="unknown")
         logger.info("backoffice.login_failed", officer_id=None, stage="password")
         return None
-    password_ok = officer.check_password(password)
-    if officer_is_locked(officer):
-        # A locked account does not count more failures: that would only
-        # extend the lock an attacker is already causing.
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="password", reason="locked")
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        # The same time as a checked password, without checking it.
+        make_password(password)
+        _audit_refused(officer=officer, stage="password", reason="throttled")
         return None
+    password_ok = officer.check_password(password)
     if not officer.is_active or officer.region_id is None:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="password", reason="inactive")
+        sign_in_attempt_release(attempt=attempt)  # not a guess that could ever succeed
+        _audit_refused(officer=officer, stage="password", reason="inactive")
         return None
     if not password_ok:
-        _officer_failure_record(officer=officer, stage="password", reason="bad_password")
+        _officer_failure_record(officer=officer, attempt=attempt, stage="password", reason="bad_password")
         return None
+    sign_in_attempt_release(attempt=attempt)
     return officer
 
 
@@ -174,16 +189,17 @@ def officer_enrolment_code_issue(*, officer: Officer, now: datetime | None = Non
     return "-".join(code[i : i + 4] for i in range(0, ENROLMENT_CODE_LENGTH, 4))
 
 
-def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
+def officer_enrolment_code_check(*, officer: Officer, code: str, client: str) -> OtpResult:
     """The enrolment step of a first sign-in: VERIFIED when ``code`` is the
     officer's current, unexpired enrolment code. A wrong or expired code
-    counts as a failed sign-in (the same lockout as passwords and TOTP codes)."""
-    officer.refresh_from_db(
-        fields=["failed_login_count", "locked_until", "is_active", "enrolment_code_hash", "enrolment_code_expires_at"]
-    )
-    if officer_is_locked(officer) or not officer.is_active:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="enrolment_code", reason="locked")
+    counts as a failed sign-in (the same throttle as passwords and TOTP codes)."""
+    officer.refresh_from_db(fields=["is_active", "enrolment_code_hash", "enrolment_code_expires_at"])
+    if not officer.is_active:
+        _audit_refused(officer=officer, stage="enrolment_code", reason="inactive")
+        return OtpResult(OtpOutcome.LOCKED)
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        _audit_refused(officer=officer, stage="enrolment_code", reason="throttled")
         return OtpResult(OtpOutcome.LOCKED)
     valid = (
         bool(officer.enrolment_code_hash)
@@ -192,8 +208,9 @@ def officer_enrolment_code_check(*, officer: Officer, code: str) -> OtpResult:
         and constant_time_equals(officer.enrolment_code_hash, _enrolment_code_hash(code))
     )
     if not valid:
-        locked = _officer_failure_record(officer=officer, stage="enrolment_code", reason="bad_code")
+        locked = _officer_failure_record(officer=officer, attempt=attempt, stage="enrolment_code", reason="bad_code")
         return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
+    sign_in_attempt_release(attempt=attempt)
     return OtpResult(OtpOutcome.VERIFIED)
 
 
@@ -232,7 +249,7 @@ def officer_otp_enrol_start(*, officer: Officer) -> OfficerTOTPDevice:
     return device
 
 
-def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpResult:
+def officer_otp_verify(*, officer: Officer, device_id: str, token: str, client: str) -> OtpResult:
     """The second sign-in step: a TOTP code against the officer's device.
 
     ``django_otp.verify_token`` locks the device row and accepts each time
@@ -240,14 +257,17 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpRe
     proxy log cannot be replayed. On an unconfirmed device a valid code
     completes enrolment.
     """
-    officer.refresh_from_db(fields=["failed_login_count", "locked_until", "is_active"])
-    if officer_is_locked(officer) or not officer.is_active:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="otp", reason="locked")
+    officer.refresh_from_db(fields=["is_active"])
+    if not officer.is_active:
+        _audit_refused(officer=officer, stage="otp", reason="inactive")
+        return OtpResult(OtpOutcome.LOCKED)
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        _audit_refused(officer=officer, stage="otp", reason="throttled")
         return OtpResult(OtpOutcome.LOCKED)
     device = django_otp.verify_token(officer, device_id, token)
     if not isinstance(device, OfficerTOTPDevice):
-        locked = _officer_failure_record(officer=officer, stage="otp", reason="bad_code")
+        locked = _officer_failure_record(officer=officer, attempt=attempt, stage="otp", reason="bad_code")
         return OtpResult(OtpOutcome.LOCKED if locked else OtpOutcome.INVALID)
     with transaction.atomic():
         if not device.confirmed:
@@ -263,7 +283,7 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str) -> OtpRe
                 object_id=str(officer.pk),
                 region_code=_region_code(officer),
             )
-        Officer.objects.filter(pk=officer.pk).update(failed_login_count=0, locked_until=None)
+        sign_in_success_record(attempt=attempt)
         audit_record(
             actor_type="officer",
             actor_id=str(officer.pk),
@@ -387,14 +407,10 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
 
 @transaction.atomic
 def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
-    """Lift a lockout now and clear counted failures; returns whether there
-    was anything to clear (a running lock or failures towards one)."""
+    """Forget the officer's failed sign-ins, from every address: throttled
+    addresses may try again at once. Returns whether anything was counted."""
     officer = _officer_by_username(username)
-    was_locked = bool(
-        Officer.objects.filter(pk=officer.pk)
-        .filter(Q(locked_until__gt=timezone.now()) | Q(failed_login_count__gt=0))
-        .update(failed_login_count=0, locked_until=None)
-    )
+    was_locked = sign_in_throttle_clear(officer=officer)
     audit_record(
         actor_type="system",
         actor_id=actor_id,
@@ -424,17 +440,24 @@ def _officer_sessions_end(*, officer_id: int, keep_session_key: str | None = Non
 
 
 def officer_password_change(
-    *, officer: Officer, current_password: str, new_password: str, keep_session_key: str
+    *, officer: Officer, current_password: str, new_password: str, keep_session_key: str, client: str
 ) -> bool:
     """Re-authenticate with the current password, then set the new one and end
     every other session of the officer. False (nothing changed) when the
-    current password is wrong; that counts as a failed sign-in, so a stolen
-    session cannot guess the password without locking the account.
-    Raises ``ValidationError`` when the new password fails the validators."""
+    current password is wrong or this address may not try now; a wrong
+    password counts as a failed sign-in from ``client`` (reserved before the
+    hash), so a stolen session cannot guess the password any faster than the
+    sign-in page allows. Raises ``ValidationError`` when the new password
+    fails the validators."""
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        _audit_refused(officer=officer, stage="password_change", reason="throttled")
+        return False
     # Hashing (check and set) outside the transaction, see the module docstring.
     if not officer.check_password(current_password):
-        _officer_failure_record(officer=officer, stage="password_change", reason="bad_password")
+        _officer_failure_record(officer=officer, attempt=attempt, stage="password_change", reason="bad_password")
         return False
+    sign_in_attempt_release(attempt=attempt)
     password_validation.validate_password(new_password, user=officer)
     officer.set_password(new_password)
     with transaction.atomic():
@@ -483,21 +506,25 @@ def officer_reactivate(*, officer: Officer, actor_type: str, actor_id: str) -> b
     return _officer_active_set(officer=officer, active=True, actor_type=actor_type, actor_id=actor_id)
 
 
-def officer_reauthenticate(*, officer: Officer, device_id: str, token: str) -> OtpOutcome:
+def officer_reauthenticate(*, officer: Officer, device_id: str, token: str, client: str) -> OtpOutcome:
     """A fresh code from the session's own authenticator before a sensitive
-    action. Wrong codes count towards the lockout like sign-in failures; each
-    code is accepted once (django-otp), so one seen earlier does not help."""
-    officer.refresh_from_db(fields=["failed_login_count", "locked_until", "is_active"])
-    if officer_is_locked(officer) or not officer.is_active:
-        with transaction.atomic():
-            _audit_login_failed(officer=officer, stage="reauth", reason="locked")
+    action. Wrong codes count like sign-in failures from ``client`` (reserved
+    before the check); each code is accepted once (django-otp), so one seen
+    earlier does not help. LOCKED: inactive, or this address may not try now."""
+    officer.refresh_from_db(fields=["is_active"])
+    if not officer.is_active:
+        _audit_refused(officer=officer, stage="reauth", reason="inactive")
+        return OtpOutcome.LOCKED
+    attempt = sign_in_attempt_reserve(officer=officer, client=client)
+    if attempt is None:
+        _audit_refused(officer=officer, stage="reauth", reason="throttled")
         return OtpOutcome.LOCKED
     device = django_otp.verify_token(officer, device_id, token)
     if not isinstance(device, OfficerTOTPDevice):
-        locked = _officer_failure_record(officer=officer, stage="reauth", reason="bad_code")
-        return OtpOutcome.LOCKED if locked else OtpOutcome.INVALID
+        throttled = _officer_failure_record(officer=officer, attempt=attempt, stage="reauth", reason="bad_code")
+        return OtpOutcome.LOCKED if throttled else OtpOutcome.INVALID
+    sign_in_attempt_release(attempt=attempt)
     with transaction.atomic():
-        Officer.objects.filter(pk=officer.pk).update(failed_login_count=0, locked_until=None)
         audit_record(
             actor_type="officer",
             actor_id=str(officer.pk),

@@ -7,6 +7,7 @@ and names every secret and server in the environment (see docs/operations.md).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -74,6 +75,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "cakra.security.middleware.SecurityHeadersMiddleware",
+    # Innermost: gives back an API request's in-flight slot (cakra.api.quota)
+    # however its view ended.
+    "cakra.api.quota.ApiKeyLeaseMiddleware",
 ]
 
 ROOT_URLCONF = "cakra.config.urls"
@@ -146,6 +150,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "backoffice:login"
+# Officer sign-in throttling (cakra.backoffice.services). Failed password and
+# code checks are counted per (officer, client address): CLIENT_FAILURES in
+# CLIENT_WINDOW_SECONDS and that address is refused for that officer until
+# the window ends. Across all addresses, ACCOUNT_FAILURES in
+# ACCOUNT_WINDOW_SECONDS raise an alert (audit event and warning log), and
+# until that window ends every address that has failed for the officer is
+# refused: a new address still gets its attempt, so the officer is never
+# locked out by someone else's guesses.
+CAKRA_SIGN_IN_THROTTLE = {
+    "CLIENT_FAILURES": int(os.environ.get("CAKRA_SIGN_IN_FAILURES_PER_CLIENT", "5")),
+    "CLIENT_WINDOW_SECONDS": int(os.environ.get("CAKRA_SIGN_IN_CLIENT_WINDOW_SECONDS", str(15 * 60))),
+    "ACCOUNT_FAILURES": int(os.environ.get("CAKRA_SIGN_IN_FAILURES_PER_ACCOUNT", "50")),
+    "ACCOUNT_WINDOW_SECONDS": int(os.environ.get("CAKRA_SIGN_IN_ACCOUNT_WINDOW_SECONDS", str(24 * 3600))),
+}
 OTP_TOTP_ISSUER = "Cakra ETLE"
 
 # --- Sessions, cookies, transport security ---------------------------------
@@ -477,6 +495,26 @@ CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS = _env_list("CAKRA_UNCONFIRMED_TIMEOUT_CHANNE
 # 128 MiB, admits ~300 captures of one 1080p JPEG (or ~80 of four images)
 # and bounds a batch to ~300 MB of memory per web process.
 CAKRA_MAX_BATCH_BYTES = int(os.environ.get("CAKRA_MAX_BATCH_BYTES", str(128 * 1024 * 1024)))
+
+# --- Per-API-key quotas (cakra.api.quota) ---------------------------------
+# Each API key gets a token bucket (RATE_PER_SECOND, refilled continuously,
+# up to BURST requests at once) and at most MAX_IN_FLIGHT requests in
+# progress across every web process; beyond either the request is answered
+# 429 with Retry-After, so one client's flood cannot starve the others. An
+# in-flight slot is a lease of LEASE_SECONDS, so a web process that dies
+# mid-request frees its slot when the lease ends. The defaults leave room
+# for a region's back office sending batches from several threads. Keys can
+# be given their own values by prefix in CAKRA_API_KEY_LIMITS_JSON, e.g.
+# {"ab12cd34": {"RATE_PER_SECOND": 100, "MAX_IN_FLIGHT": 32}}; 0 turns a
+# limit off for that key. Counters live in the shared store (Redis when
+# REDIS_URL is set, the database cache otherwise).
+CAKRA_API_KEY_LIMITS: dict[str, object] = {
+    "RATE_PER_SECOND": float(os.environ.get("CAKRA_API_RATE_PER_SECOND", "50")),
+    "BURST": int(os.environ.get("CAKRA_API_BURST", "100")),
+    "MAX_IN_FLIGHT": int(os.environ.get("CAKRA_API_MAX_IN_FLIGHT", "16")),
+    "LEASE_SECONDS": float(os.environ.get("CAKRA_API_LEASE_SECONDS", "330")),
+    "KEYS": json.loads(os.environ.get("CAKRA_API_KEY_LIMITS_JSON", "{}")),
+}
 
 # --- Providers, failover and sender rate limits (providers slice: cakra.delivery.channels.registry) ---
 # Shaped like DATABASES: provider name -> CHANNEL, BACKEND (a ChannelAdapter),

@@ -361,7 +361,15 @@ def sink_maildir(*, run_id: str, workdir: Path, notices: int, ceiling_messages: 
     return workdir / "sink"
 
 
-def processes_start(*, config: BenchConfig, ports: dict[str, int], workdir: Path, maildir: Path) -> ProcessGroup:
+# The bench's key goes through its quotas (cakra.api.quota) like any key, so
+# their cost is measured, but with limits far above what the driver can send:
+# the bench measures throughput, not where a quota would cut in.
+BENCH_API_KEY_LIMITS = {"RATE_PER_SECOND": 1_000_000, "BURST": 1_000_000, "MAX_IN_FLIGHT": 10_000}
+
+
+def processes_start(
+    *, config: BenchConfig, ports: dict[str, int], workdir: Path, maildir: Path, api_key_prefix: str
+) -> ProcessGroup:
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -377,6 +385,7 @@ def processes_start(*, config: BenchConfig, ports: dict[str, int], workdir: Path
         "CAKRA_PORTAL_BASE_URL": f"http://127.0.0.1:{ports['web']}",
         "PORT": str(ports["web"]),
         "CAKRA_LOG_LEVEL": "WARNING",
+        "CAKRA_API_KEY_LIMITS_JSON": json.dumps({api_key_prefix: BENCH_API_KEY_LIMITS}),
     }
     if not env["DATABASE_URL"]:
         env.pop("DATABASE_URL")
@@ -677,7 +686,9 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None]) -> dict[str, A
     if not config.keep:
         # Memory is not freed by a reboot-less machine: removed at exit even if the run fails.
         atexit.register(shutil.rmtree, maildir, ignore_errors=True)
-    group = processes_start(config=config, ports=ports, workdir=workdir, maildir=maildir)
+    # The token is cakra_<prefix>_<secret> (cakra.api.services.apikey_create).
+    api_key_prefix = token.split("_")[1]
+    group = processes_start(config=config, ports=ports, workdir=workdir, maildir=maildir, api_key_prefix=api_key_prefix)
     peak_rss = 0.0
     driver_peak = 0.0
     stop_sampling = threading.Event()

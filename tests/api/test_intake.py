@@ -234,9 +234,10 @@ def test_intake_query_count_is_bounded(client, api_key, vehicle, django_assert_m
     _, token = api_key
     images = [("vehicle", jpeg_bytes()), ("plate", jpeg_bytes()), ("context", jpeg_bytes()), ("context", jpeg_bytes())]
     post(client, token, payload(capture_id="WARM-UP"))  # first use records last_used_at
-    # rate-limit peek, key, article, replay check, vehicle, 2 inserts, audit chain (head update + insert,
-    # + a locked read of the head when stale), re-read (+ savepoint pair)
-    with django_assert_max_num_queries(13):
+    # rate-limit peek, key, the key's quota (savepoint pair, bucket update, lease insert, lease delete),
+    # article, replay check, vehicle, 2 inserts, audit chain (head update + insert, + a locked read of
+    # the head when stale), re-read (+ savepoint pair)
+    with django_assert_max_num_queries(18):
         assert post(client, token, payload(images=images)).status_code == 201
 
 

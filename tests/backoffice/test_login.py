@@ -1,5 +1,8 @@
 """Officer sign-in: password, then mandatory TOTP (enrolment or verification),
-lockout, rate limit, no username enumeration, no half-signed-in access."""
+throttling per address, rate limit, no username enumeration, no
+half-signed-in access. Attacks on the throttle itself (parallel guesses,
+keeping an officer out, the per-account alert) are in
+tests/security/test_sign_in_throttle.py."""
 
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from django.utils import timezone
 from cakra.audit.models import AuditEvent
 from cakra.backoffice import services
 from cakra.backoffice.access import PENDING_LOGIN_KEY, PENDING_LOGIN_SECONDS
-from cakra.backoffice.models import Officer, OfficerTOTPDevice
+from cakra.backoffice.models import Officer, OfficerTOTPDevice, SignInThrottle
 from cakra.backoffice.services import officer_otp_reset
+from cakra.backoffice.throttle import sign_in_client_key
 from cakra.backoffice.views.login import LOGIN_RATE_LIMIT
 from cakra.security.ratelimit import hit
-from tests.backoffice.conftest import totp_code
+from tests.backoffice.conftest import english_client, totp_code
 from tests.factories import OFFICER_PASSWORD
 
 LOGIN = reverse("backoffice:login")
@@ -27,6 +31,8 @@ OTP = reverse("backoffice:otp")
 QUEUE = reverse("backoffice:queue")
 LOGIN_FAILED = "Sign-in failed: the username or password is wrong, or the account is locked for a while."
 BAD_CODE = "That code is not valid."
+CLIENT_FAILURES = 5  # the default per (officer, client address) and window
+TEST_CLIENT_ADDRESS = "127.0.0.1"  # Django's test client
 
 
 @pytest.fixture(autouse=True)
@@ -41,9 +47,14 @@ def password_step(client, username, password=OFFICER_PASSWORD, **extra):
     return client.post(LOGIN, {"username": username, "password": password, **extra})
 
 
-def officer_state(officer):
-    officer.refresh_from_db()
-    return officer.failed_login_count, officer.locked_until
+def client_attempts(officer, address=TEST_CLIENT_ADDRESS):
+    """Failed checks counted for ``officer`` from ``address`` in the current window."""
+    row = SignInThrottle.objects.filter(officer=officer, client_key=sign_in_client_key(address)).first()
+    return row.attempts if row is not None else 0
+
+
+def client_throttled(officer, address=TEST_CLIENT_ADDRESS):
+    return client_attempts(officer, address) >= CLIENT_FAILURES
 
 
 def actions(officer=None):
@@ -120,21 +131,21 @@ def test_the_password_alone_cannot_set_up_an_authenticator(client, officer):
     assert client.post(OTP, {"code": "short"}).status_code == 400
 
     assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
-    assert officer_state(officer)[0] == 2  # wrong codes count toward the lockout
+    assert client_attempts(officer) == 2  # wrong codes count toward the throttle
     assert actions(officer).count("officer.login_failed") == 2
 
 
-def test_wrong_enrolment_codes_lock_the_account(client, officer):
+def test_wrong_enrolment_codes_throttle_the_address(client, officer):
     code = _enrolment_code(officer)
     password_step(client, officer.username)
-    for _ in range(services.LOCKOUT_THRESHOLD - 1):
+    for _ in range(CLIENT_FAILURES - 1):
         client.post(OTP, {"code": "ABCD-EFGH-JKMN"})
 
     response = client.post(OTP, {"code": "ABCD-EFGH-JKMN"})
 
     assert response["Location"] == LOGIN
-    assert officer_state(officer)[1] is not None
-    password_step(client, officer.username)  # locked: even the right code is no use now
+    assert client_throttled(officer)
+    password_step(client, officer.username)  # throttled: even the right code is no use from here now
     assert client.get(OTP)["Location"] == LOGIN
     assert not OfficerTOTPDevice.objects.filter(user=officer).exists()
     assert code  # issued, never accepted
@@ -189,7 +200,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(client, officer, mo
         assert PENDING_LOGIN_KEY not in client.session
     # The unknown username still paid for a password hash (no timing oracle).
     assert hashed == [True]
-    assert officer_state(officer)[0] == 1
+    assert client_attempts(officer) == 1
     failures = AuditEvent.objects.filter(action="officer.login_failed").order_by("seq")
     assert [e.actor_id for e in failures] == [str(officer.pk), ""]
     # Nothing typed is kept: not the unknown username, not the password.
@@ -213,14 +224,14 @@ def test_wrong_code_is_refused_and_counted(client, officer, otp_device):
     response = client.post(OTP, {"token": wrong})
     assert response.status_code == 400
     assert BAD_CODE in response.content.decode()
-    assert officer_state(officer)[0] == 1
+    assert client_attempts(officer) == 1
     assert client.get(QUEUE)["Location"].startswith(LOGIN)
     # Garbage is a form error, not a verification attempt.
     assert client.post(OTP, {"token": "12ab56"}).status_code == 400
-    assert officer_state(officer)[0] == 1
+    assert client_attempts(officer) == 1
     # The right code still works, and success clears the counter.
     assert client.post(OTP, {"token": good})["Location"] == QUEUE
-    assert officer_state(officer) == (0, None)
+    assert client_attempts(officer) == 0
 
 
 def test_a_code_cannot_be_replayed(client, officer, otp_device):
@@ -238,30 +249,29 @@ def test_a_code_cannot_be_replayed(client, officer, otp_device):
     assert client.post(OTP, {"token": totp_code(otp_device, steps_ahead=1)})["Location"] == QUEUE
 
 
-def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(client, officer, otp_device):
-    for _ in range(5):
+def test_five_wrong_passwords_throttle_the_address_for_fifteen_minutes(client, officer, otp_device):
+    for _ in range(CLIENT_FAILURES):
         password_step(client, officer.username, "wrong password, again")
-    count, locked_until = officer_state(officer)
-    assert count == 0  # reset for the next window
-    assert locked_until is not None
-    assert timedelta(minutes=14) < locked_until - timezone.now() <= timedelta(minutes=15)
-    assert actions(officer).count("officer.locked") == 1
+    assert client_throttled(officer)
+    row = SignInThrottle.objects.get(officer=officer, client_key=sign_in_client_key(TEST_CLIENT_ADDRESS))
+    assert timedelta(0) <= timezone.now() - row.window_started_at < timedelta(minutes=1)
 
-    # Locked: even the right password gets the same answer as a wrong one.
+    # Throttled: even the right password gets the same answer as a wrong one.
     response = password_step(client, officer.username)
     assert LOGIN_FAILED in response.content.decode()
     assert PENDING_LOGIN_KEY not in client.session
-    # Attempts during the lock do not extend it.
-    assert officer_state(officer)[1] == locked_until
+    # Refused attempts are not counted: they do not extend the window.
+    assert client_attempts(officer) == CLIENT_FAILURES
+    assert actions(officer).count("officer.login_failed") == CLIENT_FAILURES + 1
 
-    # Once the window has passed (time moved by editing locked_until), sign-in works.
-    Officer.objects.filter(pk=officer.pk).update(locked_until=timezone.now() - timedelta(seconds=1))
+    # Once the window has passed (time moved by editing the row), sign-in works.
+    SignInThrottle.objects.filter(pk=row.pk).update(window_started_at=row.window_started_at - timedelta(minutes=15))
     assert password_step(client, officer.username)["Location"] == OTP
     assert client.post(OTP, {"token": totp_code(otp_device)})["Location"] == QUEUE
-    assert officer_state(officer) == (0, None)
+    assert client_attempts(officer) == 0
 
 
-def test_password_and_code_failures_count_together_towards_the_lock(client, officer, otp_device):
+def test_password_and_code_failures_count_together_towards_the_throttle(client, officer, otp_device):
     password_step(client, officer.username, "wrong password one")
     password_step(client, officer.username, "wrong password two")
     password_step(client, officer.username)
@@ -272,15 +282,17 @@ def test_password_and_code_failures_count_together_towards_the_lock(client, offi
     response = client.post(OTP, {"token": wrong})  # the fifth failure
     assert response.status_code == 302
     assert response["Location"] == LOGIN
-    assert officer_state(officer)[1] is not None
+    assert client_throttled(officer)
     assert PENDING_LOGIN_KEY not in client.session
-    # A good password now gets the locked answer; the good code is never asked for.
+    # A good password now gets the same refusal; the good code is never asked for.
     assert LOGIN_FAILED in password_step(client, officer.username).content.decode()
 
 
-def test_the_code_step_refuses_a_locked_account(client, officer, otp_device):
+def test_the_code_step_refuses_a_throttled_address(client, officer, otp_device):
     password_step(client, officer.username)
-    Officer.objects.filter(pk=officer.pk).update(locked_until=timezone.now() + timedelta(minutes=10))
+    SignInThrottle.objects.filter(officer=officer, client_key=sign_in_client_key(TEST_CLIENT_ADDRESS)).update(
+        attempts=CLIENT_FAILURES
+    )
     response = client.post(OTP, {"token": totp_code(otp_device)})
     assert response["Location"] == LOGIN
     assert client.get(QUEUE)["Location"].startswith(LOGIN)
@@ -357,7 +369,7 @@ def test_sign_in_is_rate_limited_per_client_address(client, officer):
     assert response.status_code == 429
     assert PENDING_LOGIN_KEY not in client.session
     # Refused before the password was even checked: nothing counted or audited.
-    assert officer_state(officer) == (0, None)
+    assert not SignInThrottle.objects.exists()
     assert actions(officer) == []
 
 
@@ -399,3 +411,33 @@ def test_the_stylesheet_is_a_static_file():
     from django.contrib.staticfiles import finders
 
     assert finders.find("backoffice/backoffice.css")
+
+
+def test_code_guesses_after_a_stolen_password_are_throttled_like_passwords(client, officer, otp_device):
+    assert password_step(client, officer.username)["Location"] == OTP
+    good = totp_code(otp_device)
+    wrong = f"{(int(good) + 1) % 1_000_000:06d}"
+    answers = [client.post(OTP, {"token": wrong}) for _ in range(CLIENT_FAILURES)]
+    assert [answer.status_code for answer in answers] == [400] * (CLIENT_FAILURES - 1) + [302]
+    # Sent back to the start; the password step is refused from this address now.
+    assert LOGIN_FAILED in password_step(client, officer.username).content.decode()
+    otp_device.refresh_from_db()
+    assert otp_device.last_t == -1  # no code was ever accepted
+
+
+def test_a_completed_sign_in_forgets_addresses_whose_counts_no_longer_matter(client, officer, otp_device):
+    for address in ("198.51.100.1", "198.51.100.2"):
+        password_step(english_client(REMOTE_ADDR=address), officer.username, "wrong password, again")
+    long_ago = timezone.now() - timedelta(hours=25)
+    SignInThrottle.objects.filter(client_key=sign_in_client_key("198.51.100.1")).update(
+        window_started_at=long_ago, last_failed_at=long_ago
+    )
+
+    password_step(client, officer.username)
+    assert client.post(OTP, {"token": totp_code(otp_device)})["Location"] == QUEUE
+
+    assert set(SignInThrottle.objects.filter(officer=officer).values_list("client_key", flat=True)) == {
+        SignInThrottle.ACCOUNT_KEY,
+        sign_in_client_key(TEST_CLIENT_ADDRESS),
+        sign_in_client_key("198.51.100.2"),  # failed within the day: still counts
+    }

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
-from cakra.backoffice.models import Officer, OfficerTOTPDevice
-from cakra.backoffice.services import officer_enrolment_code_check, officer_totp_device_create
+from cakra.backoffice.models import Officer, OfficerTOTPDevice, SignInThrottle
+from cakra.backoffice.services import (
+    officer_enrolment_code_check,
+    officer_password_check,
+    officer_totp_device_create,
+)
+from tests.factories import OFFICER_PASSWORD
 
 ENROLMENT_CODE = re.compile(r"^[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}$", re.MULTILINE)
 
@@ -44,7 +47,7 @@ def test_create_generates_a_strong_password_and_prints_it_once(region):
     # The enrolment code: printed once, different from the password, and it works.
     [code] = ENROLMENT_CODE.findall(output)
     assert code not in str(event.data)
-    assert officer_enrolment_code_check(officer=officer, code=code).outcome.value == "verified"
+    assert officer_enrolment_code_check(officer=officer, code=code, client="127.0.0.1").outcome.value == "verified"
 
 
 def test_create_reads_the_password_from_stdin(region):
@@ -98,14 +101,16 @@ def test_reset_otp_removes_devices_and_prints_a_new_enrolment_code(officer):
     assert code.replace("-", "") not in officer.enrolment_code_hash
 
 
-def test_unlock_lifts_a_lockout(officer):
-    Officer.objects.filter(pk=officer.pk).update(
-        locked_until=timezone.now() + timedelta(minutes=10), failed_login_count=3
-    )
+def test_unlock_forgets_failed_sign_ins_from_every_address(officer):
+    for address in ("198.51.100.1", "198.51.100.2"):
+        for _ in range(5):
+            officer_password_check(username=officer.username, password="wrong password", client=address)
+    assert officer_password_check(username=officer.username, password=OFFICER_PASSWORD, client="198.51.100.1") is None
+
     assert "Unlocked." in run("unlock", "--username", officer.username)
-    officer.refresh_from_db()
-    assert officer.locked_until is None
-    assert officer.failed_login_count == 0
+
+    assert not SignInThrottle.objects.filter(officer=officer).exists()
+    assert officer_password_check(username=officer.username, password=OFFICER_PASSWORD, client="198.51.100.1")
     assert "not locked" in run("unlock", "--username", officer.username)
 
 

@@ -14,8 +14,9 @@ from django.test import Client
 
 from cakra.audit.models import AuditEvent
 from cakra.backoffice.access import REAUTH_AT_KEY, SEEN_AT_KEY, SIGNED_IN_AT_KEY
-from cakra.backoffice.models import Officer, OfficerTOTPDevice
+from cakra.backoffice.models import Officer, OfficerTOTPDevice, SignInThrottle
 from cakra.backoffice.services import officer_totp_device_create
+from cakra.backoffice.throttle import sign_in_client_key
 from cakra.security.models import Session
 from cakra.security.sessions import SessionStore
 from tests.backoffice.conftest import english_client, sign_in, totp_code
@@ -194,8 +195,9 @@ def test_a_password_change_needs_the_current_password_and_a_valid_new_one(office
     officer.refresh_from_db()
     assert officer.check_password(OFFICER_PASSWORD)
     assert is_signed_in(other)
-    # A wrong current password counts towards the lockout (a stolen session cannot guess freely).
-    assert officer.failed_login_count == 1
+    # A wrong current password counts as a failed sign-in from this address
+    # (a stolen session cannot guess faster than the sign-in page allows).
+    assert SignInThrottle.objects.get(officer=officer, client_key=sign_in_client_key("127.0.0.1")).attempts == 1
     assert not audited(officer, "officer.password_changed")
 
 

@@ -43,6 +43,7 @@ def password_change_view(request: OfficerRequest) -> HttpResponse:
             current_password=form.cleaned_data["current_password"],
             new_password=form.cleaned_data["new_password1"],
             keep_session_key=request.session.session_key or "",
+            client=client_address(request),
         )
     except ValidationError as exc:
         form.add_error("new_password2", exc)
@@ -74,7 +75,10 @@ def reauth_view(request: OfficerRequest) -> HttpResponse:
         return render(request, template, {"form": form}, status=400)
     device = getattr(officer, "otp_device", None)
     outcome = officer_reauthenticate(
-        officer=officer, device_id=device.persistent_id if device is not None else "", token=form.cleaned_data["token"]
+        officer=officer,
+        device_id=device.persistent_id if device is not None else "",
+        token=form.cleaned_data["token"],
+        client=client_address(request),
     )
     if outcome is OtpOutcome.LOCKED:
         # Too many wrong codes from a signed-in session: it may not be the officer's.

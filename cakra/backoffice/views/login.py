@@ -35,9 +35,10 @@ from cakra.backoffice.services import (
 )
 from cakra.security.ratelimit import Limit, client_address, hit
 
-# Per client address, password and code attempts together. Generous enough for
-# a police station behind one NAT address; tight enough to stop password
-# spraying across many accounts, which the per-account lockout does not see.
+# Per client address, password and code attempts together, whatever the
+# account. Generous enough for a police station behind one NAT address;
+# tight enough to stop password spraying across many accounts, which the
+# per-officer throttle (cakra.backoffice.throttle) does not see.
 LOGIN_RATE_LIMIT = Limit(scope="backoffice-login", count=30, seconds=15 * 60)
 HTTP_TOO_MANY_REQUESTS = 429
 
@@ -60,13 +61,16 @@ def login_view(request: HttpRequest) -> HttpResponse:
         form = LoginForm(initial={"next": safe_next_url(request, request.GET.get("next", ""))})
         return render(request, "backoffice/login.html", {"form": form})
     form = LoginForm(request.POST)
-    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
+    client = client_address(request)
+    if not hit(LOGIN_RATE_LIMIT, client):
         form.is_valid()
         form.add_error(None, _rate_limited_text())
         return render(request, "backoffice/login.html", {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
     if not form.is_valid():
         return render(request, "backoffice/login.html", {"form": form}, status=400)
-    officer = officer_password_check(username=form.cleaned_data["username"], password=form.cleaned_data["password"])
+    officer = officer_password_check(
+        username=form.cleaned_data["username"], password=form.cleaned_data["password"], client=client
+    )
     if officer is None:
         form.add_error(None, _login_failed_text())
         return render(request, "backoffice/login.html", {"form": form})
@@ -147,13 +151,14 @@ def _enrolment_code_step(request: HttpRequest, pending: PendingLogin) -> HttpRes
 def _enrolment_code_submit(
     request: HttpRequest, *, officer: Officer, form: EnrolmentCodeForm, template: str
 ) -> HttpResponse:
-    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
+    client = client_address(request)
+    if not hit(LOGIN_RATE_LIMIT, client):
         form.is_valid()
         form.add_error(None, _rate_limited_text())
         return render(request, template, {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
     if not form.is_valid():
         return render(request, template, {"form": form}, status=400)
-    result = officer_enrolment_code_check(officer=officer, code=form.cleaned_data["code"])
+    result = officer_enrolment_code_check(officer=officer, code=form.cleaned_data["code"], client=client)
     if result.outcome is OtpOutcome.LOCKED:
         pending_login_clear(request)
         messages.error(request, _login_failed_text())
@@ -175,13 +180,16 @@ def _otp_submit(
     template: str,
     context: dict[str, object],
 ) -> HttpResponse:
-    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
+    client = client_address(request)
+    if not hit(LOGIN_RATE_LIMIT, client):
         form.is_valid()
         form.add_error(None, _rate_limited_text())
         return render(request, template, context, status=HTTP_TOO_MANY_REQUESTS)
     if not form.is_valid():
         return render(request, template, context, status=400)
-    result = officer_otp_verify(officer=officer, device_id=pending.device_id, token=form.cleaned_data["token"])
+    result = officer_otp_verify(
+        officer=officer, device_id=pending.device_id, token=form.cleaned_data["token"], client=client
+    )
     if result.outcome is OtpOutcome.LOCKED:
         pending_login_clear(request)
         messages.error(request, _login_failed_text())

@@ -1,4 +1,5 @@
-"""The counters every worker shares: sender-identity rate limits and provider health.
+"""The counters every worker shares: sender-identity rate limits and provider health
+(and, on Redis, the per-API-key quotas of :mod:`cakra.api.quota`).
 
 Two implementations behind one small interface, chosen from ``CACHES``:
 
@@ -85,6 +86,26 @@ return 0
 """
 
 
+# A bounded set of leases (in-flight requests of one API key, say): expired
+# leases are dropped, then a new one is added while fewer than the capacity
+# are held. Each lease carries its own expiry, so a process that died
+# holding one frees its slot when the lease ends. Clocked by Redis' TIME.
+# KEYS: the set. ARGV: capacity, lease (ms), token. Returns 1 when granted.
+_LEASE_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 1000)
+return 1
+"""
+
+
+def _lease_key(name: str) -> str:
+    return f"{KEY_PREFIX}lease:{{{name}}}"
+
+
 def _rate_keys(identity: str) -> tuple[str, str]:
     # The braces are a Redis Cluster hash tag: both keys of one identity live
     # in one slot, as a multi-key script requires.
@@ -129,6 +150,7 @@ class RedisStore(SharedStore):
         # connection when the server does not know the script yet.
         self._take = self.client.register_script(_TAKE_LUA)
         self._hold = self.client.register_script(_HOLD_LUA)
+        self._lease_acquire = self.client.register_script(_LEASE_ACQUIRE_LUA)
 
     def take(self, *, identity: str, rate: float, burst: int, count: int = 1) -> float:
         interval_us = max(1, round(MICROSECONDS / rate))
@@ -153,6 +175,18 @@ class RedisStore(SharedStore):
 
     def forget_identity(self, identity: str) -> None:
         self.client.delete(*_rate_keys(identity))
+
+    def lease_acquire(self, *, name: str, token: str, capacity: int, seconds: float) -> bool:
+        """Hold one of ``capacity`` leases of ``name`` for at most ``seconds``,
+        identified by ``token``; False (nothing held) when all are taken.
+        (Redis only: on the database, :mod:`cakra.api.quota` keeps leases in
+        a table of its own, at fewer statements than the cache API needs.)"""
+        ms = max(1, math.ceil(seconds * 1000))
+        return bool(self._lease_acquire(keys=[_lease_key(name)], args=[capacity, ms, token]))
+
+    def lease_release(self, *, name: str, token: str) -> None:
+        """Give back the lease ``token`` of ``name`` (nothing if it expired)."""
+        self.client.zrem(_lease_key(name), token)
 
 
 def _advisory_lock_id(name: str) -> int:

@@ -59,7 +59,7 @@ class Command(BaseCommand):
         reset = actions.add_parser("reset-otp", help="Remove the officer's authenticator; they enrol again.")
         reset.add_argument("--username", required=True)
 
-        unlock = actions.add_parser("unlock", help="Lift a lockout after failed sign-ins.")
+        unlock = actions.add_parser("unlock", help="Forget failed sign-ins from every address.")
         unlock.add_argument("--username", required=True)
 
         deactivate = actions.add_parser("deactivate", help="Stop the officer signing in; ends every session now.")
