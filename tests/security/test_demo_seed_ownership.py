@@ -16,9 +16,7 @@ def test_demo_refuses_a_database_it_did_not_seed_and_leaves_its_officers_alone(s
     (settings.DATA_DIR / "demo-credentials.json").unlink(missing_ok=True)
     region = RegionFactory(code="METRO", name="Polda Metro Jaya", plate_prefixes=["B"])
     # A real account that happens to carry the user name the demo gives its validator.
-    officer = OfficerFactory(region=region, username="metro.validator")
-    officer.set_password("a real officer's passphrase")
-    officer.save()
+    officer = OfficerFactory.create(region=region, username="metro.validator", password="a real officer's passphrase")
     device = TOTPDevice.objects.create(user=officer, name="phone", confirmed=True)
 
     with pytest.raises(CommandError, match="did not seed; nothing was changed"):
