@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cakra.config.settings")
 
@@ -30,3 +30,27 @@ def _database_connections_checked(*, task: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+@beat_init.connect
+def _production_deploy_checks(**kwargs: Any) -> None:
+    """A production worker or scheduler starts only if the deployment checks
+    are clean, as the web process does (cakra/config/production.py).
+
+    SystemExit, not the ImproperlyConfigured itself: Celery logs and swallows
+    what a signal receiver raises, and the worker would start regardless.
+    """
+    import django
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    if not settings.PRODUCTION:
+        return
+    from cakra.config.production import deploy_checks_enforce
+
+    django.setup()  # the checks need the apps; Celery's own set-up may run after this receiver
+    try:
+        deploy_checks_enforce()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(str(exc)) from None

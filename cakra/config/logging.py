@@ -7,6 +7,8 @@ import logging.config
 
 import structlog
 
+from cakra.config.access_log import structlog_mask_processor
+
 
 def configure_logging(*, json_output: bool, level: str) -> None:
     shared: list[structlog.types.Processor] = [
@@ -14,6 +16,9 @@ def configure_logging(*, json_output: bool, level: str) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Last: whatever a library or a request put into an event, no notice
+        # number or plate leaves it (cakra.config.access_log).
+        structlog_mask_processor,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer(colors=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from cakra.config.production import dev_secret_values, environment_name, production_settings_enforce
 from cakra.config.secrets import load_secrets
 from cakra.security.proxies import ProxyNetworksError, trusted_networks_from_environment
 
@@ -29,7 +30,9 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-CAKRA_ENV = os.environ.get("CAKRA_ENV", "dev")
+# Only known names: a mistyped "prod" must not quietly run as development
+# with generated secrets (cakra.config.production).
+CAKRA_ENV = environment_name(os.environ.get("CAKRA_ENV"))
 PRODUCTION = CAKRA_ENV == "production"
 DATA_DIR = Path(os.environ.get("CAKRA_DATA_DIR", Path.cwd() / "var")).resolve()
 _SECRETS = load_secrets(production=PRODUCTION, data_dir=DATA_DIR)
@@ -61,6 +64,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every response carries the security headers: static
+    # files (WhiteNoise answers without calling what follows it), errors and
+    # the CSRF failure page included.
+    "cakra.security.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the few CSS files from the web process itself (no separate file
     # server to run for the embedded default; behind a CDN in production).
@@ -74,7 +81,6 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "cakra.security.middleware.SecurityHeadersMiddleware",
     # Innermost: gives back an API request's in-flight slot (cakra.api.quota)
     # however its view ended.
     "cakra.api.quota.ApiKeyLeaseMiddleware",
@@ -268,10 +274,21 @@ CAKRA_AUDIT_KEY = _SECRETS["CAKRA_AUDIT_KEY"]
 CAKRA_AUDIT_CHAINS = int(os.environ.get("CAKRA_AUDIT_CHAINS", "16"))
 
 # --- Official identity: what citizens are told to trust ---------------------
+# The base URL goes into every message link: production has no default, and
+# refuses anything but https on the official domain (or a subdomain).
 CAKRA_PORTAL_BASE_URL = os.environ.get(
-    "CAKRA_PORTAL_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+    "CAKRA_PORTAL_BASE_URL", "" if PRODUCTION else f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
 ).rstrip("/")
 CAKRA_OFFICIAL_DOMAIN = os.environ.get("CAKRA_OFFICIAL_DOMAIN", "etle.korlantas.polri.go.id")
+if PRODUCTION:
+    production_settings_enforce(
+        debug=DEBUG,
+        secrets=_SECRETS,
+        dev_secrets=dev_secret_values(DATA_DIR),
+        receipt_secrets={name: value for name, value in os.environ.items() if name.startswith("CAKRA_RECEIPT_SECRET_")},
+        base_url=CAKRA_PORTAL_BASE_URL,
+        official_domain=CAKRA_OFFICIAL_DOMAIN,
+    )
 
 # --- Channels ---------------------------------------------------------------
 # Only channels listed here enter a delivery plan; a region's channel order is

@@ -37,6 +37,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
@@ -422,23 +423,45 @@ def _render_derivative(content: bytes) -> bytes:
         raise EvidenceDecodeError(str(exc)) from exc
 
 
-def evidence_derive(*, evidence_id: UUID | str) -> bool:
-    """Produce the shown derivative of one evidence image; True if this call stored it.
+# Decoding attempts per image, counting every sweep and retry: an original
+# that does not decode this many times is marked failed and left for an
+# officer instead of costing a worker's CPU on every sweep forever.
+DERIVE_MAX_ATTEMPTS = 3
+# A page view asks for a missing derivative at most this often.
+DERIVE_REQUEST_INTERVAL = timedelta(minutes=5)
 
-    Idempotent: an image already derived is left alone, and if two workers
-    race, the conditional update lets exactly one of them record its file
-    (the other removes its own). The original's SHA-256 is checked first: a
-    changed original is never turned into something shown to citizens.
-    """
-    evidence = Evidence.objects.select_related("violation__region").filter(pk=evidence_id).first()
-    if evidence is None or evidence.derived_at is not None:
-        return False
-    with evidence.original.open("rb") as handle:
-        content = handle.read()
+
+def _render_checked_derivative(*, evidence: Evidence, content: bytes) -> bytes:
     if hashlib.sha256(content).hexdigest() != evidence.original_sha256:
         logger.error("evidence.original_hash_mismatch", evidence_id=str(evidence.id))
         raise EvidenceIntegrityError(f"evidence {evidence.id}: stored original does not match its SHA-256")
-    derivative = _render_derivative(content)
+    return _render_derivative(content)
+
+
+def evidence_derive(*, evidence_id: UUID | str) -> bool:
+    """Produce the shown derivative of one evidence image; True if this call stored it.
+
+    Runs in workers only (``evidence_derive_task``): a web request never
+    decodes an image. Idempotent: an image already derived or marked failed
+    is left alone, and if two workers race, the conditional update lets
+    exactly one of them record its file (the other removes its own). The
+    original's SHA-256 is checked first: a changed original is never turned
+    into something shown to citizens. Each decode is counted on the row
+    before it starts (``evidence_derive_attempt_claim``); a failure is
+    recorded, and the last allowed one marks the image failed.
+    """
+    evidence = Evidence.objects.select_related("violation__region").filter(pk=evidence_id).first()
+    if evidence is None or evidence.derived_at is not None or evidence.derive_failed_at is not None:
+        return False
+    with evidence.original.open("rb") as handle:
+        content = handle.read()
+    if not evidence_derive_attempt_claim(evidence=evidence):
+        return False
+    try:
+        derivative = _render_checked_derivative(evidence=evidence, content=content)
+    except (EvidenceDecodeError, EvidenceIntegrityError) as exc:
+        evidence_derive_failure_record(evidence=evidence, error=type(exc).__name__)
+        raise
     digest = hashlib.sha256(derivative).hexdigest()
     region = evidence.violation.region
     name = evidence_file_name(
@@ -453,7 +476,7 @@ def evidence_derive(*, evidence_id: UUID | str) -> bool:
     try:
         with transaction.atomic():
             changed = Evidence.objects.filter(pk=evidence.pk, derived_at__isnull=True).update(
-                derivative=saved, derivative_sha256=digest, derived_at=timezone.now()
+                derivative=saved, derivative_sha256=digest, derived_at=timezone.now(), derive_last_error=""
             )
             if changed:
                 audit_record(
@@ -478,24 +501,84 @@ def evidence_derive(*, evidence_id: UUID | str) -> bool:
     return True
 
 
-def evidence_derivative_ensure(*, evidence: Evidence) -> Evidence:
-    """The evidence with its derivative, made now if nobody made it yet.
+def evidence_derive_attempt_claim(*, evidence: Evidence) -> bool:
+    """Count one decoding attempt before it starts; False when none is left.
 
-    Derivatives of notices issued without an officer's review are made on
-    first view, not at intake: decoding and re-encoding a 1080p photo costs
-    ~35 ms of CPU, which at national volume would cost more than the rest
-    of the pipeline, for photos most owners never open. A failure to derive
-    is logged and the evidence comes back without a derivative (the page
-    then says the photo is being processed).
+    Counted first, in its own committed update, so that an attempt which
+    never returns (the worker killed by the image, a time limit) is counted
+    too. Reaching the limit this way marks the image failed without trying.
     """
-    if evidence.derivative:
-        return evidence
-    try:
-        evidence_derive(evidence_id=evidence.pk)
-    except (EvidenceDecodeError, EvidenceIntegrityError, OSError) as exc:
-        logger.warning("evidence.derive_on_view_failed", evidence_id=str(evidence.pk), error=type(exc).__name__)
-        return evidence
-    return Evidence.objects.filter(pk=evidence.pk).first() or evidence
+    claimed = Evidence.objects.filter(
+        pk=evidence.pk,
+        derived_at__isnull=True,
+        derive_failed_at__isnull=True,
+        derive_attempts__lt=DERIVE_MAX_ATTEMPTS,
+    ).update(derive_attempts=F("derive_attempts") + 1)
+    if claimed:
+        return True
+    evidence_derive_failure_record(evidence=evidence, error=None)
+    return False
+
+
+def evidence_derive_failure_record(*, evidence: Evidence, error: str | None) -> None:
+    """Record why a decoding attempt failed (``error``, if there is a new one);
+    once no attempt is left, mark the image failed.
+
+    Marked failed (once, with an audit event) the image is no longer picked
+    up by sweeps or page views: an officer sees it without a picture and
+    decides from the original kept for the chain of custody.
+    """
+    region = evidence.violation.region
+    with transaction.atomic():
+        if error is not None:
+            Evidence.objects.filter(pk=evidence.pk, derived_at__isnull=True).update(derive_last_error=error[:64])
+        last_error = error or evidence.derive_last_error or "unknown"
+        marked = Evidence.objects.filter(
+            pk=evidence.pk,
+            derived_at__isnull=True,
+            derive_failed_at__isnull=True,
+            derive_attempts__gte=DERIVE_MAX_ATTEMPTS,
+        ).update(derive_failed_at=timezone.now())
+        if marked:
+            audit_record(
+                actor_type="system",
+                action="evidence.derive_failed",
+                object_type="evidence",
+                object_id=str(evidence.pk),
+                region_code=region.code,
+                data={
+                    "violation": str(evidence.violation_id),
+                    "error": last_error[:64],
+                    "attempts": DERIVE_MAX_ATTEMPTS,
+                },
+            )
+    logger.warning(
+        "evidence.derive_attempt_failed", evidence_id=str(evidence.pk), error=last_error, failed=bool(marked)
+    )
+
+
+def evidence_derive_request(*, evidence: list[Evidence]) -> None:
+    """Ask a worker for the derivatives a page view found missing (never decoding here).
+
+    Derivatives of notices issued without an officer's review are made when
+    first asked for, not at intake: most owners never open the photo. The
+    conditional update lets one view per ``DERIVE_REQUEST_INTERVAL`` enqueue
+    the work, so reloading a page cannot flood the evidence queue; images
+    marked failed are not asked for again.
+    """
+    now = timezone.now()
+    for item in evidence:
+        if item.derivative or item.derive_failed_at is not None:
+            continue
+        if item.derive_requested_at is not None and item.derive_requested_at >= now - DERIVE_REQUEST_INTERVAL:
+            continue  # asked for recently: no query at all on a reload
+        requested = (
+            Evidence.objects.filter(pk=item.pk, derived_at__isnull=True, derive_failed_at__isnull=True)
+            .filter(Q(derive_requested_at__isnull=True) | Q(derive_requested_at__lt=now - DERIVE_REQUEST_INTERVAL))
+            .update(derive_requested_at=now)
+        )
+        if requested:
+            evidence_derive_enqueue_on_commit(evidence_id=item.pk)
 
 
 # --- Orphaned files ----------------------------------------------------------------

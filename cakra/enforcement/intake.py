@@ -541,8 +541,8 @@ def _create_rows(*, api_key: ApiKey, planned: list[_Planned]) -> list[Violation]
         if violation.status == Violation.Status.VALIDATED:
             continue
         # Only captures an officer will review get their display copy now;
-        # notices issued at once derive it on first view (35 ms of CPU per
-        # photo that most owners never open).
+        # for notices issued at once a page view asks a worker for it
+        # (evidence_derive_request): CPU per photo that most owners never open.
         for evidence_id in plan.evidence_ids:
             evidence_derive_enqueue_on_commit(evidence_id=evidence_id)
     return violations

@@ -151,6 +151,15 @@ class Evidence(models.Model):
     derivative = models.FileField(storage=evidence_storage, max_length=200, blank=True)
     derivative_sha256 = models.CharField(max_length=64, blank=True)
     derived_at = models.DateTimeField(null=True, blank=True)
+    # Decoding is bounded: every attempt is counted before the decoder runs
+    # (a worker killed by the image counts too), and after the last allowed
+    # one the image is marked failed and left for an officer.
+    derive_attempts = models.PositiveSmallIntegerField(default=0)
+    derive_last_error = models.CharField(max_length=64, blank=True)
+    derive_failed_at = models.DateTimeField(null=True, blank=True)
+    # When a page view last asked a worker for the derivative (views never
+    # decode; this keeps repeated views from queueing the same work).
+    derive_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints: ClassVar[list[models.BaseConstraint]] = [

@@ -47,10 +47,12 @@ def notice_get_for_region(*, region_id: int, number: str) -> Notice:
 def evidence_ids_awaiting_derivation(
     *, received_after: datetime, received_before: datetime, limit: int
 ) -> list[uuid.UUID]:
-    """Evidence whose derivative was never produced (a lost task), oldest first."""
+    """Evidence whose derivative was never produced (a lost task), oldest first;
+    never an image marked failed (its attempts are used up)."""
     return list(
         Evidence.objects.filter(
             derived_at__isnull=True,
+            derive_failed_at__isnull=True,
             violation__received_at__gt=received_after,
             violation__received_at__lt=received_before,
         )

@@ -19,8 +19,8 @@ MAX_RETRIES = 6
 RETRY_BACKOFF_MAX_SECONDS = 600
 # A derive task is normally done within seconds of intake; older misses were lost.
 SWEEP_GRACE = timedelta(minutes=10)
-# Older than this is left to an operator (a permanently undecodable image
-# would otherwise be retried by every sweep forever).
+# Older than this is left to an operator. (An undecodable image is not
+# retried forever either way: evidence.DERIVE_MAX_ATTEMPTS bounds it.)
 SWEEP_HORIZON = timedelta(days=7)
 SWEEP_BATCH = 1000
 
@@ -30,8 +30,9 @@ def evidence_derive_task(self: Task[[str], None], evidence_id: str) -> None:
     try:
         evidence_derive(evidence_id=evidence_id)
     except EvidenceDecodeError:
-        # Permanent: the original passed intake's structural checks but does not
-        # decode. It stays stored (chain of custody); an officer sees no picture.
+        # The original passed intake's structural checks but does not decode.
+        # The attempt is recorded on the row; sweeps try again until the
+        # attempts are used up. It stays stored (chain of custody).
         logger.exception("evidence.derive_failed", evidence_id=evidence_id)
     except OSError as exc:
         # Storage unavailable or full: transient, try again later.

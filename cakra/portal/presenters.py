@@ -76,6 +76,8 @@ class EvidenceItem:
     position: int
     url: str
     ready: bool
+    # Decoding was given up on: the page says "not available", not "being prepared".
+    unavailable: bool
     width: int
     height: int
 
@@ -86,6 +88,7 @@ def evidence_items(*, notice: Notice, evidence: list[Evidence]) -> list[Evidence
             position=index,
             url=reverse("portal:evidence", kwargs={"notice_id": notice.id, "evidence_id": item.id}),
             ready=bool(item.derivative),
+            unavailable=not item.derivative and item.derive_failed_at is not None,
             width=item.width,
             height=item.height,
         )

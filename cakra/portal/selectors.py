@@ -54,7 +54,17 @@ def evidence_list_for_notice(*, notice: Notice) -> list[Evidence]:
     return list(
         Evidence.objects.filter(violation_id=notice.violation_id)
         .order_by("position")
-        .only("id", "position", "kind", "width", "height", "derivative", "violation_id")
+        .only(
+            "id",
+            "position",
+            "kind",
+            "width",
+            "height",
+            "derivative",
+            "derive_failed_at",
+            "derive_requested_at",
+            "violation_id",
+        )
     )
 
 

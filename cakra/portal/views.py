@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from cakra.enforcement.evidence import evidence_derivative_ensure
+from cakra.enforcement.evidence import evidence_derive_request
 from cakra.portal.access import grant_add, grant_is_live, grants_clear
 from cakra.portal.forms import LookupForm, notice_number_prefill
 from cakra.portal.language import portal_language
@@ -107,7 +107,10 @@ def notice(request: HttpRequest, notice_id: uuid.UUID) -> HttpResponse:
     if found is None:
         # The same for "no such notice", "not granted" and "grant expired".
         return redirect("portal:lookup")
-    evidence = [evidence_derivative_ensure(evidence=item) for item in evidence_list_for_notice(notice=found)]
+    evidence = evidence_list_for_notice(notice=found)
+    # Never decoded here: a missing photo is asked of a worker and the page
+    # says it is being prepared (or, once given up on, not available).
+    evidence_derive_request(evidence=evidence)
     context = notice_page_context(notice=found, evidence=evidence)
     return render(request, "portal/notice.html", context)
 

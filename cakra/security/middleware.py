@@ -1,4 +1,5 @@
-"""Response headers every page carries (what a penetration tester checks first)."""
+"""Response headers every response carries (what a penetration tester checks first):
+pages, API answers, static files, error pages. First in MIDDLEWARE, so nothing answers around it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ class SecurityHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        # The middlewares that set these run after WhiteNoise, which answers
+        # static files without calling them: set here too, for every response.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")

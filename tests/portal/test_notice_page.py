@@ -56,30 +56,42 @@ def test_evidence_image_serves_the_derivative_jpeg(client, issued):
         assert image.content != original.read()
 
 
-def test_evidence_not_yet_derived_is_derived_on_first_view(client, vehicle, officer, region):
+def test_evidence_not_yet_derived_is_asked_of_a_worker_on_first_view(
+    client, vehicle, officer, region, django_capture_on_commit_callbacks, monkeypatch
+):
+    from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_task
     from tests.portal.conftest import issue_notice
 
+    sent = []
+    monkeypatch.setattr(evidence_derive_task, "apply_async", lambda args, queue: sent.append((args, queue)))
     pending = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-P", derived=False)
-    body = open_notice(client, pending).content.decode()
-    assert "Foto sedang diproses" not in body
+    with django_capture_on_commit_callbacks(execute=True):
+        body = open_notice(client, pending).content.decode()
+    assert "Foto sedang diproses" in body
     url = f"/notice/{pending.notice.id}/evidence/{pending.evidence[0].id}/"
-    assert url in body
-    image = client.get(url)
-    assert image.status_code == 200
-    assert image.content[:3] == b"\xff\xd8\xff"
+    assert url not in body
+    assert client.get(url).status_code == 404
+    assert sent == [((str(pending.evidence[0].id),), EVIDENCE_QUEUE)]
     pending.evidence[0].refresh_from_db()
-    assert pending.evidence[0].derived_at is not None
+    assert pending.evidence[0].derived_at is None
+    # A reload within the request interval queues nothing more.
+    with django_capture_on_commit_callbacks(execute=True):
+        client.get(f"/notice/{pending.notice.id}/")
+    assert len(sent) == 1
 
 
-def test_evidence_that_cannot_be_derived_shows_processing(client, vehicle, officer, region):
+def test_evidence_given_up_on_says_not_available(client, vehicle, officer, region):
+    from django.utils import timezone
+
+    from cakra.enforcement.models import Evidence
     from tests.portal.conftest import issue_notice
 
     broken = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-B", derived=False)
     evidence = broken.evidence[0]
-    with evidence.original.open("wb") as handle:  # the stored original no longer matches its hash
-        handle.write(b"\xff\xd8\xff tampered")
+    Evidence.objects.filter(pk=evidence.pk).update(derive_failed_at=timezone.now())
     body = open_notice(client, broken).content.decode()
-    assert "Foto sedang diproses" in body
+    assert "Foto tidak tersedia secara daring" in body
+    assert "Foto sedang diproses" not in body
     assert client.get(f"/notice/{broken.notice.id}/evidence/{evidence.id}/").status_code == 404
 
 

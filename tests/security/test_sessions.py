@@ -4,7 +4,6 @@ attributes in production, and what a dump of the session table gives away."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -22,12 +21,12 @@ from cakra.security.tasks import sessions_expired_purge_task
 from tests.backoffice.conftest import english_client, sign_in, totp_code
 from tests.factories import OFFICER_PASSWORD, OfficerFactory
 from tests.portal.conftest import issued, other_issued  # noqa: F401 - fixtures
+from tests.security.production import production_environment
 
 pytestmark = pytest.mark.django_db
 
 LOOKUP = "/cek/"
 QUEUE = "/backoffice/"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def lookup(client: Client, number: str, plate: str) -> int:
@@ -116,18 +115,7 @@ def production_cookie_settings(tmp_path: Path) -> dict[str, object]:
         "CSRF_COOKIE_PATH",
         "CSRF_COOKIE_SAMESITE",
     ]
-    environment = {
-        **{key: value for key, value in os.environ.items() if not key.startswith(("CAKRA_", "DJANGO_"))},
-        "CAKRA_ENV": "production",
-        "CAKRA_DATA_DIR": str(tmp_path),
-        "SECRET_KEY": "x" * 50,
-        "CAKRA_FIELD_KEYS": "k1:" + "A" * 43 + "=",
-        "CAKRA_LOOKUP_KEY": "B" * 43 + "=",
-        "CAKRA_AUDIT_KEY": "C" * 43 + "=",
-        "CAKRA_DKIM_PRIVATE_KEY": "unused here",
-        "ALLOWED_HOSTS": "etle.example.go.id",
-        "PYTHONPATH": str(REPO),
-    }
+    environment = production_environment(data_dir=tmp_path)
     program = (
         "import json, cakra.config.settings as s; "
         f"print(json.dumps({{name: getattr(s, name, None) for name in {names!r}}}))"

@@ -55,11 +55,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from django.core.exceptions import ImproperlyConfigured
 from dkim.canonicalization import Relaxed, correct_empty_body, strip_trailing_lines
 
-MIN_KEY_BITS = 1024  # what receivers still accept; generate 2048 (the dev default)
+# RFC 8301 lets receivers still accept 1024-bit keys, but such a key can be
+# factored by a well-funded attacker, who could then sign notices as the police.
+MIN_KEY_BITS = 2048
 TXT_STRING_MAX = 255  # one DNS character-string; longer TXT values are split
 
 # Signed once each; the second mention ("oversigning") makes a copy of the
-# header added in transit (a second From, say) break the signature.
+# header added in transit (a second From, say) break the signature. Every
+# header that decides what a reader sees is oversigned: with a second
+# Content-Type or Content-Transfer-Encoding a relay could make a client show
+# another body than the signed one. Content-Transfer-Encoding is listed even
+# where the message has none at the top (multipart): signing its absence
+# makes an added one break the signature too.
 SIGNED_HEADERS = (
     b"from",
     b"to",
@@ -68,10 +75,22 @@ SIGNED_HEADERS = (
     b"message-id",
     b"mime-version",
     b"content-type",
+    b"content-transfer-encoding",
     b"content-language",
     b"auto-submitted",
 )
-OVERSIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"auto-submitted")
+OVERSIGNED_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+    b"content-language",
+    b"auto-submitted",
+)
 INCLUDE_HEADERS = (*SIGNED_HEADERS, *OVERSIGNED_HEADERS)
 _SIGNATURE_HEADER = b"DKIM-Signature"
 _H_TAG = b" : ".join(INCLUDE_HEADERS)  # as dkimpy writes h=

@@ -45,6 +45,7 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.dkim import dkim_key_load
 from cakra.delivery.channels.mime import address_header, alternative_message, header
+from cakra.delivery.channels.protocol import UnsafeProtocolValueError, protocol_value_check
 
 SECURITY_MODES = ("none", "starttls", "ssl")
 # Words relays use in a 421/451 reply when they rate-limit the sender.
@@ -112,6 +113,10 @@ def _sendmail(connection: smtplib.SMTP, *, sender: str, recipient: str, data: by
     of a small message (each round trip wakes both sides). Otherwise, or for
     an address that needs SMTPUTF8, smtplib's own ``sendmail``.
     """
+    # The choke point of the envelope: the pipelined write below bypasses
+    # smtplib's own guard, so both paths are checked here, before any byte.
+    protocol_value_check(field="envelope sender", value=sender)
+    protocol_value_check(field="envelope recipient", value=recipient)
     connection.ehlo_or_helo_if_needed()
     if not connection.has_extn("pipelining") or not (sender.isascii() and recipient.isascii()):
         connection.sendmail(sender, [recipient], data)
@@ -274,8 +279,13 @@ class SmtpEmailAdapter(ChannelAdapter):
         return message_id, signature + mime.as_bytes()
 
     def _send(self, message: OutboundMessage) -> str:
-        message_id, data = self.build(message)
-        self._submit(sender=message.sender.address, recipient=message.recipient, data=data)
+        try:
+            message_id, data = self.build(message)
+            self._submit(sender=message.sender.address, recipient=message.recipient, data=data)
+        except UnsafeProtocolValueError as exc:
+            # The same message would be refused on every retry: permanent,
+            # and named by field only (the value may be an address).
+            raise PermanentProviderError(f"refused before sending: {exc}") from None
         return message_id
 
     def _connect(self) -> smtplib.SMTP:

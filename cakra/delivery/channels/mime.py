@@ -10,8 +10,9 @@ UTF-8 quoted-printable), so they are written here as bytes:
   at spaces to 78 columns; anything else (non-ASCII text that needs RFC 2047
   encoded words, a value that already looks like an encoded word, a word too
   long to fold) goes through the ``email`` package's own SMTP policy, which
-  is what built every header before. A line break in a value is refused (no
-  header injection), as the ``email`` package refuses it.
+  is what built every header before. A line break or NUL in a name or value
+  is refused (no header injection, :mod:`cakra.delivery.channels.protocol`),
+  when a header is made and again for every header a message is made of.
 - Bodies: quoted-printable by ``binascii.b2a_qp`` (C), CRLF line ends, lines
   of at most 76 characters, line breaks counted as the ``email`` package
   counts them (CR, LF or CRLF).
@@ -42,6 +43,12 @@ from dataclasses import dataclass
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formataddr
 
+from cakra.delivery.channels.protocol import (
+    UnsafeProtocolValueError,
+    protocol_folded_value_check,
+    protocol_value_check,
+)
+
 CRLF = b"\r\n"
 MAX_HEADER_LINE = 78  # RFC 5322's "SHOULD" for a header line, without its CRLF
 QP_MAX_LINE = 76  # RFC 2045, the soft line break's "=" included
@@ -67,6 +74,14 @@ class MimeMessage:
 
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
+
+    def __post_init__(self) -> None:
+        # Every header of every message passes here, however it was made
+        # (``header``, a cached sender line, a constant): the one place a
+        # line break that is not a fold cannot get past.
+        for name, value in self.headers:
+            header_name_check(name.decode("ascii", "replace"))
+            protocol_folded_value_check(field=f"{name.decode('ascii', 'replace')} header", value=value)
 
     def as_bytes(self) -> bytes:
         return b"".join([name + b":" + value + CRLF for name, value in self.headers]) + CRLF + self.body
@@ -106,12 +121,17 @@ def _header_by_policy(name: str, value: str) -> tuple[bytes, bytes]:
     return name.encode("ascii"), folded[len(name) + 1 : -2]
 
 
+def header_name_check(name: str) -> None:
+    """A header name is printable ASCII without a colon (RFC 5322 ftext)."""
+    if not name or not all(_PRINTABLE_FIRST <= ord(character) <= _PRINTABLE_LAST for character in name) or ":" in name:
+        raise UnsafeProtocolValueError("header name")
+
+
 def header(name: str, value: str) -> tuple[bytes, bytes]:
     """One header field as ``(name, value)`` bytes for :class:`MimeMessage`."""
-    if "\r" in value or "\n" in value:
-        # The email package raises the same; the caller gets no message rather than an injected header.
-        msg = f"the {name} header cannot contain a line break"
-        raise ValueError(msg)
+    header_name_check(name)
+    # The caller gets no message rather than an injected header.
+    protocol_value_check(field=f"{name} header", value=value)
     if value.isascii() and "=?" not in value:
         folded = _fold_ascii(name, value)
         if folded is not None:

@@ -2,7 +2,8 @@
 
 Idempotent: a second run prints the same credentials (kept in
 ``var/demo-credentials.json``, mode 0600) and adds nothing, unless
-``--more N`` asks for more violations. Refuses to run in production.
+``--more N`` asks for more violations. Refuses to run in production, and on
+a database holding regions or officers it did not seed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_otp.oath import TOTP
 
-from cakra.backoffice.models import OfficerTOTPDevice
+from cakra.backoffice.models import Officer, OfficerTOTPDevice
 from cakra.demo.seed import (
     DemoCredentials,
     apikeys_seed,
@@ -46,6 +47,14 @@ class Command(BaseCommand):
             self._print_totp(options["totp"])
             return
         credentials = DemoCredentials.load()
+        if credentials is None and (Region.objects.exists() or Officer.objects.exists()):
+            # Seeding resets the password and TOTP of the demo officers' user
+            # names: on a database the demo did not seed, those may be real accounts.
+            msg = (
+                "this database already holds regions or officers that cakra demo did not seed; nothing was "
+                "changed. Run the demo on a database of its own (an empty CAKRA_DATA_DIR or DATABASE_URL)."
+            )
+            raise CommandError(msg)
         if credentials is None or not Region.objects.exists():
             credentials = self._seed(options)
         elif options["more"]:

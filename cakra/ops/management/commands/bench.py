@@ -2,44 +2,34 @@
 
 The bench needs a database of its own, because it removes it afterwards:
 ``--create-database`` makes (and afterwards drops) the PostgreSQL database
-that ``DATABASE_URL`` names; on SQLite, point ``CAKRA_DATA_DIR`` at a folder
-of its own (``make bench-embedded`` does) and the bench deletes the database
-file and the evidence it wrote. It refuses to run on a database that holds
+that ``DATABASE_URL`` names, and refuses one that exists but was not made
+by the bench; on SQLite, point ``CAKRA_DATA_DIR`` at a folder of its own
+(``make bench-embedded`` does) and the bench deletes the database file and
+the evidence it wrote. Only what carries the bench's marker is ever removed
+(cakra.ops.bench_ownership). It refuses to run on a database that holds
 any other region's data.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from cakra.ops.bench import REGION_CODE, BenchConfig, bench_run
-
-
-def _postgres_admin(database: str, statement: str) -> None:
-    conf = connection.settings_dict
-    with psycopg.connect(
-        host=conf.get("HOST") or "127.0.0.1",
-        port=conf.get("PORT") or 5432,
-        user=conf.get("USER") or None,
-        password=conf.get("PASSWORD") or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
-        if statement == "create" and not exists:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        elif statement == "drop" and exists:
-            admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+from cakra.ops.bench_ownership import (
+    BenchOwnershipError,
+    bench_database_create,
+    bench_database_drop,
+    bench_files_claim,
+    bench_files_remove,
+)
 
 
 class Command(BaseCommand):
@@ -60,13 +50,17 @@ class Command(BaseCommand):
             msg = "cakra bench is refused with CAKRA_ENV=production"
             raise CommandError(msg)
         postgres = connection.vendor == "postgresql"
-        database = str(connection.settings_dict["NAME"])
-        if options["create_database"]:
-            if not postgres:
-                msg = "--create-database is for PostgreSQL; on SQLite set CAKRA_DATA_DIR to a folder of its own"
-                raise CommandError(msg)
-            _postgres_admin(database, "drop")
-            _postgres_admin(database, "create")
+        sqlite_database = None if postgres else Path(str(connection.settings_dict["NAME"]))
+        if options["create_database"] and not postgres:
+            msg = "--create-database is for PostgreSQL; on SQLite set CAKRA_DATA_DIR to a folder of its own"
+            raise CommandError(msg)
+        try:
+            # Claimed before anything is created or changed: a refusal leaves everything as it was.
+            bench_files_claim(sqlite_database=sqlite_database, evidence_root=Path(settings.EVIDENCE_ROOT))
+            if options["create_database"]:
+                bench_database_create(settings_dict=dict(connection.settings_dict))
+        except BenchOwnershipError as exc:
+            raise CommandError(str(exc)) from None
         call_command("migrate", verbosity=0, interactive=False)
         from cakra.enforcement.models import Region
 
@@ -89,18 +83,17 @@ class Command(BaseCommand):
             result = bench_run(config, log=self._log)
         finally:
             if not options["keep"]:
-                self._remove_data(postgres=postgres, database=database, created=options["create_database"])
+                self._remove_data(sqlite_database=sqlite_database, created=options["create_database"])
         self.stdout.write(json.dumps(result))
 
     def _log(self, text: str) -> None:
         self.stderr.write(text)
         self.stderr.flush()
 
-    def _remove_data(self, *, postgres: bool, database: str, created: bool) -> None:
+    def _remove_data(self, *, sqlite_database: Path | None, created: bool) -> None:
+        """Only what this run's markers prove the bench made (cakra.ops.bench_ownership)."""
+        settings_dict = dict(connection.settings_dict)
         connection.close()
-        shutil.rmtree(settings.EVIDENCE_ROOT, ignore_errors=True)
-        if postgres and created:
-            _postgres_admin(database, "drop")
-        elif not postgres:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{database}{suffix}").unlink(missing_ok=True)
+        bench_files_remove(sqlite_database=sqlite_database, evidence_root=Path(settings.EVIDENCE_ROOT))
+        if created:
+            bench_database_drop(settings_dict=settings_dict)
