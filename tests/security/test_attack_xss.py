@@ -29,7 +29,9 @@ from tests.security.attack_world import (
     visit,
 )
 
-SCRIPT_URL = re.compile(r"""(?:href|src|action|formaction)\s*=\s*["']?\s*(?:javascript|data:text/html)""", re.I)
+SCRIPT_URL = re.compile(
+    r"""(?:href|src|action|formaction)\s*=\s*["']?\s*(?:javascript|data:text/html)""", re.IGNORECASE
+)
 
 
 def payload(n: int, max_length: int) -> str:
@@ -176,7 +178,7 @@ def test_planted_markup_is_escaped_on_every_page_that_shows_it(planted):
 
 
 def test_every_html_answer_has_a_script_policy_without_inline_code(planted):
-    own, rejected = planted
+    own, _rejected = planted
     signed_in = sign_in(english_client(), own.validator)
     answers = []
     for route in site_routes():
