@@ -175,7 +175,7 @@ class RegionObjects:
 
 def region_objects(region: Region, *, plate_prefix: str, tag: str, **violation_fields: Any) -> RegionObjects:
     validator = OfficerFactory.create(region=region, role=Officer.Role.VALIDATOR)
-    vehicle = VehicleFactory(plate=f"{plate_prefix} 1234 {tag}")
+    vehicle = VehicleFactory.create(plate=f"{plate_prefix} 1234 {tag}")
     waiting = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-W", **violation_fields)
     waiting_evidence = add_evidence(waiting)
     issued = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-N", **violation_fields)
