@@ -101,7 +101,7 @@ def journey(region, officer, mail_sink, caplog, capsys):
     assert len(mail_sink.messages()) == 2
 
     # Citizens: a right pair, a wrong plate, an unknown number, then the pages.
-    notice = Notice.objects.order_by("issued_at").first()
+    notice = Notice.objects.order_by("issued_at")[0]
     citizen = english_client()
     form = csrf_token(citizen.get("/cek/"))
     for number, plate in ((notice.number, "B 9999 ZZZ"), ("1234567890123416", PLATE), (notice.number, PLATE)):
@@ -138,7 +138,7 @@ def test_no_log_line_ties_a_plate_to_a_notice_number(journey):
 
 def _dump() -> str:
     """Every row of every table, as text, read with SQL past the models."""
-    lines = []
+    lines: list[str] = []
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names(cursor):
             cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608 - names from introspection
