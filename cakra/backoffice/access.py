@@ -249,10 +249,16 @@ def pending_login_clear(request: HttpRequest) -> None:
 
 
 def safe_next_url(request: HttpRequest, candidate: str) -> str:
-    """Only a path inside the back office on this host (no open redirect)."""
+    """Only a path inside the back office on this host (no open redirect).
+
+    Control and other invisible characters refuse the value outright: a CR/LF
+    would otherwise ride, percent-encoded, into the Location header of the
+    redirect after sign-in, and browsers disagree on what a tab, a NUL or a
+    bidirectional override in a URL means."""
     if (
         candidate
         and candidate.startswith(BACKOFFICE_PREFIX)
+        and candidate.isprintable()
         and url_has_allowed_host_and_scheme(
             candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         )

@@ -1,0 +1,240 @@
+"""What the penetration-test suite attacks: every route of the site, found by
+walking Django's URL resolver and the API's OpenAPI document (a new route is
+attacked without anyone listing it), and a small world of two regions with
+objects behind every kind of id a route takes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from PIL import Image
+
+from cakra.api.api import api
+from cakra.backoffice.models import Officer
+from cakra.enforcement.evidence import evidence_derive
+from cakra.enforcement.models import Evidence, Notice, Region, Violation, evidence_storage
+from cakra.enforcement.numbers import notice_number_generate
+from cakra.enforcement.services import violation_validate
+from cakra.registry.models import Vehicle
+from tests.factories import OfficerFactory, VehicleFactory, make_violation
+
+CSRF_TOKEN_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Route:
+    """A Django URL pattern outside the API: ``namespace:name`` and the names of its URL arguments."""
+
+    name: str
+    kwargs: tuple[str, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.name.partition(":")[0]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _walk(patterns: list[Any], namespace: str, converters: tuple[str, ...]) -> Iterator[Route]:
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace == "api":
+                continue  # the API is walked through its OpenAPI document
+            inner = f"{namespace}:{entry.namespace}" if namespace and entry.namespace else entry.namespace or namespace
+            yield from _walk(entry.url_patterns, inner, converters + tuple(entry.pattern.converters))
+        elif isinstance(entry, URLPattern) and entry.name:
+            yield Route(
+                name=f"{namespace}:{entry.name}" if namespace else entry.name,
+                kwargs=converters + tuple(entry.pattern.converters),
+            )
+
+
+def site_routes() -> list[Route]:
+    """Every named portal and back-office route (the API excluded)."""
+    return sorted(set(_walk(get_resolver().url_patterns, "", ())), key=str)
+
+
+def backoffice_routes() -> list[Route]:
+    return [route for route in site_routes() if route.namespace == "backoffice"]
+
+
+def portal_routes() -> list[Route]:
+    return [route for route in site_routes() if route.namespace == "portal"]
+
+
+# The back-office routes a visitor reaches before being signed in; every other
+# back-office route must demand a complete (password + TOTP) officer session.
+BACKOFFICE_PUBLIC = {"backoffice:login", "backoffice:otp", "backoffice:logout"}
+
+
+@dataclass(frozen=True)
+class ApiOperation:
+    method: str
+    path: str  # OpenAPI template, e.g. /api/v1/violations/{violation_id}
+    parameters: tuple[str, ...]
+    authenticated: bool
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def api_operations() -> list[ApiOperation]:
+    schema = api.get_openapi_schema(path_prefix="/api/v1")
+    found = []
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            parameters = tuple(p["name"] for p in operation.get("parameters", []) if p["in"] == "path")
+            # "security": [] is an operation that takes no key (signed webhooks).
+            authenticated = operation.get("security", schema.get("security", [None])) != []
+            found.append(ApiOperation(method.upper(), path, parameters, authenticated))
+    return sorted(found, key=str)
+
+
+def english_client(**kwargs: Any) -> Client:
+    return Client(HTTP_ACCEPT_LANGUAGE="en", **kwargs)
+
+
+def visit(client: Client, method: str, url: str, data: Any = None, **extra: Any) -> Any:
+    """``client.<method>(url)`` with a streamed body (evidence images) read and
+    closed, so every answer can be compared byte for byte."""
+    response = getattr(client, method.lower())(url, data, **extra) if data is not None else None
+    if response is None:
+        response = getattr(client, method.lower())(url, **extra)
+    if response.streaming:
+        # The test client closes the response (and the file) once the stream is read.
+        response.content_bytes = b"".join(response.streaming_content)
+    else:
+        response.content_bytes = response.content
+    return response
+
+
+def csrf_token(response: Any) -> str:
+    match = CSRF_TOKEN_RE.search(response.content.decode())
+    assert match, "the page has no form with a CSRF token"
+    return match.group(1)
+
+
+def jpeg_bytes(colour: tuple[int, int, int] = (200, 30, 30), *, comment: bytes = b"") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 60), colour).save(buffer, format="JPEG", quality=80, comment=comment)
+    return buffer.getvalue()
+
+
+def add_evidence(violation: Violation, *, position: int = 1) -> Evidence:
+    """An evidence row with its original on the private storage and its derivative made by the real service."""
+    original = jpeg_bytes()
+    evidence = Evidence.objects.create(
+        violation=violation,
+        position=position,
+        original=evidence_storage().save(f"tests/{uuid.uuid4()}.jpg", ContentFile(original)),
+        original_sha256=hashlib.sha256(original).hexdigest(),
+        content_type="image/jpeg",
+        size_bytes=len(original),
+        width=80,
+        height=60,
+    )
+    assert evidence_derive(evidence_id=evidence.id)
+    evidence.refresh_from_db()
+    return evidence
+
+
+def sign_in(client: Client, officer: Officer) -> Client:
+    """A complete officer session (password and TOTP verified), as the sign-in flow leaves it."""
+    device = TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
+    client.force_login(officer)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
+@dataclass
+class RegionObjects:
+    """One region's objects: a violation waiting for a decision and a notice issued, each with a photo."""
+
+    region: Region
+    validator: Officer
+    waiting: Violation
+    waiting_evidence: Evidence
+    notice: Notice
+    notice_evidence: Evidence
+    vehicle: Vehicle
+
+
+def region_objects(region: Region, *, plate_prefix: str, tag: str, **violation_fields: Any) -> RegionObjects:
+    validator = OfficerFactory.create(region=region, role=Officer.Role.VALIDATOR)
+    vehicle = VehicleFactory.create(plate=f"{plate_prefix} 1234 {tag}")
+    waiting = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-W", **violation_fields)
+    waiting_evidence = add_evidence(waiting)
+    issued = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-N", **violation_fields)
+    notice_evidence = add_evidence(issued)
+    notice = violation_validate(officer=validator, violation_id=issued.id)
+    return RegionObjects(region, validator, waiting, waiting_evidence, notice, notice_evidence, vehicle)
+
+
+def unknown_notice_number() -> str:
+    """A well-formed number (valid check digits) that no notice has."""
+    while True:
+        number = notice_number_generate()
+        if not Notice.objects.filter(number=number).exists():
+            return number
+
+
+def route_kwargs(route: Route, objects: RegionObjects) -> dict[str, Any]:
+    """URL arguments naming ``objects``' things. A route with an argument this
+    does not know fails here, so a new route cannot slip past the sweep."""
+    backoffice = {
+        "violation_id": objects.waiting.id,
+        "evidence_id": objects.waiting_evidence.id,
+        "number": objects.notice.number,
+    }
+    portal = {"notice_id": objects.notice.id, "evidence_id": objects.notice_evidence.id}
+    known = backoffice if route.namespace == "backoffice" else portal
+    unknown = set(route.kwargs) - set(known)
+    assert not unknown, f"{route} takes {unknown}: teach tests/security/attack_world.py which object it names"
+    return {name: known[name] for name in route.kwargs}
+
+
+def unknown_kwargs(route: Route) -> dict[str, Any]:
+    """The same arguments naming nothing that exists (well-formed)."""
+    values = {"violation_id": uuid.uuid4(), "evidence_id": uuid.uuid4(), "notice_id": uuid.uuid4()}
+    return {name: unknown_notice_number() if name == "number" else values[name] for name in route.kwargs}
+
+
+def route_url(route: Route, kwargs: dict[str, Any]) -> str:
+    return reverse(route.name, kwargs=kwargs)
+
+
+def api_url(operation: ApiOperation, objects: RegionObjects | None) -> str:
+    """The operation's path with its parameters naming ``objects``' things (unknown ones when None)."""
+    values: dict[str, str]
+    if objects is None:
+        values = {"violation_id": str(uuid.uuid4()), "number": unknown_notice_number(), "provider": "smtp-sink"}
+    else:
+        values = {"violation_id": str(objects.waiting.id), "number": objects.notice.number, "provider": "smtp-sink"}
+    unknown = set(operation.parameters) - set(values)
+    assert not unknown, f"{operation} takes {unknown}: teach tests/security/attack_world.py which object it names"
+    path = operation.path
+    for name in operation.parameters:
+        path = path.replace("{" + name + "}", values[name])
+    return path
+
+
+def state_of_every_decision() -> list[tuple[Any, ...]]:
+    """What an authorisation bypass would change: decisions, notices, evidence."""
+    return [
+        *Violation.objects.order_by("id").values_list("id", "status", "decided_by_id", "rejection_reason"),
+        (Notice.objects.count(), Evidence.objects.count()),
+    ]
