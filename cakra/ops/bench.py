@@ -321,14 +321,14 @@ def autoanalyze_as_autovacuum() -> list[str]:
     server's own settings, each time it polls for progress.
 
     Without it the pipeline's tables went the whole run without statistics,
-    which cost twice. Analyzed once while empty (session 3), they stayed
+    which cost twice. Analyzed once while empty (until commit a79a994), they stayed
     "empty" and the foreign-key checks scanned them whole for every insert.
-    Never analyzed (session 3's fix), the planner took every equality for
+    Never analyzed (a79a994's fix), the planner took every equality for
     matching 0.5% of a table, and so looked receipts' deliveries up by
     provider reference with a sequential scan of the whole delivery table,
     and the receipts seen before with one of the receipt table, once per
     receipt batch: ~8 ms each at 20,000 deliveries, growing with the run
-    (found in session 4 with EXPLAIN ANALYZE).
+    (found with EXPLAIN ANALYZE; fixed in commit 796b413).
     """
     if connection.vendor != "postgresql":
         return []

@@ -28,7 +28,7 @@ class Session(AbstractBaseSession):
 
     session_key = models.CharField(max_length=64, primary_key=True)
     realm = models.CharField(max_length=16, choices=Realm.choices)
-    # Which officer signed this session in, so that a password change or a
+    # Which officer signed the session in, so that a password change or a
     # deactivation can end every session of that officer at once.
     officer = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"

@@ -51,7 +51,7 @@ def password_change_view(request: OfficerRequest) -> HttpResponse:
     if not changed:
         form.add_error("current_password", _("The current password is wrong."))
         return render(request, template, {"form": form}, status=400)
-    # A new key for this session, which keeps working with the new password
+    # A new key for the current session, which keeps working with the new password
     # (Django ties a session to a hash of the password it was made with).
     update_session_auth_hash(request, officer)
     messages.success(request, _("Your password was changed. Every other session of yours has ended."))
