@@ -55,7 +55,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, field_va
 from pydantic import ValidationError as PydanticValidationError
 
 from cakra.api.body import strict_json_loads
-from cakra.api.errors import MethodNotAllowedError, RateLimitedError, error_body
+from cakra.api.errors import RateLimitedError, error_body
 from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
@@ -383,10 +383,3 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
         ],
     }
     return JsonResponse(answer)
-
-
-@router.api_operation(
-    ["GET", "PUT", "PATCH", "DELETE"], "/receipts/email/{provider}", auth=None, include_in_schema=False
-)
-def receipt_email_other_methods(request: HttpRequest, provider: str) -> None:
-    raise MethodNotAllowedError(allowed=["POST"])
