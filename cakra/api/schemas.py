@@ -26,9 +26,12 @@ LATITUDE_RANGE = (-11.5, 6.5)
 LONGITUDE_RANGE = (94.5, 141.5)
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
-# The start of a JPEG file in base64 (an example, not a whole image).
 MIN_BASE64_LENGTH = 4
-EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n..."
+# Standard base64 with its padding, no line breaks (RFC 4648, section 4).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# The start of a JPEG file in base64 (an example, not a whole image), itself
+# matching BASE64_PATTERN.
+EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n"
 
 
 def iso_datetime_parse(value: object) -> datetime:
@@ -78,7 +81,15 @@ class EvidenceIn(_Input):
     content_base64: str = Field(
         # Checked by _long_enough: pydantic's min_length counts the characters
         # one by one, ~0.02 ms on a 400 KB photo; len() of a str is free.
-        json_schema_extra={"minLength": MIN_BASE64_LENGTH},
+        # The alphabet and padding evidence_decode_base64 accepts, declared
+        # (pattern, contentEncoding) so that the schema admits nothing the
+        # decoder refuses; enforced there, not by a regex over megabytes here.
+        json_schema_extra={
+            "minLength": MIN_BASE64_LENGTH,
+            "pattern": BASE64_PATTERN,
+            "contentEncoding": "base64",
+            "format": "byte",
+        },
         description=(
             "The image file, standard base64 without line breaks. JPEG or PNG only, identified by its "
             "content (magic bytes), at most CAKRA_EVIDENCE_MAX_BYTES decoded (default 5 MiB) and 40 "
