@@ -155,7 +155,8 @@ def violation_batch_create(request: HttpRequest) -> ViolationBatchOut:
     affects the others, so a batch is safe to send again after a timeout.
     A whole batch is refused (nothing stored) for a bad key (401), a body
     that is not JSON (400), above the batch cap (413), or not
-    `{"violations": [...]}` with 1 to 1,000 items (422).
+    `{"violations": [...]}` with 1 to 1,000 items that are all JSON objects
+    (422, naming the first item that is not, as `violations[<index>]`).
     """
     key = _api_key(request)
     # Read only now that the key is accepted (see cakra.api.body).

@@ -308,14 +308,17 @@ MAX_BATCH_ITEMS = 1000
 
 
 class ViolationBatchIn(_Input):
-    violations: list[Any] = Field(
+    # Each item must be an object (a non-object refuses the whole batch,
+    # naming it); what is inside is checked item by item.
+    violations: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_BATCH_ITEMS,
         description=(
             "1 to 1,000 captures, each exactly as the body of POST /api/v1/violations. Items are checked one "
-            "by one: a bad item is refused in its own result (its field named as 'violations[3].plate') and "
-            "never stops the others. The whole body is capped by CAKRA_MAX_BATCH_BYTES (default 128 MiB, "
-            "about 300 captures with one 1080p JPEG each); size batches to stay below it."
+            "by one: an object that is not a valid capture is refused in its own result (its field named as "
+            "'violations[3].plate') and never stops the others; an item that is not an object at all refuses "
+            "the whole batch (422, field 'violations[3]'). The whole body is capped by CAKRA_MAX_BATCH_BYTES "
+            "(default 128 MiB, about 300 captures with one 1080p JPEG each); size batches to stay below it."
         ),
     )
 
@@ -323,11 +326,16 @@ class ViolationBatchIn(_Input):
 def violation_batch_in_openapi() -> dict[str, Any]:
     """The OpenAPI schema of the batch body, each item documented as the single route's ViolationIn.
 
-    ``violations`` is typed loosely (``list[Any]``) so that one bad item
-    cannot fail the whole envelope: every item is validated on its own.
+    ``violations`` is typed loosely (objects of any content) so that one bad
+    item cannot fail the whole envelope: every item is validated on its own.
+    The schema says so (a ViolationIn, or any other object, refused in its
+    own result), so that what the route accepts is what the schema admits.
     """
     schema = ViolationBatchIn.model_json_schema()
-    schema["properties"]["violations"]["items"] = {"$ref": "#/components/schemas/ViolationIn"}
+    schema["properties"]["violations"]["items"] = {
+        "anyOf": [{"$ref": "#/components/schemas/ViolationIn"}, {"type": "object"}],
+        "description": "A capture (ViolationIn); any other object is answered in its own result with status 422.",
+    }
     return schema
 
 
