@@ -59,6 +59,7 @@ from cakra.api.errors import RateLimitedError, error_body
 from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
+from cakra.security.identifiers import ascii_int_parse
 from cakra.security.ratelimit import Limit, client_address, hit, is_limited
 
 logger = structlog.get_logger(__name__)
@@ -335,8 +336,8 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
     if is_limited(AUTH_FAILURE_LIMIT, address):
         raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
     max_bytes = int(settings.CAKRA_RECEIPT_MAX_BYTES)
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > max_bytes:
+    declared = ascii_int_parse(request.META.get("CONTENT_LENGTH") or "")
+    if declared is not None and declared > max_bytes:
         return _too_large()  # refused before reading the body
     body = request.body
     if len(body) > max_bytes:

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "cakra.security.middleware.ContentLengthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the few CSS files from the web process itself (no separate file
     # server to run for the embedded default; behind a CDN in production).
