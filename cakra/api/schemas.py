@@ -183,6 +183,16 @@ class ViolationFieldsIn(_Input):
     def _parse_timestamp(cls, value: object) -> object:
         return iso_datetime_parse(value)
 
+    @field_validator("measured_speed_kmh", "speed_limit_kmh", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # JSON Schema's integer is any number without a fraction, 92.0 too,
+        # which the JSON parser hands over as a float that strict mode would
+        # refuse. 92.5, "92" and true stay refused.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("captured_at")
     @classmethod
     def _plausible_time(cls, value: datetime) -> datetime:
