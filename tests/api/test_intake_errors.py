@@ -9,7 +9,6 @@ import pytest
 from django.utils import timezone
 
 from cakra.enforcement.models import Violation
-
 from tests.api.helpers import (
     PNG_SIGNATURE,
     StoreSnapshot,
