@@ -17,6 +17,8 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from ninja.errors import HttpError
 
+from cakra.security.identifiers import ascii_int_parse
+
 
 def strict_json_loads(raw: bytes | str) -> Any:
     """Standard JSON only: UTF-8, no NaN/Infinity, no duplicate keys (two
@@ -50,10 +52,8 @@ def json_body_read(request: HttpRequest, *, max_bytes: int) -> Any:
     transfer encoding) a megabyte at a time, counted against the cap as it
     arrives.
     """
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
+    # int() would also read " 12", "1_2", "-3" and "١٢"; a length is ASCII digits.
+    declared = ascii_int_parse(request.META.get("CONTENT_LENGTH") or "") or 0
     if declared > max_bytes:
         msg = "the request body exceeds the batch cap"
         raise RequestDataTooBig(msg)

@@ -17,7 +17,7 @@ from ninja.errors import ValidationError
 
 from cakra.api.auth import ApiKeyAuth
 from cakra.api.body import json_body_read
-from cakra.api.errors import MethodNotAllowedError, domain_error_detail, validation_error_detail
+from cakra.api.errors import domain_error_detail, validation_error_detail
 from cakra.api.models import ApiKey
 from cakra.api.schemas import (
     BatchItemResultOut,
@@ -155,7 +155,8 @@ def violation_batch_create(request: HttpRequest) -> ViolationBatchOut:
     affects the others, so a batch is safe to send again after a timeout.
     A whole batch is refused (nothing stored) for a bad key (401), a body
     that is not JSON (400), above the batch cap (413), or not
-    `{"violations": [...]}` with 1 to 1,000 items (422).
+    `{"violations": [...]}` with 1 to 1,000 items that are all JSON objects
+    (422, naming the first item that is not, as `violations[<index>]`).
     """
     key = _api_key(request)
     # Read only now that the key is accepted (see cakra.api.body).
@@ -241,40 +242,16 @@ def notice_get(request: HttpRequest, number: str) -> NoticeOut:
     return _notice_out(notice_get_for_region(region_id=key.region_id, number=number))
 
 
-# Other methods on the API's paths answer a JSON 405 (ninja's own is plain text).
-_OTHER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-@router.api_operation([m for m in _OTHER_METHODS if m != "POST"], "/violations", auth=None, include_in_schema=False)
-def violations_other_methods(request: HttpRequest) -> None:
-    raise MethodNotAllowedError(allowed=["POST"])
-
-
-@router.api_operation(
-    [m for m in _OTHER_METHODS if m != "POST"], "/violations/batch", auth=None, include_in_schema=False
-)
-def batch_other_methods(request: HttpRequest) -> None:
-    raise MethodNotAllowedError(allowed=["POST"])
-
-
-@router.api_operation(
-    [m for m in _OTHER_METHODS if m != "GET"], "/violations/{violation_id}", auth=None, include_in_schema=False
-)
-def violation_other_methods(request: HttpRequest, violation_id: str) -> None:
-    raise MethodNotAllowedError(allowed=["GET"])
-
-
-@router.api_operation(
-    [m for m in _OTHER_METHODS if m != "GET"], "/notices/{number}", auth=None, include_in_schema=False
-)
-def notice_other_methods(request: HttpRequest, number: str) -> None:
-    raise MethodNotAllowedError(allowed=["GET"])
-
-
 fallback_router = Router(auth=None)
 
 
-@fallback_router.api_operation(_OTHER_METHODS, "/{path:rest}", include_in_schema=False)
+# Every standard method (HEAD, OPTIONS and TRACE too): an unknown path is a 404
+# whatever the method, never a 405 that would list methods for a resource that
+# does not exist.
+HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
+@fallback_router.api_operation(HTTP_METHODS, "/{path:rest}", include_in_schema=False)
 def unknown_path(request: HttpRequest, rest: str) -> None:
     """Any other path under the API answers the JSON 404 (Django's would be an HTML page)."""
     raise NotFoundError("no such endpoint")

@@ -7,7 +7,7 @@ failures all leave as this shape, never as an HTML page or a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from http import HTTPStatus
 from typing import Any
@@ -34,12 +34,6 @@ class RateLimitedError(Exception):
         super().__init__("too many requests")
         self.retry_after = retry_after
         self.message = message
-
-
-class MethodNotAllowedError(Exception):
-    def __init__(self, *, allowed: list[str]) -> None:
-        super().__init__("method not allowed")
-        self.allowed = allowed
 
 
 def error_body(*, code: str, message: str, field: str = "", fields: list[FieldErrorOut] | None = None) -> Any:
@@ -156,9 +150,10 @@ def _on_not_found(request: HttpRequest, exc: Http404, *, api: NinjaAPI) -> HttpR
     return _respond(api, request, 404, error_body(code="not_found", message=NOT_FOUND_MESSAGE))
 
 
-def _on_method_not_allowed(request: HttpRequest, exc: MethodNotAllowedError, *, api: NinjaAPI) -> HttpResponse:
+def method_not_allowed_response(request: HttpRequest, *, api: NinjaAPI, allowed: Iterable[str]) -> HttpResponse:
+    """The JSON 405, its ``Allow`` naming exactly the methods the resource has."""
     response = _respond(api, request, 405, error_body(code="method_not_allowed", message="method not allowed"))
-    response["Allow"] = ", ".join(exc.allowed)
+    response["Allow"] = ", ".join(sorted(allowed))
     return response
 
 
@@ -176,7 +171,6 @@ _HANDLERS: list[tuple[type[Exception], Callable[..., HttpResponse]]] = [
     (RateLimitedError, _on_rate_limited),
     (RequestDataTooBig, _on_too_big),
     (Http404, _on_not_found),
-    (MethodNotAllowedError, _on_method_not_allowed),
     (Exception, _on_unexpected),
 ]
 

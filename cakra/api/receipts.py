@@ -55,10 +55,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, field_va
 from pydantic import ValidationError as PydanticValidationError
 
 from cakra.api.body import strict_json_loads
-from cakra.api.errors import MethodNotAllowedError, RateLimitedError, error_body
+from cakra.api.errors import RateLimitedError, error_body
 from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
+from cakra.security.identifiers import ascii_int_parse
 from cakra.security.ratelimit import Limit, client_address, hit
 
 logger = structlog.get_logger(__name__)
@@ -335,8 +336,8 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
     """
     started = time.monotonic()
     max_bytes = int(settings.CAKRA_RECEIPT_MAX_BYTES)
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > max_bytes:
+    declared = ascii_int_parse(request.META.get("CONTENT_LENGTH") or "")
+    if declared is not None and declared > max_bytes:
         return _too_large()  # refused before reading the body
     body = request.body
     if len(body) > max_bytes:
@@ -383,10 +384,3 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
         ],
     }
     return JsonResponse(answer)
-
-
-@router.api_operation(
-    ["GET", "PUT", "PATCH", "DELETE"], "/receipts/email/{provider}", auth=None, include_in_schema=False
-)
-def receipt_email_other_methods(request: HttpRequest, provider: str) -> None:
-    raise MethodNotAllowedError(allowed=["POST"])

@@ -16,7 +16,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from cakra.registry.plates import InvalidPlateError, plate_normalise
-from cakra.security.freetext import LOCATION_MAX_LENGTH, FreeTextError, location_clean, text_link_check
+from cakra.security.freetext import (
+    LOCATION_MAX_LENGTH,
+    LOCATION_PATTERN,
+    FreeTextError,
+    location_clean,
+    text_link_check,
+)
 
 CAPTURE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -25,9 +31,12 @@ MAX_CAPTURE_AGE = timedelta(days=90)
 LATITUDE_RANGE = (-11.5, 6.5)
 LONGITUDE_RANGE = (94.5, 141.5)
 
-# The start of a JPEG file in base64 (an example, not a whole image).
 MIN_BASE64_LENGTH = 4
-EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n..."
+# Standard base64 with its padding, no line breaks (RFC 4648, section 4).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# The start of a JPEG file in base64 (an example, not a whole image), itself
+# matching BASE64_PATTERN.
+EXAMPLE_IMAGE_BASE64 = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4n"
 
 
 def iso_datetime_parse(value: object) -> datetime:
@@ -77,7 +86,15 @@ class EvidenceIn(_Input):
     content_base64: str = Field(
         # Checked by _long_enough: pydantic's min_length counts the characters
         # one by one, ~0.02 ms on a 400 KB photo; len() of a str is free.
-        json_schema_extra={"minLength": MIN_BASE64_LENGTH},
+        # The alphabet and padding evidence_decode_base64 accepts, declared
+        # (pattern, contentEncoding) so that the schema admits nothing the
+        # decoder refuses; enforced there, not by a regex over megabytes here.
+        json_schema_extra={
+            "minLength": MIN_BASE64_LENGTH,
+            "pattern": BASE64_PATTERN,
+            "contentEncoding": "base64",
+            "format": "byte",
+        },
         description=(
             "The image file, standard base64 without line breaks. JPEG or PNG only, identified by its "
             "content (magic bytes), at most CAKRA_EVIDENCE_MAX_BYTES decoded (default 5 MiB) and 40 "
@@ -138,6 +155,9 @@ class ViolationFieldsIn(_Input):
             "phone number (7 or more digits in a run, separators included). Refused with 422, never repaired."
         ),
         examples=["Jl. Jend. Sudirman (arah Blok M), Jakarta Selatan"],
+        # Declared, not enforced by pydantic: location_clean refuses with the
+        # free-text error codes API clients rely on.
+        json_schema_extra={"pattern": LOCATION_PATTERN},
     )
     latitude: float | None = Field(
         default=None,
@@ -179,6 +199,16 @@ class ViolationFieldsIn(_Input):
     @classmethod
     def _parse_timestamp(cls, value: object) -> object:
         return iso_datetime_parse(value)
+
+    @field_validator("measured_speed_kmh", "speed_limit_kmh", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # JSON Schema's integer is any number without a fraction, 92.0 too,
+        # which the JSON parser hands over as a float that strict mode would
+        # refuse. 92.5, "92" and true stay refused.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
     @field_validator("captured_at")
     @classmethod
@@ -327,14 +357,17 @@ MAX_BATCH_ITEMS = 1000
 
 
 class ViolationBatchIn(_Input):
-    violations: list[Any] = Field(
+    # Each item must be an object (a non-object refuses the whole batch,
+    # naming it); what is inside is checked item by item.
+    violations: list[dict[str, Any]] = Field(
         min_length=1,
         max_length=MAX_BATCH_ITEMS,
         description=(
             "1 to 1,000 captures, each exactly as the body of POST /api/v1/violations. Items are checked one "
-            "by one: a bad item is refused in its own result (its field named as 'violations[3].plate') and "
-            "never stops the others. The whole body is capped by CAKRA_MAX_BATCH_BYTES (default 128 MiB, "
-            "about 300 captures with one 1080p JPEG each); size batches to stay below it."
+            "by one: an object that is not a valid capture is refused in its own result (its field named as "
+            "'violations[3].plate') and never stops the others; an item that is not an object at all refuses "
+            "the whole batch (422, field 'violations[3]'). The whole body is capped by CAKRA_MAX_BATCH_BYTES "
+            "(default 128 MiB, about 300 captures with one 1080p JPEG each); size batches to stay below it."
         ),
     )
 
@@ -342,11 +375,16 @@ class ViolationBatchIn(_Input):
 def violation_batch_in_openapi() -> dict[str, Any]:
     """The OpenAPI schema of the batch body, each item documented as the single route's ViolationIn.
 
-    ``violations`` is typed loosely (``list[Any]``) so that one bad item
-    cannot fail the whole envelope: every item is validated on its own.
+    ``violations`` is typed loosely (objects of any content) so that one bad
+    item cannot fail the whole envelope: every item is validated on its own.
+    The schema says so (a ViolationIn, or any other object, refused in its
+    own result), so that what the route accepts is what the schema admits.
     """
     schema = ViolationBatchIn.model_json_schema()
-    schema["properties"]["violations"]["items"] = {"$ref": "#/components/schemas/ViolationIn"}
+    schema["properties"]["violations"]["items"] = {
+        "anyOf": [{"$ref": "#/components/schemas/ViolationIn"}, {"type": "object"}],
+        "description": "A capture (ViolationIn); any other object is answered in its own result with status 422.",
+    }
     return schema
 
 

@@ -68,6 +68,7 @@ MIDDLEWARE = [
     # files (WhiteNoise answers without calling what follows it), errors and
     # the CSRF failure page included.
     "cakra.security.middleware.SecurityHeadersMiddleware",
+    "cakra.security.middleware.ContentLengthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the few CSS files from the web process itself (no separate file
     # server to run for the embedded default; behind a CDN in production).

@@ -2,10 +2,10 @@
 
 from django.urls import include, path
 
-from cakra.api.api import api
+from cakra.api.api import api_urls
 
 urlpatterns = [
-    path("api/v1/", api.urls),
+    path("api/v1/", api_urls()),
     path("backoffice/", include("cakra.backoffice.urls")),
     path("", include("cakra.portal.urls")),
 ]

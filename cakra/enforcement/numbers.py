@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import secrets
 
+from cakra.security.identifiers import ascii_digits_check
+
 NUMBER_RANDOM_DIGITS = 14
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 8
@@ -35,12 +37,18 @@ def notice_number_generate() -> str:
 
 
 def notice_number_clean(raw: str) -> str:
-    """Drop spaces and dashes a citizen may type."""
-    return "".join(ch for ch in raw if ch.isdigit() or ch.isalpha())[:32]
+    """Drop spaces and dashes a citizen may type.
+
+    Letters and digits of any script are kept, so that they fail
+    ``notice_number_is_valid`` rather than vanish and leave a number
+    that was never typed.
+    """
+    return "".join(ch for ch in raw if ch.isalnum())[:32]
 
 
 def notice_number_is_valid(number: str) -> bool:
-    return len(number) == NUMBER_RANDOM_DIGITS + 2 and number.isdigit() and int(number) % 97 == 1
+    # ASCII digits only: "²" passes str.isdigit() and crashes int().
+    return len(number) == NUMBER_RANDOM_DIGITS + 2 and ascii_digits_check(number) and int(number) % 97 == 1
 
 
 def notice_number_display(number: str) -> str:

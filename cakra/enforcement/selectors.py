@@ -16,13 +16,13 @@ from cakra.delivery.models import Delivery
 from cakra.enforcement.errors import NotFoundError
 from cakra.enforcement.models import Evidence, Notice, Violation
 from cakra.enforcement.numbers import notice_number_clean
+from cakra.security.identifiers import ascii_uuid_parse
 
 
 def violation_get_for_region(*, region_id: int, violation_id: str) -> Violation:
-    try:
-        pk = uuid.UUID(violation_id)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise NotFoundError("violation not found") from exc
+    pk = ascii_uuid_parse(violation_id)
+    if pk is None:
+        raise NotFoundError("violation not found")
     violation = Violation.objects.select_related("article").filter(pk=pk, region_id=region_id).first()
     if violation is None:
         raise NotFoundError("violation not found")

@@ -29,6 +29,11 @@ LOCATION_PUNCTUATION: Final = frozenset(" .,()/-'&:")
 # (é, ñ, ô ...). Other scripts are refused: Cyrillic and Greek letters look
 # like Latin ones, which is how look-alike domains are spelt.
 _LATIN_RANGES: Final = ((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0xD6), (0xD8, 0xF6), (0xF8, 0x24F))
+# The allowed characters as a regular expression, for the API schema (the
+# rules on links and phone numbers are about content, which no schema states).
+LOCATION_PATTERN: Final = (
+    "^[0-9" + "".join(f"\\u{low:04X}-\\u{high:04X}" for low, high in _LATIN_RANGES) + " .,()/'&:\\-]+$"
+)
 
 # A dot between a letter or digit and a letter ("evil.com", "pay.id"): the
 # shape of a host name. Place names put a space after an abbreviation's dot

@@ -77,6 +77,7 @@ from django.utils import timezone
 
 from cakra.api.receipts import SIGNATURE_HEADER, receipt_signature_header
 from cakra.delivery.channels.dkim import DkimKey, dkim_key_load
+from cakra.security.identifiers import ascii_digits_check, ascii_int_parse
 
 logger = structlog.get_logger(__name__)
 
@@ -205,7 +206,7 @@ class _SinkRequestHandler(BaseHTTPRequestHandler):
         # rebinds its own domain to 127.0.0.1 must not read the messages.
         host_header = self.headers.get("Host", "")
         name, _, port = host_header.rpartition(":")
-        if (name if port.isdigit() else host_header) not in {LOOPBACK, "localhost"}:
+        if (name if ascii_digits_check(port) else host_header) not in {LOOPBACK, "localhost"}:
             self._send(421, "text/plain; charset=utf-8", b"misdirected request")
             return
         url = urlsplit(self.path)
@@ -502,10 +503,11 @@ def _smtp_parameters(text: str) -> dict[str, str] | None:
 
 def _mail_parameters_problem(parameters: dict[str, str]) -> bytes:
     """The refusal the MAIL FROM parameters deserve; b"" when they are fine."""
-    size = parameters.pop("SIZE", None)
-    if size is not None and not size.isdigit():
+    size_text = parameters.pop("SIZE", None)
+    size = None if size_text is None else ascii_int_parse(size_text)
+    if size_text is not None and size is None:
         return _MAIL_SYNTAX
-    if size is not None and int(size) > SMTP_DATA_SIZE_LIMIT:
+    if size is not None and size > SMTP_DATA_SIZE_LIMIT:
         return b"552 Error: message size exceeds fixed maximum message size"
     if parameters.pop("BODY", "7BIT") not in {"7BIT", "8BITMIME"}:
         return b"501 Error: BODY can only be one of 7BIT, 8BITMIME"
@@ -1201,10 +1203,10 @@ def _list_limit(query: str) -> int | None:
     values = parse_qs(query).get("limit")
     if not values:
         return LIST_LIMIT_DEFAULT
-    raw = values[-1]
-    if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+    limit = ascii_int_parse(values[-1])
+    if limit is None or not 1 <= limit <= LIST_LIMIT_MAX:
         return None
-    return int(raw)
+    return limit
 
 
 def _index_page(sink: MailSink, *, limit: int) -> str:

@@ -125,7 +125,7 @@ def test_schema_errors_are_per_item_and_name_the_field(client, api_key, vehicle)
     body = {
         "violations": [
             missing_plate,
-            "not an object",
+            {},
             item(2, latitude=91.0),
             item(3, unexpected="field"),
             item(4, evidence=[{"kind": "vehicle", "content_base64": "not base64!"}]),
@@ -139,12 +139,25 @@ def test_schema_errors_are_per_item_and_name_the_field(client, api_key, vehicle)
     errors = [result["error"] for result in answer["results"]]
     assert errors[0]["field"] == "violations[0].plate"
     assert errors[0]["code"] == "validation_error"
-    assert errors[1]["field"] == "violations[1]"
+    assert errors[1]["field"].startswith("violations[1].")
     assert errors[2]["field"] == "violations[2].latitude"
     assert errors[3]["field"] == "violations[3].unexpected"
     assert (errors[4]["code"], errors[4]["field"]) == ("invalid_base64", "violations[4].evidence[0].content_base64")
     assert errors[5]["field"] == "violations[5].measured_speed_kmh"
     assert answer["rejected"] == 6
+    store.assert_unchanged()
+
+
+@pytest.mark.parametrize("stray", ["not an object", 7, None, [], True])
+def test_an_item_that_is_not_an_object_refuses_the_whole_batch(client, api_key, vehicle, stray):
+    """The schema admits any object as an item (refused in its own result when it is not a capture),
+    nothing else: an item of another type is not a capture at all, and the batch is refused whole."""
+    _, token = api_key
+    store = StoreSnapshot()
+
+    response = post_batch(client, token, {"violations": [item(1), stray, item(2)]})
+
+    assert_error(response, 422, "validation_error", "violations[1]")
     store.assert_unchanged()
 
 
@@ -512,7 +525,8 @@ def test_the_batch_route_is_documented(client, db):
     assert envelope["title"] == "ViolationBatchIn"
     violations = envelope["properties"]["violations"]
     assert (violations["minItems"], violations["maxItems"]) == (1, 1000)
-    assert violations["items"] == {"$ref": "#/components/schemas/ViolationIn"}
+    # A capture, or any other object (refused in its own result): nothing else.
+    assert violations["items"]["anyOf"] == [{"$ref": "#/components/schemas/ViolationIn"}, {"type": "object"}]
     assert "ViolationIn" in components
     assert envelope["additionalProperties"] is False
     assert violations["description"]

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from cakra.enforcement.models import Violation
 from tests.api.helpers import (
     PNG_SIGNATURE,
     StoreSnapshot,
@@ -112,6 +113,15 @@ def test_extra_field_inside_an_evidence_item_is_422(client, token, store):
 def test_bad_values_are_422_naming_the_field(client, token, store, field, value):
     assert_error(post(client, token, payload(**{field: value})), 422, code="validation_error", field=field)
     store.assert_unchanged()
+
+
+@pytest.mark.parametrize("field", ["measured_speed_kmh", "speed_limit_kmh"])
+def test_a_whole_number_written_with_a_fraction_is_an_integer(client, token, field):
+    """JSON Schema's integer includes 92.0: a request the schema admits is not refused for it."""
+    speeds = {"measured_speed_kmh": 92, "speed_limit_kmh": 60} | {field: 92.0}
+    response = post(client, token, payload(article="287(5)", **speeds))
+    assert response.status_code == 201, response.content
+    assert Violation.objects.get(capture_id=response.json()["capture_id"]).measured_speed_kmh == 92
 
 
 @pytest.mark.parametrize(("value", "code"), [("abc", "string_too_short"), ("QUJD", None), (4, "string_type")])

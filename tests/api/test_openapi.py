@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import string
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cakra.api.schemas import BASE64_PATTERN
+from cakra.enforcement.evidence import EvidenceEncodingError, evidence_decode_base64
 
 ERROR_STATUSES = {"400", "401", "409", "413", "415", "422", "429"}
 
@@ -58,3 +66,31 @@ def test_input_fields_carry_examples_and_constraints(schema):
 def test_the_docs_page_is_off(client, db):
     # Its scripts come from a CDN the Content-Security-Policy blocks.
     assert client.get("/api/v1/docs").status_code == 404
+
+
+def test_evidence_content_is_declared_as_base64(schema):
+    content = schema["components"]["schemas"]["EvidenceIn"]["properties"]["content_base64"]
+    assert content["pattern"] == BASE64_PATTERN
+    assert content["contentEncoding"] == "base64"
+    assert content["format"] == "byte"
+    for example in content["examples"]:
+        assert re.fullmatch(BASE64_PATTERN, example)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    text=st.one_of(
+        st.from_regex(BASE64_PATTERN, fullmatch=True),
+        st.text(alphabet=string.ascii_letters + string.digits + "+/=-_ \n.", max_size=24),
+        st.text(max_size=12),
+    )
+)
+def test_the_declared_pattern_admits_exactly_what_the_decoder_accepts(text):
+    """A schema-valid request is not refused for its encoding, and the schema admits no text the decoder refuses."""
+    try:
+        evidence_decode_base64(text=text, field="content_base64")
+    except EvidenceEncodingError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == bool(re.fullmatch(BASE64_PATTERN, text))

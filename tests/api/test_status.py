@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from cakra.enforcement.models import Notice
 from cakra.enforcement.numbers import notice_number_generate
 from tests.api.helpers import assert_error, get, payload, post
@@ -117,3 +119,35 @@ def test_unknown_paths_and_methods_answer_json(client, api_key):
     assert_error(wrong_method, 405, code="method_not_allowed")
     assert wrong_method["Allow"] == "POST"
     assert_error(client.post("/api/v1/notices/1234"), 405, code="method_not_allowed")
+
+
+# Every route of the API with exactly the methods its OpenAPI document declares.
+DECLARED_METHODS = {
+    "/api/v1/violations": "POST",
+    "/api/v1/violations/batch": "POST",
+    f"/api/v1/violations/{uuid.uuid4()}": "GET",
+    "/api/v1/notices/1234567890123456": "GET",
+    "/api/v1/receipts/email/smtp-sink": "POST",
+    "/api/v1/openapi.json": "GET, HEAD",
+}
+OTHER_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND", "FOO"]
+
+
+@pytest.mark.parametrize(("path", "declared"), DECLARED_METHODS.items())
+def test_a_405_lists_exactly_the_methods_the_resource_declares(client, db, path, declared):
+    for method in OTHER_METHODS:
+        if method in declared.split(", "):
+            continue
+        response = client.generic(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response["Allow"] == declared, (method, path)
+        assert response["Content-Type"].startswith("application/json")
+        if method != "HEAD":
+            assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", OTHER_METHODS)
+def test_an_unknown_path_is_a_404_whatever_the_method(client, db, method):
+    response = client.generic(method, "/api/v1/no/such/endpoint")
+    assert response.status_code == 404
+    assert "Allow" not in response

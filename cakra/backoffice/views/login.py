@@ -33,6 +33,7 @@ from cakra.backoffice.services import (
     officer_otp_verify,
     officer_password_check,
 )
+from cakra.security.identifiers import ascii_int_parse
 from cakra.security.ratelimit import Limit, client_address, hit
 
 # Per client address, password and code attempts together, whatever the
@@ -209,7 +210,7 @@ def _otp_submit(
 def _device_pk(persistent_id: str) -> int:
     # "backoffice.officertotpdevice/<pk>", written by us into the server-side session.
     _, _, pk = persistent_id.rpartition("/")
-    return int(pk) if pk.isdigit() else 0
+    return ascii_int_parse(pk) or 0
 
 
 @require_POST

@@ -46,6 +46,7 @@ from cakra.delivery.channels.base import (
 from cakra.delivery.channels.dkim import dkim_key_load
 from cakra.delivery.channels.mime import address_header, alternative_message, header
 from cakra.delivery.channels.protocol import UnsafeProtocolValueError, protocol_value_check
+from cakra.security.identifiers import ascii_digits_check
 
 SECURITY_MODES = ("none", "starttls", "ssl")
 # Words relays use in a 421/451 reply when they rate-limit the sender.
@@ -228,7 +229,7 @@ class SmtpEmailAdapter(ChannelAdapter):
         if not isinstance(options["HOST"], str) or not options["HOST"]:
             problems.append("OPTIONS['HOST'] must be a host name")
         port = options["PORT"]
-        if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit():
+        if isinstance(port, bool) or not isinstance(port, int | str) or not ascii_digits_check(str(port)):
             problems.append("OPTIONS['PORT'] must be a port number")
         elif not 0 < int(port) < MAX_PORT:
             problems.append(f"OPTIONS['PORT'] must be between 1 and {MAX_PORT - 1}")
