@@ -245,6 +245,9 @@ STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise expects it to exist
 WHITENOISE_USE_FINDERS = not PRODUCTION
+# Only our own pages use the stylesheets: no `Access-Control-Allow-Origin: *`
+# (WhiteNoise's default), which scanners report and nothing here needs.
+WHITENOISE_ALLOW_ALL_ORIGINS = False
 
 # --- Storage: evidence is private, never served as a static file ----------
 EVIDENCE_ROOT = Path(os.environ.get("CAKRA_EVIDENCE_ROOT", DATA_DIR / "evidence"))

@@ -185,6 +185,7 @@ def test_a_static_file_carries_the_security_headers(client, settings):
     assert b"".join(response.streaming_content)
     response.close()
     _assert_security_headers(response)
+    assert "Access-Control-Allow-Origin" not in response.headers
 
 
 @pytest.mark.django_db
