@@ -87,6 +87,19 @@ def _region_code(officer: Officer | None) -> str:
     return region.code if region is not None else ""
 
 
+def _officer_own_event(*, officer: Officer, action: str, data: dict[str, object] | None = None) -> None:
+    """An audit event of something the officer did to their own account."""
+    audit_record(
+        actor_type="officer",
+        actor_id=str(officer.pk),
+        action=action,
+        object_type="officer",
+        object_id=str(officer.pk),
+        region_code=_region_code(officer),
+        data=data,
+    )
+
+
 def _audit_login_failed(*, officer: Officer | None, stage: str, reason: str) -> None:
     # Never the attempted username (it may be a mistyped password) nor anything typed.
     audit_record(
@@ -238,14 +251,7 @@ def officer_otp_enrol_start(*, officer: Officer) -> OfficerTOTPDevice:
     with transaction.atomic():
         OfficerTOTPDevice.objects.filter(user=officer, confirmed=False).delete()
         device = officer_totp_device_create(officer=officer, name="Cakra", confirmed=False)
-        audit_record(
-            actor_type="officer",
-            actor_id=str(officer.pk),
-            action="officer.otp_enrolment_started",
-            object_type="officer",
-            object_id=str(officer.pk),
-            region_code=_region_code(officer),
-        )
+        _officer_own_event(officer=officer, action="officer.otp_enrolment_started")
     return device
 
 
@@ -275,37 +281,16 @@ def officer_otp_verify(*, officer: Officer, device_id: str, token: str, client: 
             device.confirmed = True
             # Single use: the code has done its job once a device is set up.
             Officer.objects.filter(pk=officer.pk).update(enrolment_code_hash="", enrolment_code_expires_at=None)
-            audit_record(
-                actor_type="officer",
-                actor_id=str(officer.pk),
-                action="officer.otp_enrolled",
-                object_type="officer",
-                object_id=str(officer.pk),
-                region_code=_region_code(officer),
-            )
+            _officer_own_event(officer=officer, action="officer.otp_enrolled")
         sign_in_success_record(attempt=attempt)
-        audit_record(
-            actor_type="officer",
-            actor_id=str(officer.pk),
-            action="officer.login_succeeded",
-            object_type="officer",
-            object_id=str(officer.pk),
-            region_code=_region_code(officer),
-        )
+        _officer_own_event(officer=officer, action="officer.login_succeeded")
     logger.info("backoffice.login_succeeded", officer_id=officer.pk)
     return OtpResult(OtpOutcome.VERIFIED, device)
 
 
 def officer_logout_record(*, officer: Officer) -> None:
     with transaction.atomic():
-        audit_record(
-            actor_type="officer",
-            actor_id=str(officer.pk),
-            action="officer.logged_out",
-            object_type="officer",
-            object_id=str(officer.pk),
-            region_code=_region_code(officer),
-        )
+        _officer_own_event(officer=officer, action="officer.logged_out")
 
 
 # --- Administration (the ``cakra officer`` command) ----------------------------
@@ -463,15 +448,7 @@ def officer_password_change(
     with transaction.atomic():
         Officer.objects.filter(pk=officer.pk).update(password=officer.password)
         ended = _officer_sessions_end(officer_id=officer.pk, keep_session_key=keep_session_key)
-        audit_record(
-            actor_type="officer",
-            actor_id=str(officer.pk),
-            action="officer.password_changed",
-            object_type="officer",
-            object_id=str(officer.pk),
-            region_code=_region_code(officer),
-            data={"sessions_ended": ended},
-        )
+        _officer_own_event(officer=officer, action="officer.password_changed", data={"sessions_ended": ended})
     logger.info("backoffice.password_changed", officer_id=officer.pk, sessions_ended=ended)
     return True
 
@@ -525,14 +502,7 @@ def officer_reauthenticate(*, officer: Officer, device_id: str, token: str, clie
         return OtpOutcome.LOCKED if throttled else OtpOutcome.INVALID
     sign_in_attempt_release(attempt=attempt)
     with transaction.atomic():
-        audit_record(
-            actor_type="officer",
-            actor_id=str(officer.pk),
-            action="officer.reauthenticated",
-            object_type="officer",
-            object_id=str(officer.pk),
-            region_code=_region_code(officer),
-        )
+        _officer_own_event(officer=officer, action="officer.reauthenticated")
     return OtpOutcome.VERIFIED
 
 
@@ -540,13 +510,5 @@ def officer_session_expired_record(*, officer: Officer, reason: str) -> None:
     """A session refused for age (``absolute``), inactivity (``idle``) or
     missing sign-in times (``unstamped``)."""
     with transaction.atomic():
-        audit_record(
-            actor_type="officer",
-            actor_id=str(officer.pk),
-            action="officer.session_expired",
-            object_type="officer",
-            object_id=str(officer.pk),
-            region_code=_region_code(officer),
-            data={"reason": reason},
-        )
+        _officer_own_event(officer=officer, action="officer.session_expired", data={"reason": reason})
     logger.info("backoffice.session_expired", officer_id=officer.pk, reason=reason)
