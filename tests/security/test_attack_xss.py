@@ -17,7 +17,7 @@ from cakra.backoffice.models import Officer
 from cakra.delivery.models import Delivery
 from cakra.delivery.receipts import delivery_record_receipt
 from cakra.enforcement.models import Region, Violation
-from cakra.registry.models import Owner, Vehicle
+from cakra.registry.models import ContactPoint, Owner, Vehicle
 from tests.security.attack_world import (
     RegionObjects,
     english_client,
@@ -56,6 +56,10 @@ PLANTED = {
     "vehicle.model": 64,
     "vehicle.colour": 32,
     "owner.name": 200,
+    "owner.nik": 16,
+    "contact.email": 200,
+    "contact.mobile": 20,
+    "contact.postal": 300,
     "officer.username": 150,
     "officer.first_name": 150,
     "region.name": 100,
@@ -114,9 +118,17 @@ def _plant(own: RegionObjects) -> Violation:
         **of("violation", "rejection_reason"),
     )
     Vehicle.objects.filter(pk=own.vehicle.pk).update(**of("vehicle", "make", "model", "colour"))
+    # Encrypted columns are sealed for their row by the model's save: the ORM
+    # is the only road for clear text into them.
     owner = Owner.objects.get(pk=own.vehicle.owner_id)
     owner.name = PAYLOADS["owner.name"]
+    owner.nik = PAYLOADS["owner.nik"]
     owner.save()
+    contacts = list(ContactPoint.objects.filter(owner=owner))
+    assert {contact.kind for contact in contacts} == {"email", "mobile", "postal"}
+    for contact in contacts:
+        contact.value = PAYLOADS[f"contact.{contact.kind}"]
+        contact.save()
     Officer.objects.filter(pk=own.validator.pk).update(**of("officer", "username", "first_name"))
     Region.objects.filter(pk=own.region.pk).update(
         **of("region", "name", "whatsapp_sender", "sms_sender_id", "email_from_name", "letterhead", "signatory_name")
