@@ -13,20 +13,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.files.base import ContentFile
-from django.test import Client
+from django.db.models import Max
+from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from PIL import Image
 
 from cakra.api.api import api
+from cakra.backoffice.access import officer_session_start
 from cakra.backoffice.models import Officer
+from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice, Region, Violation, evidence_storage
 from cakra.enforcement.numbers import notice_number_generate
 from cakra.enforcement.services import violation_validate
+from cakra.portal.access import GRANTS_KEY
 from cakra.registry.models import Vehicle
+from cakra.security.sessions import PortalSessionStore, SessionStore
 from tests.factories import OfficerFactory, VehicleFactory, make_violation
 
 CSRF_TOKEN_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
@@ -77,6 +82,9 @@ def portal_routes() -> list[Route]:
 # The back-office routes a visitor reaches before being signed in; every other
 # back-office route must demand a complete (password + TOTP) officer session.
 BACKOFFICE_PUBLIC = {"backoffice:login", "backoffice:otp", "backoffice:logout"}
+# The back-office routes for administrators alone (officer administration):
+# every other role, auditors included, gets 403 there.
+BACKOFFICE_ADMIN = {"backoffice:officers", "backoffice:officer_deactivate", "backoffice:officer_reactivate"}
 
 
 @dataclass(frozen=True)
@@ -151,21 +159,51 @@ def add_evidence(violation: Violation, *, position: int = 1) -> Evidence:
 
 
 def sign_in(client: Client, officer: Officer) -> Client:
-    """A complete officer session (password and TOTP verified), as the sign-in flow leaves it."""
-    device = TOTPDevice.objects.create(user=officer, name="test", confirmed=True)
-    client.force_login(officer)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
+    """A complete officer session (password and TOTP verified), made by the
+    same function the sign-in's last step calls (so it carries the sign-in,
+    last-seen and re-authentication times the back office checks), without
+    the slow password hash; the browser gets the back office's cookie."""
+    device = officer_totp_device_create(officer=officer, name="test", confirmed=True)
+    request = RequestFactory().post("/backoffice/login/otp/")
+    request.session = SessionStore()
+    request.user = AnonymousUser()
+    officer_session_start(request, officer=officer, device=device)
+    request.session.save()
+    client.cookies[settings.SESSION_COOKIE_NAME] = request.session.session_key or ""
     return client
+
+
+def _portal_session(client: Client) -> PortalSessionStore:
+    """The browser's citizen session as the server holds it (the test
+    client's ``session`` is the back office's realm)."""
+    cookie = client.cookies.get(settings.CAKRA_PORTAL_SESSION_COOKIE_NAME)
+    return PortalSessionStore(cookie.value if cookie is not None else None)
+
+
+def grant(client: Client, notice: Notice) -> Client:
+    """What a right lookup of ``notice`` leaves in the browser's citizen session."""
+    session = _portal_session(client)
+    session[GRANTS_KEY] = {**session.get(GRANTS_KEY, {}), str(notice.id): 2**40}
+    session.save()
+    client.cookies[settings.CAKRA_PORTAL_SESSION_COOKIE_NAME] = session.session_key or ""
+    return client
+
+
+def portal_grants(client: Client) -> dict[str, int]:
+    grants = _portal_session(client).get(GRANTS_KEY, {})
+    assert isinstance(grants, dict)
+    return grants
 
 
 @dataclass
 class RegionObjects:
-    """One region's objects: a violation waiting for a decision and a notice issued, each with a photo."""
+    """One region's objects: a violation waiting for a decision and a notice
+    issued, each with a photo; the validator who issued it and the region's
+    administrator, who manages the validator."""
 
     region: Region
     validator: Officer
+    admin: Officer
     waiting: Violation
     waiting_evidence: Evidence
     notice: Notice
@@ -175,13 +213,14 @@ class RegionObjects:
 
 def region_objects(region: Region, *, plate_prefix: str, tag: str, **violation_fields: Any) -> RegionObjects:
     validator = OfficerFactory.create(region=region, role=Officer.Role.VALIDATOR)
+    admin = OfficerFactory.create(region=region, role=Officer.Role.ADMIN)
     vehicle = VehicleFactory.create(plate=f"{plate_prefix} 1234 {tag}")
     waiting = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-W", **violation_fields)
     waiting_evidence = add_evidence(waiting)
     issued = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-N", **violation_fields)
     notice_evidence = add_evidence(issued)
     notice = violation_validate(officer=validator, violation_id=issued.id)
-    return RegionObjects(region, validator, waiting, waiting_evidence, notice, notice_evidence, vehicle)
+    return RegionObjects(region, validator, admin, waiting, waiting_evidence, notice, notice_evidence, vehicle)
 
 
 def unknown_notice_number() -> str:
@@ -199,6 +238,7 @@ def route_kwargs(route: Route, objects: RegionObjects) -> dict[str, Any]:
         "violation_id": objects.waiting.id,
         "evidence_id": objects.waiting_evidence.id,
         "number": objects.notice.number,
+        "officer_id": objects.validator.id,
     }
     portal = {"notice_id": objects.notice.id, "evidence_id": objects.notice_evidence.id}
     known = backoffice if route.namespace == "backoffice" else portal
@@ -207,10 +247,18 @@ def route_kwargs(route: Route, objects: RegionObjects) -> dict[str, Any]:
     return {name: known[name] for name in route.kwargs}
 
 
+def unknown_officer_id() -> int:
+    return (Officer.objects.aggregate(highest=Max("id"))["highest"] or 0) + 1000
+
+
 def unknown_kwargs(route: Route) -> dict[str, Any]:
     """The same arguments naming nothing that exists (well-formed)."""
-    values = {"violation_id": uuid.uuid4(), "evidence_id": uuid.uuid4(), "notice_id": uuid.uuid4()}
-    return {name: unknown_notice_number() if name == "number" else values[name] for name in route.kwargs}
+    values: dict[str, Any] = {"violation_id": uuid.uuid4(), "evidence_id": uuid.uuid4(), "notice_id": uuid.uuid4()}
+    if "number" in route.kwargs:
+        values["number"] = unknown_notice_number()
+    if "officer_id" in route.kwargs:
+        values["officer_id"] = unknown_officer_id()
+    return {name: values[name] for name in route.kwargs}
 
 
 def route_url(route: Route, kwargs: dict[str, Any]) -> str:
@@ -233,8 +281,11 @@ def api_url(operation: ApiOperation, objects: RegionObjects | None) -> str:
 
 
 def state_of_every_decision() -> list[tuple[Any, ...]]:
-    """What an authorisation bypass would change: decisions, notices, evidence."""
+    """What an authorisation bypass would change: decisions, notices,
+    evidence, and who may sign in with what (officer administration and
+    password changes)."""
     return [
         *Violation.objects.order_by("id").values_list("id", "status", "decided_by_id", "rejection_reason"),
+        *Officer.objects.order_by("id").values_list("id", "is_active", "role", "region_id", "password"),
         (Notice.objects.count(), Evidence.objects.count()),
     ]

@@ -7,21 +7,25 @@ OpenAPI document, so a new route is attacked without being listed here."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
 
+from cakra.backoffice.access import REAUTH_AT_KEY, SEEN_AT_KEY, SIGNED_IN_AT_KEY
 from cakra.backoffice.models import Officer
 from cakra.enforcement.models import Violation
 from tests.factories import OFFICER_PASSWORD, ApiKeyFactory, OfficerFactory
 from tests.security.attack_world import (
+    BACKOFFICE_ADMIN,
     BACKOFFICE_PUBLIC,
     Route,
     api_operations,
     api_url,
     backoffice_routes,
     english_client,
+    grant,
     portal_routes,
     region_objects,
     route_kwargs,
@@ -53,6 +57,7 @@ def test_the_sweep_finds_the_routes_it_must_attack():
     # A resolver walk that silently found nothing would make every sweep pass.
     names = {route.name for route in OFFICER_ONLY}
     assert {"backoffice:queue", "backoffice:violation", "backoffice:validate", "backoffice:reject"} <= names
+    assert names >= BACKOFFICE_ADMIN
     assert {"portal:notice", "portal:evidence"} <= {route.name for route in PORTAL_OBJECT_ROUTES}
     assert {"GET /api/v1/violations/{violation_id}", "GET /api/v1/notices/{number}"} <= set(map(str, API_OBJECT_READS))
 
@@ -77,9 +82,15 @@ def _password_only(officer: Officer) -> Client:
 
 
 def _without_second_factor(officer: Officer) -> Client:
-    """A Django session for the officer with no verified OTP device."""
+    """A Django session for the officer with no verified OTP device, its
+    clocks stamped as a sign-in would (so only the missing factor refuses it)."""
     client = english_client()
     client.force_login(officer)
+    session = client.session
+    now = time.time()
+    for key in (SIGNED_IN_AT_KEY, SEEN_AT_KEY, REAUTH_AT_KEY):
+        session[key] = now
+    session.save()
     return client
 
 
@@ -118,6 +129,7 @@ def test_an_auditor_reads_every_page_but_every_state_changing_route_is_403(own):
     auditor = sign_in(english_client(), OfficerFactory.create(region=own.region, role=Officer.Role.AUDITOR))
     decisions = _decision_routes(auditor, own)
     assert {route.name for route in decisions} >= {"backoffice:validate", "backoffice:reject"}
+    assert {"backoffice:officer_deactivate", "backoffice:officer_reactivate"} <= {route.name for route in decisions}
     before = state_of_every_decision()
 
     for route in decisions:
@@ -126,13 +138,46 @@ def test_an_auditor_reads_every_page_but_every_state_changing_route_is_403(own):
         assert b"Plat" not in response.content
 
     assert state_of_every_decision() == before
-    readable = [route for route in OFFICER_ONLY if route not in decisions]
+    readable = [route for route in OFFICER_ONLY if route not in decisions and route.name not in BACKOFFICE_ADMIN]
     for route in readable:
         assert visit(auditor, "get", route_url(route, route_kwargs(route, own))).status_code == 200, route
+    # Officer administration is not reading: its pages are the administrators'.
+    for route in [route for route in OFFICER_ONLY if route.name in BACKOFFICE_ADMIN and route not in decisions]:
+        answer = visit(auditor, "get", route_url(route, route_kwargs(route, own)))
+        assert answer.status_code == 403, route
+        assert own.validator.username.encode() not in answer.content_bytes, route
+
+
+@pytest.mark.parametrize("role", [Officer.Role.VALIDATOR, Officer.Role.SUPERVISOR, Officer.Role.AUDITOR])
+def test_only_an_administrator_manages_officers(own, role):
+    officer = sign_in(english_client(), OfficerFactory.create(region=own.region, role=role))
+    admin = sign_in(english_client(), own.admin)
+    before = state_of_every_decision()
+    administration = [route for route in OFFICER_ONLY if route.name in BACKOFFICE_ADMIN]
+
+    for route in administration:
+        url = route_url(route, route_kwargs(route, own))
+        for method in ("get", "post"):
+            answer = visit(officer, method, url)
+            assert answer.status_code in {403, 405}, (route, method, answer.status_code)
+            assert own.validator.username.encode() not in answer.content_bytes, (route, method)
+
+    assert state_of_every_decision() == before
+    # The control: the region's administrator reaches the same pages.
+    assert visit(admin, "get", "/backoffice/officers/").status_code == 200
+    deactivate = route_url(_route("backoffice:officer_deactivate"), {"officer_id": own.validator.id})
+    assert visit(admin, "post", deactivate)["Location"] == "/backoffice/officers/"
+    assert not Officer.objects.get(pk=own.validator.pk).is_active
+
+
+def _route(name: str) -> Route:
+    return next(route for route in OFFICER_ONLY if route.name == name)
 
 
 def test_another_regions_object_is_the_same_404_as_an_unknown_id(own, foreign):
-    officer = sign_in(english_client(), own.validator)
+    # The region's administrator: the one role that passes every role check,
+    # so each route reaches its object lookup.
+    officer = sign_in(english_client(), own.admin)
     before = state_of_every_decision()
     form = {"reason": "Plat tidak terbaca"}
 
@@ -147,13 +192,11 @@ def test_another_regions_object_is_the_same_404_as_an_unknown_id(own, foreign):
 
     assert state_of_every_decision() == before
     assert Violation.objects.get(pk=foreign.waiting.pk).status == Violation.Status.RECEIVED
+    assert Officer.objects.get(pk=foreign.validator.pk).is_active
 
 
 def test_a_citizen_granted_one_notice_gets_nothing_of_another(own, foreign):
-    citizen = english_client()
-    session = citizen.session
-    session["portal_grants"] = {str(own.notice.id): 2**40}  # what a right lookup of its own notice leaves
-    session.save()
+    citizen = grant(english_client(), own.notice)
 
     for route in PORTAL_OBJECT_ROUTES:
         mine = visit(citizen, "get", route_url(route, route_kwargs(route, own)))

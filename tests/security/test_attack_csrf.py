@@ -7,15 +7,19 @@ all, so it needs no token."""
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
+from cakra.backoffice.models import Officer
 from cakra.enforcement.models import Violation
-from tests.factories import ApiKeyFactory
+from tests.factories import OFFICER_PASSWORD, ApiKeyFactory
 from tests.security.attack_world import (
     api_operations,
     api_url,
     csrf_token,
     english_client,
+    grant,
+    portal_grants,
     region_objects,
     route_kwargs,
     route_url,
@@ -33,12 +37,10 @@ def own(region):
 
 
 def _victim(own) -> Client:
-    """A browser with both kinds of session: an officer's and a citizen's grant."""
-    client = sign_in(english_client(enforce_csrf_checks=True), own.validator)
-    session = client.session
-    session["portal_grants"] = {str(own.notice.id): 2**40}
-    session.save()
-    return client
+    """A browser with both kinds of session: an administrator's (whose
+    requests may decide, manage officers and change a password) and a
+    citizen's grant."""
+    return grant(sign_in(english_client(enforce_csrf_checks=True), own.admin), own.notice)
 
 
 def _is_csrf_refusal(response) -> bool:
@@ -49,8 +51,17 @@ def _is_csrf_refusal(response) -> bool:
 def test_every_route_refuses_a_forged_request_without_the_token(own, method):
     victim = _victim(own)
     before = state_of_every_decision()
-    grants = victim.session["portal_grants"]
-    forged = {"reason": "Plat tidak terbaca", "language": "en", "next": "/", "number": own.notice.number}
+    grants = portal_grants(victim)
+    assert grants
+    forged = {
+        "reason": "Plat tidak terbaca",
+        "language": "en",
+        "next": "/",
+        "number": own.notice.number,
+        "current_password": OFFICER_PASSWORD,
+        "new_password1": "a brand new passphrase 77",
+        "new_password2": "a brand new passphrase 77",
+    }
 
     for route in site_routes():
         url = route_url(route, route_kwargs(route, own))
@@ -58,8 +69,8 @@ def test_every_route_refuses_a_forged_request_without_the_token(own, method):
         assert _is_csrf_refusal(response), (route, method, response.status_code)
 
     assert state_of_every_decision() == before
-    assert victim.session["portal_grants"] == grants  # /selesai/ did not end the citizen's access
-    assert victim.cookies.get("django_language") is None  # the language switch did nothing
+    assert portal_grants(victim) == grants  # /selesai/ did not end the citizen's access
+    assert victim.cookies.get(settings.LANGUAGE_COOKIE_NAME) is None  # the language switch did nothing
 
 
 def test_a_token_from_another_session_is_refused(own):
@@ -83,6 +94,13 @@ def test_the_same_request_with_the_pages_token_passes_the_check(own):
 
     assert response.status_code == 302
     assert Violation.objects.get(pk=own.waiting.pk).status == Violation.Status.VALIDATED
+    # Officer administration too: the same forged fields with the page's token do what they say.
+    token = csrf_token(victim.get("/backoffice/officers/"))
+    response = victim.post(
+        f"/backoffice/officers/{own.validator.pk}/deactivate/", {"csrfmiddlewaretoken": token, "next": "/"}
+    )
+    assert response.status_code == 302
+    assert not Officer.objects.get(pk=own.validator.pk).is_active
 
 
 @pytest.mark.parametrize("operation", [op for op in api_operations() if op.authenticated], ids=str)
