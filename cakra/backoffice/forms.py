@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.contrib.auth import password_validation
 from django.contrib.auth.forms import SetPasswordForm
 from django.core.validators import MaxLengthValidator
 from django.utils.translation import gettext_lazy as _
@@ -100,3 +101,9 @@ class PasswordChangeForm(SetPasswordForm):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         for name in ("new_password1", "new_password2"):
             self.fields[name].validators.append(MaxLengthValidator(PASSWORD_MAX_LENGTH))
+
+    @property
+    def min_length(self) -> int:
+        """The shortest new password the configured validators accept (for the page's strength hint)."""
+        validators = password_validation.get_default_password_validators()
+        return max((int(getattr(validator, "min_length", 0)) for validator in validators), default=0)

@@ -36,11 +36,15 @@ def violation_queue(*, officer: Officer) -> QuerySet[Violation]:
     """Violations waiting for a decision in the officer's region, oldest first.
 
     Ordered on the (region, status, received_at) index; the article is joined
-    so a page of rows costs one query, whatever its length."""
+    so a page of rows costs one query, whatever its length. A capture whose
+    plate and photos the retention purge removed (never decided within its
+    period) is left out: nothing remains to decide on, and it would otherwise
+    sit at the head of the queue for good."""
     if officer.region_id is None:
         return Violation.objects.none()
     return (
         Violation.objects.filter(region_id=officer.region_id, status=Violation.Status.RECEIVED)
+        .exclude(plate_compact="")
         .select_related("article")
         .order_by("received_at", "id")
     )

@@ -392,7 +392,7 @@ CELERY_BEAT_SCHEDULE = {
 # Days after which personal data is removed while the rows stay for
 # statistics (region, article, day, fine, outcome). The notice lifecycle
 # (paid, heard in court, closed) does not exist yet, so the clock starts at
-# what does: the notice's issue, a rejection's decision.
+# what does: the notice's issue, a rejection's decision, a capture's receipt.
 CAKRA_RETENTION = {
     # A notice's evidence photos, plate, the link to its vehicle, owner and
     # the addresses it was sent to. Two years: prosecution of a traffic
@@ -403,6 +403,13 @@ CAKRA_RETENTION = {
     # A rejected capture's photos and plate. No proceedings follow; 90 days
     # leave time for a supervisor's review of rejections and complaints.
     "REJECTED_DAYS": int(os.environ.get("CAKRA_RETENTION_REJECTED_DAYS", "90")),
+    # A capture no officer ever decided (still "received": typically an
+    # unregistered plate left in the queue): its photos and plate. A year
+    # after receipt, prosecution has lapsed (KUHP art. 78), so no notice can
+    # follow any more; the period is counted from receipt, which is later
+    # than the capture, and is far longer than any review backlog, so a
+    # capture still being worked on is never touched.
+    "UNDECIDED_DAYS": int(os.environ.get("CAKRA_RETENTION_UNDECIDED_DAYS", "365")),
     # Violations per transaction (and per audit event) of a purge run.
     "BATCH_SIZE": 500,
 }

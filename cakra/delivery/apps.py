@@ -7,6 +7,7 @@ class DeliveryConfig(AppConfig):
     label = "delivery"
 
     def ready(self) -> None:
-        from cakra.delivery.checks import providers_check
+        from cakra.delivery.checks import providers_check, receipt_webhooks_check
 
         checks.register(providers_check, "cakra")
+        checks.register(receipt_webhooks_check, "cakra")

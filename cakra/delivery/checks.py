@@ -19,6 +19,9 @@ Ids (also in docs and the registry's own error messages):
   checks its own: ``ChannelAdapter.check_options``);
 - ``cakra.E111`` providers sharing a sender identity declare different limits;
 - ``cakra.E112`` ``CAKRA_PROVIDER_HEALTH`` or ``CAKRA_SENDER_RATE_LIMITS`` is invalid;
+- ``cakra.E113`` two entries of ``CAKRA_RECEIPT_WEBHOOKS`` share a secret: a
+  receipt's signature covers its timestamp and body but not the path, so a
+  request captured on one source's path would also verify on the other's;
 - ``cakra.W101`` a channel in ``CAKRA_ENABLED_CHANNELS`` has no provider:
   its deliveries would wait until one is configured.
 
@@ -27,6 +30,8 @@ Messages name settings and keys, never values (an option may be a secret).
 
 from __future__ import annotations
 
+import hashlib
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,3 +75,29 @@ def providers_check(app_configs: Sequence[AppConfig] | None = None, **kwargs: An
             if channel not in served
         ]
     return messages
+
+
+def receipt_webhooks_check(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """``cakra.E113``: every receipt source needs a secret of its own.
+
+    Secrets are grouped by their SHA-256, so no secret is compared byte by
+    byte or ever put into a message; the message names the sources only.
+    """
+    sources_by_digest: defaultdict[bytes, list[str]] = defaultdict(list)
+    for name, entry in getattr(settings, "CAKRA_RECEIPT_WEBHOOKS", {}).items():
+        secret = entry.get("SECRET") if isinstance(entry, dict) else None
+        if isinstance(secret, str) and secret:  # an empty secret is refused on every request anyway
+            sources_by_digest[hashlib.sha256(secret.encode()).digest()].append(str(name))
+    return [
+        Error(
+            "receipt sources " + ", ".join(repr(name) for name in sorted(names)) + " share one secret",
+            hint=(
+                "Give every receipt source its own secret (CAKRA_RECEIPT_SECRET_<NAME>): a receipt signed for one "
+                "source would also verify on the other's path."
+            ),
+            obj="CAKRA_RECEIPT_WEBHOOKS",
+            id="cakra.E113",
+        )
+        for names in sources_by_digest.values()
+        if len(names) > 1
+    ]

@@ -1,6 +1,6 @@
 """Retention of personal data (UU PDP 27/2022: storage limitation): what a case no longer needs is removed.
 
-Two rules, with periods in ``settings.CAKRA_RETENTION`` (their reasons are
+Three rules, with periods in ``settings.CAKRA_RETENTION`` (their reasons are
 given there):
 
 - **Notices** issued more than ``NOTICE_DAYS`` ago: the evidence photos
@@ -10,6 +10,10 @@ given there):
   (which address or number it went to) and receipts their provider text.
 - **Rejected violations** decided more than ``REJECTED_DAYS`` ago: the
   photos, the plate, the vehicle link and the rejection text.
+- **Violations never decided** (still ``received``: e.g. an unregistered
+  plate no officer handled) received more than ``UNDECIDED_DAYS`` ago: the
+  same as a rejected one. They stay ``received`` for the statistics but leave
+  the review queue, which only lists captures that still have a plate.
 
 The rows stay, so statistics survive: violations and notices keep their
 region, article, camera, times, status and fine; deliveries their channel
@@ -48,13 +52,15 @@ logger = structlog.get_logger(__name__)
 
 RULE_NOTICE = "notice"
 RULE_REJECTED = "rejected"
+RULE_UNDECIDED = "undecided"
+RULES = (RULE_NOTICE, RULE_REJECTED, RULE_UNDECIDED)
 
 
 @dataclass
 class RetentionCounts:
     """What a run removed (or, with dry_run, would remove), per rule."""
 
-    violations: dict[str, int] = field(default_factory=lambda: {RULE_NOTICE: 0, RULE_REJECTED: 0})
+    violations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
     evidence_files: int = 0
     notices: int = 0
     deliveries: int = 0
@@ -79,8 +85,11 @@ def _due(*, rule: str, now: datetime) -> QuerySet[Violation]:
     if rule == RULE_NOTICE:
         cutoff = now - timedelta(days=int(retention["NOTICE_DAYS"]))
         return linked.filter(notice__issued_at__lt=cutoff).order_by("notice__issued_at", "pk")
-    cutoff = now - timedelta(days=int(retention["REJECTED_DAYS"]))
-    return linked.filter(status=Violation.Status.REJECTED, decided_at__lt=cutoff).order_by("decided_at", "pk")
+    if rule == RULE_REJECTED:
+        cutoff = now - timedelta(days=int(retention["REJECTED_DAYS"]))
+        return linked.filter(status=Violation.Status.REJECTED, decided_at__lt=cutoff).order_by("decided_at", "pk")
+    cutoff = now - timedelta(days=int(retention["UNDECIDED_DAYS"]))
+    return linked.filter(status=Violation.Status.RECEIVED, received_at__lt=cutoff).order_by("received_at", "pk")
 
 
 def _evidence_files(violation_ids: list[Any]) -> list[str]:
@@ -140,7 +149,7 @@ def retention_due_counts(*, now: datetime | None = None) -> RetentionCounts:
     """What a purge would remove now (a dry run): counts only, nothing changed."""
     now = now or timezone.now()
     counts = RetentionCounts()
-    for rule in (RULE_NOTICE, RULE_REJECTED):
+    for rule in RULES:
         ids = list(_due(rule=rule, now=now).values_list("pk", flat=True))
         counts.violations[rule] = len(ids)
         counts.evidence_files += len(_evidence_files(ids))
@@ -166,7 +175,7 @@ def retention_purge(
     now = now or timezone.now()
     size = batch_size or int(settings.CAKRA_RETENTION["BATCH_SIZE"])
     total = RetentionCounts()
-    for rule in (RULE_NOTICE, RULE_REJECTED):
+    for rule in RULES:
         while True:
             # Each batch clears plate_compact, so the next query moves on.
             ids = list(_due(rule=rule, now=now).values_list("pk", flat=True)[:size])

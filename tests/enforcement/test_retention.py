@@ -12,6 +12,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
+from cakra.backoffice.selectors import violation_queue
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
 from cakra.enforcement.retention import retention_purge
@@ -21,6 +22,7 @@ from tests.factories import VehicleFactory, make_violation
 
 NOTICE_DAYS = 730
 REJECTED_DAYS = 90
+UNDECIDED_DAYS = 365
 
 
 def _with_evidence(violation: Violation) -> Violation:
@@ -107,10 +109,12 @@ def test_after_the_period_personal_data_leaves_rows_and_disk_and_statistics_stay
     storage = evidence_storage()
     statistics = _statistics()
     later = timezone.now() + timedelta(days=NOTICE_DAYS, minutes=1)
+    # Received a day before "later": still within its own period.
+    Violation.objects.filter(pk=waiting.pk).update(received_at=later - timedelta(days=1))
 
     counts = retention_purge(now=later, batch_size=1)
 
-    assert counts.violations == {"notice": 2, "rejected": 1}
+    assert counts.violations == {"notice": 2, "rejected": 1, "undecided": 0}
     assert (counts.notices, counts.evidence_files, counts.receipts) == (2, 6, 1)
     assert counts.deliveries == Delivery.objects.filter(notice__in=notices).count() > 0
     for notice in notices:
@@ -150,6 +154,45 @@ def test_before_the_period_nothing_changes(cases):
     assert not AuditEvent.objects.filter(action="retention.purged").exists()
 
 
+def test_a_capture_never_decided_loses_its_personal_data_after_its_period_and_statistics_stay(cases, officer):
+    notices, _, waiting = cases
+    files = _files(waiting)
+    storage = evidence_storage()
+    statistics = _statistics()
+    later = timezone.now() + timedelta(days=UNDECIDED_DAYS, minutes=1)
+
+    counts = retention_purge(now=later)
+
+    assert counts.violations["undecided"] == 1
+    waiting.refresh_from_db()
+    assert (waiting.plate, waiting.plate_compact, waiting.vehicle_id) == ("", "", None)
+    assert waiting.status == Violation.Status.RECEIVED
+    assert not any(storage.exists(name) for name in files)
+    assert _files(waiting) == ["", ""]
+    # Counts by region, article and status are the same rows as before.
+    assert _statistics() == statistics
+    # Nothing is left to decide on: the capture leaves the review queue.
+    assert waiting not in violation_queue(officer=officer)
+    # Notices run on their own, longer period.
+    assert all(Violation.objects.get(pk=n.violation_id).plate for n in notices)
+    [event] = AuditEvent.objects.filter(action="retention.purged", data__rule="undecided")
+    assert event.data["violations"] == {"notice": 0, "rejected": 0, "undecided": 1}
+    assert event.data["evidence_files"] == len(files)
+
+
+def test_a_capture_never_decided_is_kept_until_its_period_ends(cases, officer):
+    _, _, waiting = cases
+    files = _files(waiting)
+    before = Violation.objects.filter(pk=waiting.pk).values().get()
+
+    counts = retention_purge(now=timezone.now() + timedelta(days=UNDECIDED_DAYS - 1))
+
+    assert counts.violations["undecided"] == 0
+    assert Violation.objects.filter(pk=waiting.pk).values().get() == before
+    assert all(evidence_storage().exists(name) for name in files)
+    assert waiting in violation_queue(officer=officer)
+
+
 def test_each_batch_is_one_audit_event_with_counts_only_and_a_second_run_finds_nothing(cases):
     later = timezone.now() + timedelta(days=NOTICE_DAYS, minutes=1)
 
@@ -157,9 +200,11 @@ def test_each_batch_is_one_audit_event_with_counts_only_and_a_second_run_finds_n
     second = retention_purge(now=later, batch_size=2)
 
     events = list(AuditEvent.objects.filter(action="retention.purged").order_by("created_at", "seq"))
-    assert len(events) == first.batches == 2  # two notices in one batch, then the rejected capture
-    assert [event.data["rule"] for event in events] == ["notice", "rejected"]
-    assert events[0].data["violations"] == {"notice": 2, "rejected": 0}
+    # Two notices in one batch, then the rejected capture, then the one never decided.
+    assert len(events) == first.batches == 3
+    assert [event.data["rule"] for event in events] == ["notice", "rejected", "undecided"]
+    assert events[0].data["violations"] == {"notice": 2, "rejected": 0, "undecided": 0}
+    assert events[2].data["violations"] == {"notice": 0, "rejected": 0, "undecided": 1}
     assert events[0].data["evidence_files"] == 4
     assert {event.actor_type for event in events} == {"system"}
     text = repr([event.data for event in events])
@@ -178,14 +223,14 @@ def test_the_command_counts_in_a_dry_run_and_purges_with_progress(cases):
     dry = io.StringIO()
     call_command("retention", "purge", "--dry-run", stdout=dry)
 
-    assert "violations: 2 with a notice, 1 rejected; evidence files: 6" in dry.getvalue()
+    assert "violations: 2 with a notice, 1 rejected, 0 never decided; evidence files: 6" in dry.getvalue()
     assert Violation.objects.exclude(plate_compact="").count() == 4
 
     out = io.StringIO()
     call_command("retention", "purge", "--batch-size", "2", stdout=out)
 
     assert "batch 1:" in out.getvalue()
-    assert "Purged in 2 batch(es): violations: 2 with a notice, 1 rejected" in out.getvalue()
+    assert "Purged in 2 batch(es): violations: 2 with a notice, 1 rejected, 0 never decided" in out.getvalue()
     assert Violation.objects.exclude(plate_compact="").count() == 1  # the one waiting for an officer
 
 

@@ -2,13 +2,17 @@
 tests/api/test_receipt_webhook.py: a signature made for one provider taken
 to another's path, one provider reporting on another provider's messages, a
 signed body re-serialised, an event id reused for a different event, and a
-provider name spelled differently. Nothing may change in any of them."""
+provider name spelled differently. Nothing may change in any of them. Two
+sources sharing one secret (where a request replayed to the other's path
+would verify) are refused at start-up by a system check."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from django.core import checks
+from django.test import override_settings
 from django.utils import timezone
 
 from cakra.api.receipts import receipt_signature_header
@@ -65,6 +69,29 @@ def _post(client, url: str, body: bytes, signature: str):
 def _state(delivery) -> tuple[object, ...]:
     row = Delivery.objects.values_list("status", "updated_at", "last_error").get(pk=delivery.pk)
     return row, DeliveryReceipt.objects.count(), AuditEvent.objects.count()
+
+
+def test_two_sources_sharing_a_secret_are_a_system_check_error_that_never_shows_the_secret():
+    shared = {
+        "mail-a": {"CHANNEL": "email", "PROVIDER": "smtp", "SECRET": SECRET_A},
+        "mail-b": {"CHANNEL": "email", "PROVIDER": "other-relay", "SECRET": SECRET_B},
+        "mail-c": {"CHANNEL": "email", "PROVIDER": "third-relay", "SECRET": SECRET_A},
+    }
+    with override_settings(CAKRA_RECEIPT_WEBHOOKS=shared):
+        errors = [message for message in checks.run_checks() if message.id == "cakra.E113"]
+
+    [error] = errors
+    assert error.is_serious()
+    assert "'mail-a'" in error.msg
+    assert "'mail-c'" in error.msg
+    assert "mail-b" not in error.msg
+    assert SECRET_A not in str(error)
+    assert SECRET_A[:8] not in str(error)
+
+
+def test_sources_with_secrets_of_their_own_pass_the_check():
+    # The autouse fixture configured mail-a and mail-b with different secrets.
+    assert "cakra.E113" not in {message.id for message in checks.run_checks()}
 
 
 def test_a_signature_made_for_one_provider_is_refused_on_anothers_path(client, delivery):

@@ -4,11 +4,13 @@ absolute lifetime, re-authentication before sensitive actions."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import pytest
 from django.conf import settings
 from django.contrib.sessions.backends.base import UpdateError
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.test import Client
 
@@ -199,6 +201,42 @@ def test_a_password_change_needs_the_current_password_and_a_valid_new_one(office
     # (a stolen session cannot guess faster than the sign-in page allows).
     assert SignInThrottle.objects.get(officer=officer, client_key=sign_in_client_key("127.0.0.1")).attempts == 1
     assert not audited(officer, "officer.password_changed")
+
+
+def test_the_password_page_loads_its_show_and_strength_script_from_our_own_origin_under_the_csp(officer):
+    response = browser_of(officer).get(PASSWORD)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    [tag] = re.findall(r"<script[^>]*>", page)  # the one script, and no inline code
+    assert tag == '<script src="/static/backoffice/password-fields.js" defer>'
+    assert finders.find("backoffice/password-fields.js") is not None
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy
+    # The texts the script shows come from the page, translated; the rules are
+    # on the page as text, so it works without the script.
+    assert 'data-show-label="Show"' in page
+    assert 'data-too-short="Too short: {count} of at least 12 characters."' in page
+    assert 'data-min-length="12"' in page
+    assert "Your password must contain at least 12 characters." in page
+    assert 'aria-describedby="id_new_password1_helptext"' in page
+
+
+def test_the_sign_in_page_offers_the_same_show_password_button():
+    page = english_client().get(LOGIN).content.decode()
+
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/backoffice/password-fields.js" defer>']
+    assert 'data-password-form data-show-label="Show"' in page
+
+
+def test_the_password_page_speaks_bahasa_indonesia_first(officer):
+    client = sign_in(Client(HTTP_ACCEPT_LANGUAGE="id"), officer, device_for(officer))
+
+    page = client.get(PASSWORD).content.decode()
+
+    assert 'data-show-label="Tampilkan"' in page
+    assert 'data-too-short="Terlalu pendek: {count} dari minimal 12 karakter."' in page
 
 
 # --- Idle timeout and absolute lifetime ----------------------------------------------

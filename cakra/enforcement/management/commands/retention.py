@@ -16,7 +16,8 @@ from cakra.enforcement.retention import RetentionCounts, retention_due_counts, r
 
 def _line(counts: RetentionCounts) -> str:
     return (
-        f"violations: {counts.violations['notice']} with a notice, {counts.violations['rejected']} rejected; "
+        f"violations: {counts.violations['notice']} with a notice, {counts.violations['rejected']} rejected, "
+        f"{counts.violations['undecided']} never decided; "
         f"evidence files: {counts.evidence_files}; notices: {counts.notices}; "
         f"delivery addresses: {counts.deliveries}; receipt texts: {counts.receipts}"
     )
@@ -31,9 +32,10 @@ class Command(BaseCommand):
             "purge",
             help="Delete evidence photos and clear personal columns past their retention period.",
             description=(
-                "Delete the evidence photos of notices and rejected violations past their retention period "
-                "and clear the plate, vehicle, owner and address links of their rows, in batches, with one "
-                "audit event per batch. Counts by region, article and day, and fines, are unchanged."
+                "Delete the evidence photos of notices, rejected violations and violations never decided "
+                "past their retention period and clear the plate, vehicle, owner and address links of their "
+                "rows, in batches, with one audit event per batch. Counts by region, article and day, and fines, "
+                "are unchanged."
             ),
         )
         purge.add_argument("--dry-run", action="store_true", help="Only count what is due; change nothing.")
