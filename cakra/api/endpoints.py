@@ -60,7 +60,7 @@ _WRITE_ERRORS: dict[int, Any] = {
 }
 # A batch is answered 200 even when items are refused (each result says why);
 # these are the answers for a request that cannot be processed at all.
-_BATCH_ERRORS: dict[int, Any] = {**_AUTH_ERRORS, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+_BATCH_ERRORS: dict[int, Any] = {**_AUTH_ERRORS, 400: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut}
 
 
 def _api_key(request: HttpRequest) -> ApiKey:
@@ -154,7 +154,8 @@ def violation_batch_create(request: HttpRequest) -> ViolationBatchOut:
     `violations[<index>].<field>`). A refused item stores nothing and never
     affects the others, so a batch is safe to send again after a timeout.
     A whole batch is refused (nothing stored) for a bad key (401), a body
-    that is not JSON (400), above the batch cap (413), or not
+    not declared as `application/json` (415), a body that is not JSON (400),
+    above the batch cap (413), or not
     `{"violations": [...]}` with 1 to 1,000 items that are all JSON objects
     (422, naming the first item that is not, as `violations[<index>]`).
     """

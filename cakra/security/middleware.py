@@ -17,6 +17,10 @@ CONTENT_SECURITY_POLICY = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
+# Every answer under the API's prefix, errors included (ASVS V14.4.2).
+API_PREFIX = "/api/"
+API_CONTENT_DISPOSITION = 'attachment; filename="api.json"'
+
 
 class SecurityHeadersMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -35,6 +39,10 @@ class SecurityHeadersMiddleware:
         response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         # Notices, evidence and officer pages hold personal data: never cache them.
         response.headers.setdefault("Cache-Control", "no-store")
+        if request.path_info.startswith(API_PREFIX):
+            # An API answer opened in a browser (a link in a phishing mail, a
+            # scanner's report) is saved, never rendered as a page of our origin.
+            response.headers.setdefault("Content-Disposition", API_CONTENT_DISPOSITION)
         return response
 
 
