@@ -61,6 +61,7 @@ from cakra.api.errors import RateLimitedError, error_body
 from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
+from cakra.security.denials import access_denied_log
 from cakra.security.identifiers import ascii_int_parse
 from cakra.security.ratelimit import Limit, client_address, hit
 
@@ -287,7 +288,7 @@ def _error(status: int, *, code: str, message: str, field: str = "") -> HttpResp
 def _refuse(request: HttpRequest, *, reason: str, provider: str) -> HttpResponse:
     if not hit(AUTH_FAILURE_LIMIT, client_address(request)):
         raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
-    logger.warning("receipt_webhook_refused", reason=reason, provider=provider)
+    access_denied_log(request=request, surface="receipt_webhook", reason=reason, provider=provider)
     return _error(401, code="unauthorized", message=UNAUTHORIZED_MESSAGE)
 
 
