@@ -17,16 +17,19 @@ from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
 from ninja.parser import Parser
 
-from cakra.api.body import strict_json_loads
+from cakra.api.body import json_content_type_check, strict_json_loads
 from cakra.api.endpoints import fallback_router, router, unknown_path
 from cakra.api.errors import NOT_FOUND_MESSAGE, error_body, install_error_handlers, method_not_allowed_response
 from cakra.api.receipts import router as receipts_router
 
 
 class StrictJsonParser(Parser):
-    """Standard JSON only: no NaN/Infinity, no duplicate keys."""
+    """Declared JSON, standard JSON only: no NaN/Infinity, no duplicate keys."""
 
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        # ninja wraps what this raises in its HttpError 400; the error
+        # handler answers 415 when the cause is the media type.
+        json_content_type_check(request)
         parsed: dict[str, Any] = strict_json_loads(request.body)
         return parsed
 

@@ -16,6 +16,7 @@ and no cross-site request can ride on ambient credentials.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.http import HttpRequest
@@ -24,7 +25,8 @@ from ninja.security import HttpBearer
 from cakra.api.errors import RateLimitedError
 from cakra.api.models import ApiKey
 from cakra.api.quota import api_key_request_admit
-from cakra.api.services import apikey_authenticate, apikey_touch
+from cakra.api.services import TOKEN_PREFIX, apikey_authenticate, apikey_touch
+from cakra.security.denials import access_denied_log
 from cakra.security.ratelimit import Limit, client_address, hit
 
 # Tokens carry 256 random bits, so this is not about guessing one: it stops a
@@ -32,6 +34,9 @@ from cakra.security.ratelimit import Limit, client_address, hit
 AUTH_FAILURE_LIMIT = Limit(scope="api-auth-failure", count=20, seconds=60)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_HEADER_LENGTH = 256
+# A token's public part (cakra_<prefix>_<secret>): the only piece of a refused
+# token that is logged, and only when it has the shape of a real prefix.
+_TOKEN_SHAPE = re.compile(rf"{TOKEN_PREFIX}_([0-9a-f]{{12}})_.+")
 
 
 class ApiKeyAuth(HttpBearer):
@@ -40,11 +45,13 @@ class ApiKeyAuth(HttpBearer):
         # token itself) when DEBUG is on.
         header = request.headers.get(self.header, "")
         scheme, _, token = header.partition(" ")
-        key = None
-        if scheme.lower() == self.openapi_scheme and token.strip() and len(header) <= MAX_HEADER_LENGTH:
-            key = self.authenticate(request, token.strip())
+        presented = ""
+        if scheme.lower() == self.openapi_scheme and len(header) <= MAX_HEADER_LENGTH:
+            presented = token.strip()
+        key = self.authenticate(request, presented) if presented else None
         if key is None:
             # Missing, malformed, wrong and revoked keys count alike and get the same 401.
+            _refusal_log(request, header=header, presented=presented)
             if not hit(AUTH_FAILURE_LIMIT, client_address(request)):
                 raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
             return None
@@ -58,3 +65,15 @@ class ApiKeyAuth(HttpBearer):
         if key is not None:
             apikey_touch(key=key, resolution=LAST_USED_RESOLUTION)
         return key
+
+
+def _refusal_log(request: HttpRequest, *, header: str, presented: str) -> None:
+    """The class of the refused credential, and the prefix it names if any; never the token."""
+    shape = _TOKEN_SHAPE.fullmatch(presented)
+    if not header:
+        reason = "missing"
+    elif shape is None:
+        reason = "malformed"
+    else:
+        reason = "unknown_or_revoked"  # wrong secret, unknown or revoked prefix alike
+    access_denied_log(request=request, surface="api", reason=reason, api_key=shape.group(1) if shape else None)

@@ -1,4 +1,9 @@
-"""Reading JSON request bodies: strict standard JSON, and a body cap per route.
+"""Reading JSON request bodies: declared JSON, strict standard JSON, and a body cap per route.
+
+Every route that reads a body first checks that it is declared
+``application/json`` (``json_content_type_check``; 415 otherwise), so a form
+post or a text body is refused as what it says it is, not parsed as JSON
+because its bytes happen to be JSON (ASVS V13.1.5, V13.2.5).
 
 Django refuses any body above ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (the single
 intake route's cap) when ninja first touches ``request.body``. The batch
@@ -15,9 +20,33 @@ from typing import Any
 import jiter
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
+from django.utils.http import parse_header_parameters
 from ninja.errors import HttpError
 
 from cakra.security.identifiers import ascii_int_parse
+
+JSON_MEDIA_TYPE = "application/json"
+# RFC 8259: JSON exchanged between systems is UTF-8, and it is parsed as such.
+JSON_CHARSET = "utf-8"
+
+
+class UnsupportedMediaTypeError(Exception):
+    """The body is not declared as JSON (answered 415)."""
+
+
+def json_content_type_check(request: HttpRequest) -> None:
+    """Raise UnsupportedMediaTypeError unless a request that carries a body
+    declares ``Content-Type: application/json`` (a ``charset`` parameter, if
+    any, must be UTF-8). Called before the body is parsed. A request without
+    a body has no type to declare: it gets the answer for a missing body."""
+    announced = ascii_int_parse(request.META.get("CONTENT_LENGTH") or "") or 0
+    if announced == 0 and "HTTP_TRANSFER_ENCODING" not in request.META:
+        return
+    media_type, parameters = parse_header_parameters(str(request.META.get("CONTENT_TYPE") or ""))
+    charset = parameters.get("charset", JSON_CHARSET).lower()
+    if media_type != JSON_MEDIA_TYPE or charset != JSON_CHARSET:
+        msg = "the body is not declared as application/json"
+        raise UnsupportedMediaTypeError(msg)
 
 
 def strict_json_loads(raw: bytes | str) -> Any:
@@ -43,7 +72,8 @@ READ_STEP = 1 << 20
 def json_body_read(request: HttpRequest, *, max_bytes: int) -> Any:
     """The request's JSON body, at most ``max_bytes`` long.
 
-    Raises RequestDataTooBig (answered 413) for a longer body and ninja's
+    Raises UnsupportedMediaTypeError (answered 415) before reading a body not
+    declared as JSON, RequestDataTooBig (answered 413) for a longer body and ninja's
     HttpError 400 (answered as ``malformed_json``) for anything that is not
     strict JSON, the same answers the other routes give. The raw bytes are
     not kept on the request: once parsed, only the parsed value is held.
@@ -52,6 +82,7 @@ def json_body_read(request: HttpRequest, *, max_bytes: int) -> Any:
     transfer encoding) a megabyte at a time, counted against the cap as it
     arrives.
     """
+    json_content_type_check(request)
     # int() would also read " 12", "1_2", "-3" and "١٢"; a length is ASCII digits.
     declared = ascii_int_parse(request.META.get("CONTENT_LENGTH") or "") or 0
     if declared > max_bytes:

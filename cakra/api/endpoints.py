@@ -43,6 +43,7 @@ from cakra.enforcement.intake import (
 )
 from cakra.enforcement.models import Notice, Violation
 from cakra.enforcement.selectors import notice_get_for_region, violation_get_for_region
+from cakra.security.denials import access_denied_log
 
 logger = structlog.get_logger(__name__)
 
@@ -60,7 +61,7 @@ _WRITE_ERRORS: dict[int, Any] = {
 }
 # A batch is answered 200 even when items are refused (each result says why);
 # these are the answers for a request that cannot be processed at all.
-_BATCH_ERRORS: dict[int, Any] = {**_AUTH_ERRORS, 400: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+_BATCH_ERRORS: dict[int, Any] = {**_AUTH_ERRORS, 400: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut}
 
 
 def _api_key(request: HttpRequest) -> ApiKey:
@@ -154,7 +155,8 @@ def violation_batch_create(request: HttpRequest) -> ViolationBatchOut:
     `violations[<index>].<field>`). A refused item stores nothing and never
     affects the others, so a batch is safe to send again after a timeout.
     A whole batch is refused (nothing stored) for a bad key (401), a body
-    that is not JSON (400), above the batch cap (413), or not
+    not declared as `application/json` (415), a body that is not JSON (400),
+    above the batch cap (413), or not
     `{"violations": [...]}` with 1 to 1,000 items that are all JSON objects
     (422, naming the first item that is not, as `violations[<index>]`).
     """
@@ -225,7 +227,12 @@ def _batch_result(*, index: int, outcome: IntakeOutcome) -> BatchItemResultOut:
 def violation_get(request: HttpRequest, violation_id: str) -> ViolationOut:
     """The status of a violation received from this key's region (404 for any other)."""
     key = _api_key(request)
-    return _violation_out(violation_get_for_region(region_id=key.region_id, violation_id=violation_id))
+    try:
+        violation = violation_get_for_region(region_id=key.region_id, violation_id=violation_id)
+    except NotFoundError:
+        _not_found_log(request, key=key, object_type="violation")
+        raise
+    return _violation_out(violation)
 
 
 @router.get(
@@ -239,7 +246,20 @@ def notice_get(request: HttpRequest, number: str) -> NoticeOut:
     """A notice of this key's region with its delivery steps and its timeline (every attempt, receipt,
     timeout and fallback step); no personal data (404 for any other)."""
     key = _api_key(request)
-    return _notice_out(notice_get_for_region(region_id=key.region_id, number=number))
+    try:
+        notice = notice_get_for_region(region_id=key.region_id, number=number)
+    except NotFoundError:
+        _not_found_log(request, key=key, object_type="notice")
+        raise
+    return _notice_out(notice)
+
+
+def _not_found_log(request: HttpRequest, *, key: ApiKey, object_type: str) -> None:
+    # Unknown ids and another region's are not told apart (that would take
+    # one more query on every miss); the id is the caller's text and is not logged.
+    access_denied_log(
+        request=request, surface="api", reason="not_found_in_region", api_key=key.prefix, object_type=object_type
+    )
 
 
 fallback_router = Router(auth=None)

@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from cakra.api.body import UnsupportedMediaTypeError
 from cakra.api.schemas import ErrorDetailOut, ErrorOut, FieldErrorOut
 from cakra.enforcement.errors import ConflictError, DomainError, NotFoundError
 from cakra.enforcement.evidence import EvidenceError
@@ -126,6 +127,8 @@ def _on_http_error(request: HttpRequest, exc: HttpError, *, api: NinjaAPI) -> Ht
         response = _respond(api, request, 401, body)
         response["WWW-Authenticate"] = 'Bearer realm="cakra"'
         return response
+    if isinstance(exc.__cause__, UnsupportedMediaTypeError):  # raised inside ninja's body parsing
+        return _on_unsupported_media_type(request, exc.__cause__, api=api)
     if exc.status_code == HTTPStatus.BAD_REQUEST:  # ninja's only 400: the body is not JSON
         body = error_body(code="malformed_json", message="the body is not valid JSON", field="body")
         return _respond(api, request, 400, body)
@@ -144,6 +147,11 @@ def _on_rate_limited(request: HttpRequest, exc: RateLimitedError, *, api: NinjaA
 def _on_too_big(request: HttpRequest, exc: RequestDataTooBig, *, api: NinjaAPI) -> HttpResponse:
     body = error_body(code="request_too_large", message="the request body is too large", field="body")
     return _respond(api, request, 413, body)
+
+
+def _on_unsupported_media_type(request: HttpRequest, exc: UnsupportedMediaTypeError, *, api: NinjaAPI) -> HttpResponse:
+    body = error_body(code="unsupported_media_type", message="the body must be sent as Content-Type: application/json")
+    return _respond(api, request, 415, body)
 
 
 def _on_not_found(request: HttpRequest, exc: Http404, *, api: NinjaAPI) -> HttpResponse:
@@ -170,6 +178,7 @@ _HANDLERS: list[tuple[type[Exception], Callable[..., HttpResponse]]] = [
     (HttpError, _on_http_error),
     (RateLimitedError, _on_rate_limited),
     (RequestDataTooBig, _on_too_big),
+    (UnsupportedMediaTypeError, _on_unsupported_media_type),
     (Http404, _on_not_found),
     (Exception, _on_unexpected),
 ]

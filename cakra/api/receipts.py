@@ -29,8 +29,10 @@ rate-limited per client address.
   ``message_id`` matches no delivery: the issue asks "unknown reference →
   4xx", and for one event the status code can say it without ambiguity.
   Nothing is stored.
-- 400 body not JSON; 422 schema (the field is named, e.g. ``[3].timestamp``);
-  413 body over ``CAKRA_RECEIPT_MAX_BYTES``. Nothing is stored.
+- 415 body not declared ``Content-Type: application/json`` (checked once the
+  signature is accepted, before the body is parsed); 400 body not JSON; 422
+  schema (the field is named, e.g. ``[3].timestamp``); 413 body over
+  ``CAKRA_RECEIPT_MAX_BYTES``. Nothing is stored.
 
 Logs carry event ids, delivery ids and counts, never an address or the
 provider's free text.
@@ -54,11 +56,12 @@ from ninja.errors import HttpError, ValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from cakra.api.body import strict_json_loads
+from cakra.api.body import json_content_type_check, strict_json_loads
 from cakra.api.errors import RateLimitedError, error_body
 from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
+from cakra.security.denials import access_denied_log
 from cakra.security.identifiers import ascii_int_parse
 from cakra.security.ratelimit import Limit, client_address, hit
 
@@ -285,7 +288,7 @@ def _error(status: int, *, code: str, message: str, field: str = "") -> HttpResp
 def _refuse(request: HttpRequest, *, reason: str, provider: str) -> HttpResponse:
     if not hit(AUTH_FAILURE_LIMIT, client_address(request)):
         raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
-    logger.warning("receipt_webhook_refused", reason=reason, provider=provider)
+    access_denied_log(request=request, surface="receipt_webhook", reason=reason, provider=provider)
     return _error(401, code="unauthorized", message=UNAUTHORIZED_MESSAGE)
 
 
@@ -320,6 +323,7 @@ def _parse(body: bytes) -> list[EmailReceiptEventIn]:
         401: ErrorOut,
         404: ErrorOut,
         413: ErrorOut,
+        415: ErrorOut,
         422: ErrorOut,
         429: ErrorOut,
     },
@@ -347,6 +351,7 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
         # The path is the caller's text: only a configured name is logged.
         known = provider in settings.CAKRA_RECEIPT_WEBHOOKS
         return _refuse(request, reason=problem, provider=provider if known else "(unknown)")
+    json_content_type_check(request)
     events = _parse(body)
     outcomes = delivery_record_receipts(
         provider=config["PROVIDER"],

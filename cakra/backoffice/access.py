@@ -18,6 +18,7 @@ last ``CAKRA_OFFICER_REAUTH_SECONDS``.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -27,11 +28,12 @@ from zoneinfo import ZoneInfo
 import django_otp
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -42,6 +44,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cakra.backoffice.models import Officer
 from cakra.backoffice.services import officer_can_decide, officer_session_expired_record
+from cakra.security.denials import access_denied_log
 
 PENDING_LOGIN_KEY = "backoffice_pending_login"
 PENDING_LOGIN_SECONDS = 5 * 60
@@ -66,22 +69,40 @@ def verified_officer(request: HttpRequest) -> Officer | None:
     """The signed-in officer if the session is complete: password *and* TOTP
     verified (django-otp's middleware resolves the device on every request),
     still active, and bound to a region."""
+    return _officer_or_refusal(request)[0]
+
+
+def _officer_or_refusal(request: HttpRequest) -> tuple[Officer | None, str, int | None]:
+    """``verified_officer``, or None with why not and whose session it was (for the log)."""
     user = request.user
     if not isinstance(user, Officer) or not user.is_authenticated:
-        return None
+        return None, *_anonymous_refusal(request)
     # OTPMiddleware sets otp_device to the session's verified device, or None.
     if getattr(user, "otp_device", None) is None:
-        return None
+        return None, "second_factor_missing", user.pk
     if not user.is_active or user.region_id is None:
-        return None
+        return None, "inactive" if not user.is_active else "no_region", user.pk
     expired = _officer_session_expiry(request, now=time.time())
     if expired:
         officer_session_expired_record(officer=user, reason=expired)
         auth_logout(request)  # deletes the session row; the cookie is cleared
         messages.info(request, _("Your session has ended. Please sign in again."))
-        return None
+        return None, "session_expired", user.pk
     request.session[SEEN_AT_KEY] = time.time()
-    return user
+    return user, "", user.pk
+
+
+def _anonymous_refusal(request: HttpRequest) -> tuple[str, int | None]:
+    """Why a session without an officer has none, and whose it was if it says."""
+    pending = request.session.get(PENDING_LOGIN_KEY)
+    if isinstance(pending, dict) and isinstance(pending.get("officer_id"), int):
+        return "pending_sign_in", pending["officer_id"]
+    # A session still naming an officer Django no longer loads: deactivated
+    # (ModelBackend refuses inactive users) or removed.
+    session_user = str(request.session.get(SESSION_KEY) or "")
+    if session_user.isdecimal():
+        return "account_unavailable", int(session_user)
+    return "anonymous", None
 
 
 def _stamp(request: HttpRequest, key: str) -> float | None:
@@ -137,8 +158,11 @@ def officer_required(view: AnyView) -> AnyView:
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        officer = verified_officer(request)
+        officer, reason, officer_id = _officer_or_refusal(request)
         if officer is None or officer.region is None:
+            access_denied_log(
+                request=request, surface="backoffice", reason=reason or "no_region", officer_id=officer_id
+            )
             return redirect_to_login(request.get_full_path())
         with timezone.override(ZoneInfo(officer.region.timezone)):
             return view(cast("OfficerRequest", request), *args, **kwargs)
@@ -152,6 +176,7 @@ def decider_required(view: AnyView) -> AnyView:
     @wraps(view)
     def wrapped(request: OfficerRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not officer_can_decide(request.user):
+            access_denied_log(request=request, surface="backoffice", reason="not_a_decider", officer_id=request.user.pk)
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
@@ -164,10 +189,30 @@ def admin_required(view: AnyView) -> AnyView:
     @wraps(view)
     def wrapped(request: OfficerRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.user.role != Officer.Role.ADMIN:
+            access_denied_log(request=request, surface="backoffice", reason="not_an_admin", officer_id=request.user.pk)
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def officer_object_not_found(
+    request: OfficerRequest, *, object_type: str, object_id: uuid.UUID | int | None
+) -> Http404:
+    """The 404 for an object the officer's region-scoped read did not find,
+    logged as a refusal. An unknown id and another region's are not told
+    apart: that would take one more query on every miss, and the answer is
+    the same either way. ``object_id`` only for internal ids (UUIDs, row
+    numbers), never a notice number."""
+    access_denied_log(
+        request=request,
+        surface="backoffice",
+        reason="not_found_in_region",
+        officer_id=request.user.pk,
+        object_type=object_type,
+        object_id=None if object_id is None else str(object_id),
+    )
+    return Http404()
 
 
 def reauth_required(view: AnyView) -> AnyView:

@@ -68,6 +68,9 @@ MIDDLEWARE = [
     # files (WhiteNoise answers without calling what follows it), errors and
     # the CSRF failure page included.
     "cakra.security.middleware.SecurityHeadersMiddleware",
+    # Before anything reads request.is_secure() (the SSL redirect, CSRF's
+    # origin checks): X-Forwarded-* only from our own proxies.
+    "cakra.security.middleware.ProxyHeadersMiddleware",
     "cakra.security.middleware.ContentLengthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the few CSS files from the web process itself (no separate file

@@ -26,6 +26,7 @@ from cakra.portal.selectors import (
     notice_get_for_citizen,
     region_list_for_senders,
 )
+from cakra.security.denials import access_denied_log
 from cakra.security.ratelimit import client_address
 
 log = structlog.get_logger(__name__)
@@ -99,6 +100,14 @@ def lookup(request: HttpRequest) -> HttpResponse:
     return _lookup_page(request, form=LookupForm(), status=HTTP_NOT_FOUND, no_match=True)
 
 
+def _refusal_log(request: HttpRequest, *, granted: bool, object_type: str, object_id: uuid.UUID) -> None:
+    # Internal ids only: the session's grants hold no number or plate.
+    reason = "not_found" if granted else "no_live_grant"
+    access_denied_log(
+        request=request, surface="portal", reason=reason, object_type=object_type, object_id=str(object_id)
+    )
+
+
 @require_safe
 @portal_language
 def notice(request: HttpRequest, notice_id: uuid.UUID) -> HttpResponse:
@@ -106,6 +115,7 @@ def notice(request: HttpRequest, notice_id: uuid.UUID) -> HttpResponse:
     found = notice_get_for_citizen(notice_id=notice_id, granted=granted)
     if found is None:
         # The same for "no such notice", "not granted" and "grant expired".
+        _refusal_log(request, granted=granted, object_type="notice", object_id=notice_id)
         return redirect("portal:lookup")
     evidence = evidence_list_for_notice(notice=found)
     # Never decoded here: a missing photo is asked of a worker and the page
@@ -120,6 +130,7 @@ def evidence(request: HttpRequest, notice_id: uuid.UUID, evidence_id: uuid.UUID)
     granted = grant_is_live(request=request, notice_id=notice_id)
     found = evidence_get_for_citizen(notice_id=notice_id, evidence_id=evidence_id, granted=granted)
     if found is None:
+        _refusal_log(request, granted=granted, object_type="evidence", object_id=evidence_id)
         raise Http404
     try:
         # The derivative: re-encoded, metadata-free JPEG (never the original).

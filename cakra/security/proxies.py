@@ -115,6 +115,13 @@ def client_key(address: IPAddress) -> str:
     return str(address)
 
 
+def peer_is_trusted_proxy(*, remote_addr: str, networks: Iterable[str]) -> bool:
+    """True when the TCP peer ``remote_addr`` is inside ``networks``: only
+    then may headers a proxy adds (``X-Forwarded-*``) be believed at all."""
+    peer = _address(remote_addr)
+    return peer is not None and _trusted(peer, _networks(tuple(networks)))
+
+
 def client_address_resolve(*, remote_addr: str, forwarded_for: str, networks: Iterable[str]) -> str:
     """The client's rate-limit identity from a connection's peer and its
     X-Forwarded-For header, trusting proxies in ``networks`` only."""

@@ -4,12 +4,18 @@ re-activate the officers of their own region, after a fresh code."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from cakra.backoffice.access import OfficerRequest, admin_required, officer_required, reauth_required
+from cakra.backoffice.access import (
+    OfficerRequest,
+    admin_required,
+    officer_object_not_found,
+    officer_required,
+    reauth_required,
+)
 from cakra.backoffice.selectors import officer_get_for_admin, officer_list_for_admin
 from cakra.backoffice.services import officer_deactivate, officer_reactivate
 from cakra.enforcement.errors import NotFoundError
@@ -31,7 +37,7 @@ def officer_deactivate_view(request: OfficerRequest, officer_id: int) -> HttpRes
     try:
         officer = officer_get_for_admin(admin=request.user, officer_id=officer_id)
     except NotFoundError as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="officer", object_id=officer_id) from exc
     if officer.pk == request.user.pk:
         # The last administrator of a region must not shut the region out by a slip.
         messages.error(request, _("You cannot deactivate your own account."))
@@ -49,7 +55,7 @@ def officer_reactivate_view(request: OfficerRequest, officer_id: int) -> HttpRes
     try:
         officer = officer_get_for_admin(admin=request.user, officer_id=officer_id)
     except NotFoundError as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="officer", object_id=officer_id) from exc
     officer_reactivate(officer=officer, actor_type="officer", actor_id=str(request.user.pk))
     messages.success(request, _("%(username)s can sign in again.") % {"username": officer})
     return redirect("backoffice:officers")

@@ -8,12 +8,12 @@ import uuid
 import structlog
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from cakra.backoffice.access import OfficerRequest, decider_required, officer_required
+from cakra.backoffice.access import OfficerRequest, decider_required, officer_object_not_found, officer_required
 from cakra.backoffice.forms import RejectForm
 from cakra.backoffice.selectors import (
     QUEUE_PAGE_SIZE,
@@ -66,7 +66,7 @@ def _render_detail(
     try:
         detail = violation_detail_for_officer(officer=officer, violation_id=violation_id)
     except NotFoundError as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="violation", object_id=violation_id) from exc
     viewed = [Viewed.PLATE]
     if detail.registry_match is not None:
         viewed += [Viewed.OWNER_IDENTITY, Viewed.OWNER_NIK_MASKED, Viewed.OWNER_CONTACTS_MASKED]
@@ -105,7 +105,7 @@ def violation_validate_view(request: OfficerRequest, violation_id: uuid.UUID) ->
     try:
         notice = violation_validate(officer=request.user, violation_id=violation_id)
     except NotFoundError as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="violation", object_id=violation_id) from exc
     except DomainError as exc:
         logger.info("backoffice.validate_refused", officer_id=request.user.pk, code=exc.code)
         messages.error(request, _domain_error_text(exc))
@@ -128,7 +128,7 @@ def violation_reject_view(request: OfficerRequest, violation_id: uuid.UUID) -> H
     try:
         violation_reject(officer=request.user, violation_id=violation_id, reason=form.cleaned_data["reason"])
     except NotFoundError as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="violation", object_id=violation_id) from exc
     except DomainError as exc:
         if exc.field == "reason":
             form.add_error("reason", exc.message)
@@ -149,7 +149,7 @@ def evidence_view(request: OfficerRequest, evidence_id: uuid.UUID) -> FileRespon
         evidence = evidence_derivative_for_officer(officer=request.user, evidence_id=evidence_id)
         handle = evidence.derivative.open("rb")
     except (NotFoundError, FileNotFoundError) as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="evidence", object_id=evidence_id) from exc
     personal_data_view_record(
         officer=request.user,
         object_type="evidence",
@@ -171,7 +171,7 @@ def notice_detail_view(request: OfficerRequest, number: str) -> HttpResponse:
     try:
         detail = notice_detail_for_officer(officer=request.user, number=number)
     except NotFoundError as exc:
-        raise Http404 from exc
+        raise officer_object_not_found(request, object_type="notice", object_id=None) from exc
     personal_data_view_record(
         officer=request.user,
         object_type="notice",
