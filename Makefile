@@ -56,7 +56,11 @@ test-postgres: messages browser
 	@echo "== tests on PostgreSQL + RabbitMQ (+ Redis for the shared rate-limit store) =="
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) CAKRA_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint test-sqlite test-postgres
+# The two halves share nothing (data dir, database, broker), so they run side
+# by side on the machine's two cores; each half's output is printed whole when
+# it finishes (--output-sync), and either failing fails the target.
+test: lint
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 # Benchmarks (docs/performance.md). Each uses a database of its own and
 # removes it afterwards; the JSON line printed last is the result.
