@@ -128,8 +128,10 @@ def test_backoffice_otp_and_enrolment_codes(client, officer, digits, settings):
     client.post(reverse("backoffice:login"), {"username": officer.username, "password": OFFICER_PASSWORD})
 
     respelled = respell(enrolment_code, digits)
-    response = client.post(reverse("backoffice:otp"), {"code": respelled})
+    # A code drawn without a digit (about one in thirty) has no other
+    # spelling, and posting it here would use it up.
     if respelled != enrolment_code:
+        response = client.post(reverse("backoffice:otp"), {"code": respelled})
         assert response.status_code == 400
 
     otp = client.post(reverse("backoffice:otp"), {"code": enrolment_code})
