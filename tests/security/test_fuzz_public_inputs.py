@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cakra.api.receipts import receipt_signature_header
+from cakra.api.schemas import ViolationIn
 from cakra.audit.models import AuditEvent
 from cakra.backoffice import services as officer_services
 from cakra.delivery.models import DeliveryReceipt
@@ -274,19 +275,8 @@ def test_receipts_webhook_unsigned_or_forged(client, fresh_limits, body, signatu
 
 
 # --- intake API: raw bodies ---------------------------------------------------------------------
-VIOLATION_FIELDS = [
-    "capture_id",
-    "camera_id",
-    "captured_at",
-    "location",
-    "latitude",
-    "longitude",
-    "plate",
-    "article",
-    "measured_speed_kmh",
-    "speed_limit_kmh",
-    "evidence",
-]
+# Every field the schema declares, so a new field is fuzzed too.
+VIOLATION_FIELDS = list(ViolationIn.model_fields)
 
 
 @pytest.fixture(scope="module")
