@@ -30,7 +30,7 @@ from tests.factories import OFFICER_PASSWORD
 LOGIN = reverse("backoffice:login")
 OTP = reverse("backoffice:otp")
 QUEUE = reverse("backoffice:queue")
-LOGIN_FAILED = "Sign-in failed: the username or password is wrong, or the account is locked for a while."
+LOGIN_FAILED = "Sign-in failed: the username or password is wrong, or sign-in from this device is paused for a while."
 BAD_CODE = "That code is not valid."
 CLIENT_FAILURES = 5  # the default per (officer, client address) and window
 TEST_CLIENT_ADDRESS = "127.0.0.1"  # Django's test client

@@ -24,7 +24,7 @@ from tests.factories import OFFICER_PASSWORD
 LOGIN = reverse("backoffice:login")
 OTP = reverse("backoffice:otp")
 QUEUE = reverse("backoffice:queue")
-LOGIN_FAILED = "Sign-in failed: the username or password is wrong, or the account is locked for a while."
+LOGIN_FAILED = "Sign-in failed: the username or password is wrong, or sign-in from this device is paused for a while."
 CLIENT_FAILURES = 5  # the default per (officer, client address) and window
 PARALLEL_GUESSES = 16
 WRONG_GUESS = "a wrong guess, again"

@@ -83,7 +83,9 @@ def reauth_view(request: OfficerRequest) -> HttpResponse:
     if outcome is OtpOutcome.LOCKED:
         # Too many wrong codes from a signed-in session: it may not be the officer's.
         auth_logout(request)
-        messages.error(request, _("Too many wrong codes. You are signed out; the account is locked for a while."))
+        messages.error(
+            request, _("Too many wrong codes. You are signed out; sign-in from this device is paused for a while.")
+        )
         return redirect("backoffice:login")
     if outcome is not OtpOutcome.VERIFIED:
         form.add_error("token", _("That code is not valid. Codes change every 30 seconds and work only once."))

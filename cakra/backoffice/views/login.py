@@ -47,7 +47,7 @@ HTTP_TOO_MANY_REQUESTS = 429
 def _login_failed_text() -> str:
     # One message for unknown user, wrong password, locked and inactive
     # accounts: the page must not tell which usernames exist.
-    return _("Sign-in failed: the username or password is wrong, or the account is locked for a while.")
+    return _("Sign-in failed: the username or password is wrong, or sign-in from this device is paused for a while.")
 
 
 def _rate_limited_text() -> str:
