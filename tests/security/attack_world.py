@@ -5,7 +5,6 @@ objects behind every kind of id a route takes."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import uuid
@@ -15,7 +14,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.core.files.base import ContentFile
 from django.db.models import Max
 from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -25,14 +23,14 @@ from cakra.api.api import api
 from cakra.backoffice.access import officer_session_start
 from cakra.backoffice.models import Officer
 from cakra.backoffice.services import officer_totp_device_create
-from cakra.enforcement.evidence import evidence_derive
-from cakra.enforcement.models import Evidence, Notice, Region, Violation, evidence_storage
+from cakra.enforcement.models import Evidence, Notice, Region, Violation
 from cakra.enforcement.numbers import notice_number_generate
 from cakra.enforcement.services import violation_validate
 from cakra.portal.access import GRANTS_KEY
 from cakra.registry.models import Vehicle
 from cakra.security.sessions import PortalSessionStore, SessionStore
 from tests.factories import OfficerFactory, VehicleFactory, make_violation
+from tests.portal.conftest import add_evidence
 
 CSRF_TOKEN_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -140,24 +138,6 @@ def jpeg_bytes(colour: tuple[int, int, int] = (200, 30, 30), *, comment: bytes =
     return buffer.getvalue()
 
 
-def add_evidence(violation: Violation, *, position: int = 1) -> Evidence:
-    """An evidence row with its original on the private storage and its derivative made by the real service."""
-    original = jpeg_bytes()
-    evidence = Evidence.objects.create(
-        violation=violation,
-        position=position,
-        original=evidence_storage().save(f"tests/{uuid.uuid4()}.jpg", ContentFile(original)),
-        original_sha256=hashlib.sha256(original).hexdigest(),
-        content_type="image/jpeg",
-        size_bytes=len(original),
-        width=80,
-        height=60,
-    )
-    assert evidence_derive(evidence_id=evidence.id)
-    evidence.refresh_from_db()
-    return evidence
-
-
 def sign_in(client: Client, officer: Officer) -> Client:
     """A complete officer session (password and TOTP verified), made by the
     same function the sign-in's last step calls (so it carries the sign-in,
@@ -216,9 +196,9 @@ def region_objects(region: Region, *, plate_prefix: str, tag: str, **violation_f
     admin = OfficerFactory.create(region=region, role=Officer.Role.ADMIN)
     vehicle = VehicleFactory.create(plate=f"{plate_prefix} 1234 {tag}")
     waiting = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-W", **violation_fields)
-    waiting_evidence = add_evidence(waiting)
+    waiting_evidence = add_evidence(waiting, position=1, derived=True)
     issued = make_violation(region=region, vehicle=vehicle, capture_id=f"CAP-{tag}-N", **violation_fields)
-    notice_evidence = add_evidence(issued)
+    notice_evidence = add_evidence(issued, position=1, derived=True)
     notice = violation_validate(officer=validator, violation_id=issued.id)
     return RegionObjects(region, validator, admin, waiting, waiting_evidence, notice, notice_evidence, vehicle)
 
