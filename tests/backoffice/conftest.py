@@ -6,20 +6,23 @@ import io
 import itertools
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.utils import timezone
-from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
 from PIL import Image
 
-from cakra.backoffice.access import REAUTH_AT_KEY, SEEN_AT_KEY, SIGNED_IN_AT_KEY
+from cakra.backoffice.access import officer_session_start
 from cakra.backoffice.models import Officer, OfficerTOTPDevice
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.models import Article, Evidence, Violation
+from cakra.security.sessions import SessionStore
 from tests.factories import OfficerFactory
 
 _capture_ids = itertools.count(1)
@@ -34,7 +37,7 @@ def totp_code(device: OfficerTOTPDevice, *, steps_ahead: int = 0) -> str:
     return f"{totp.token():06d}"
 
 
-def english_client(**kwargs) -> Client:
+def english_client(**kwargs: Any) -> Client:
     # Assertions read English source strings: they hold whether or not the
     # Indonesian catalogue has been compiled.
     return Client(HTTP_ACCEPT_LANGUAGE="en", **kwargs)
@@ -56,16 +59,16 @@ def otp_device(officer):
 
 
 def sign_in(client: Client, officer: Officer, device: OfficerTOTPDevice) -> Client:
-    """A complete session (password and TOTP verified) without the slow hash:
-    what the sign-in flow leaves behind, as tested in test_login.py."""
-    client.force_login(officer)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    now = time.time()
-    session[SIGNED_IN_AT_KEY] = now
-    session[SEEN_AT_KEY] = now
-    session[REAUTH_AT_KEY] = now
-    session.save()
+    """A complete officer session (password and TOTP verified), made by the
+    same function the sign-in's last step calls (so it carries the sign-in,
+    last-seen and re-authentication times the back office checks), without
+    the slow password hash; the browser gets the back office's cookie."""
+    request = RequestFactory().post("/backoffice/login/otp/")
+    request.session = SessionStore()
+    request.user = AnonymousUser()
+    officer_session_start(request, officer=officer, device=device)
+    request.session.save()
+    client.cookies[settings.SESSION_COOKIE_NAME] = request.session.session_key or ""
     return client
 
 

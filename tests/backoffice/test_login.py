@@ -40,7 +40,7 @@ TEST_CLIENT_ADDRESS = "127.0.0.1"  # Django's test client
 def _no_otp_throttle_delay(settings):
     # django-otp adds an exponential delay after a wrong code (1 s, 2 s, ...).
     # It stays on in production; here it would make "wrong code, then right
-    # code" depend on the wall clock. Lockout is tested on our own counter.
+    # code" depend on the wall clock. The throttle is tested on our own counter (`SignInThrottle`).
     settings.OTP_TOTP_THROTTLE_FACTOR = 0
 
 

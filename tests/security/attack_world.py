@@ -5,7 +5,6 @@ objects behind every kind of id a route takes."""
 
 from __future__ import annotations
 
-import io
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,14 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from django.db.models import Max
-from django.test import Client, RequestFactory
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from PIL import Image
 
 from cakra.api.api import api
-from cakra.backoffice.access import officer_session_start
 from cakra.backoffice.models import Officer
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.models import Evidence, Notice, Region, Violation
@@ -28,9 +24,13 @@ from cakra.enforcement.numbers import notice_number_generate
 from cakra.enforcement.services import violation_validate
 from cakra.portal.access import GRANTS_KEY
 from cakra.registry.models import Vehicle
-from cakra.security.sessions import PortalSessionStore, SessionStore
+from tests.backoffice.conftest import english_client
+from tests.backoffice.conftest import sign_in as backoffice_sign_in
 from tests.factories import OfficerFactory, VehicleFactory, make_violation
-from tests.portal.conftest import add_evidence
+from tests.portal.conftest import add_evidence, portal_session
+
+# english_client is the back office tests' own, re-exported for the attack tests.
+__all__ = ["english_client"]
 
 CSRF_TOKEN_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -108,10 +108,6 @@ def api_operations() -> list[ApiOperation]:
     return sorted(found, key=str)
 
 
-def english_client(**kwargs: Any) -> Client:
-    return Client(HTTP_ACCEPT_LANGUAGE="en", **kwargs)
-
-
 def visit(client: Client, method: str, url: str, data: Any = None, **extra: Any) -> Any:
     """``client.<method>(url)`` with a streamed body (evidence images) read and
     closed, so every answer can be compared byte for byte."""
@@ -132,37 +128,14 @@ def csrf_token(response: Any) -> str:
     return match.group(1)
 
 
-def jpeg_bytes(colour: tuple[int, int, int] = (200, 30, 30), *, comment: bytes = b"") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (80, 60), colour).save(buffer, format="JPEG", quality=80, comment=comment)
-    return buffer.getvalue()
-
-
 def sign_in(client: Client, officer: Officer) -> Client:
-    """A complete officer session (password and TOTP verified), made by the
-    same function the sign-in's last step calls (so it carries the sign-in,
-    last-seen and re-authentication times the back office checks), without
-    the slow password hash; the browser gets the back office's cookie."""
-    device = officer_totp_device_create(officer=officer, name="test", confirmed=True)
-    request = RequestFactory().post("/backoffice/login/otp/")
-    request.session = SessionStore()
-    request.user = AnonymousUser()
-    officer_session_start(request, officer=officer, device=device)
-    request.session.save()
-    client.cookies[settings.SESSION_COOKIE_NAME] = request.session.session_key or ""
-    return client
-
-
-def _portal_session(client: Client) -> PortalSessionStore:
-    """The browser's citizen session as the server holds it (the test
-    client's ``session`` is the back office's realm)."""
-    cookie = client.cookies.get(settings.CAKRA_PORTAL_SESSION_COOKIE_NAME)
-    return PortalSessionStore(cookie.value if cookie is not None else None)
+    """A complete officer session with a new authenticator (see the back office tests' ``sign_in``)."""
+    return backoffice_sign_in(client, officer, officer_totp_device_create(officer=officer, name="test", confirmed=True))
 
 
 def grant(client: Client, notice: Notice) -> Client:
     """What a right lookup of ``notice`` leaves in the browser's citizen session."""
-    session = _portal_session(client)
+    session = portal_session(client)
     session[GRANTS_KEY] = {**session.get(GRANTS_KEY, {}), str(notice.id): 2**40}
     session.save()
     client.cookies[settings.CAKRA_PORTAL_SESSION_COOKIE_NAME] = session.session_key or ""
@@ -170,7 +143,7 @@ def grant(client: Client, notice: Notice) -> Client:
 
 
 def portal_grants(client: Client) -> dict[str, int]:
-    grants = _portal_session(client).get(GRANTS_KEY, {})
+    grants = portal_session(client).get(GRANTS_KEY, {})
     assert isinstance(grants, dict)
     return grants
 

@@ -10,7 +10,7 @@ numbers, deep nesting, NaN, duplicate keys, wrong types everywhere).
 Two properties hold for every input: never a 5xx, and a refused request
 (4xx) stores nothing: no violation, evidence row or file, notice, receipt
 or audit event. The one exception is by design: a sign-in attempt that
-fails on a wrong password or code is audited and counts toward the lockout.
+fails on a wrong password or code is audited and counts toward the sign-in throttle.
 
 Examples are bounded and derandomised (the same inputs on every run); the
 rate-limit counters are reset before each example so that the forms

@@ -20,7 +20,6 @@ from cakra.security.models import Session
 from cakra.security.tasks import sessions_expired_purge_task
 from tests.backoffice.conftest import english_client, sign_in, totp_code
 from tests.factories import OFFICER_PASSWORD, OfficerFactory
-from tests.portal.conftest import issued, other_issued  # noqa: F401 - fixtures
 from tests.security.production import production_environment
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +46,7 @@ def with_cookie(name: str, value: str) -> Client:
 # --- Fixation --------------------------------------------------------------------
 
 
-def test_a_planted_session_does_not_receive_the_victims_grant(issued, other_issued):  # noqa: F811
+def test_a_planted_session_does_not_receive_the_victims_grant(issued, other_issued):
     """The attacker opens their own notice, plants that session's id in the
     victim's browser, and waits for the victim to open theirs."""
     cookie = settings.CAKRA_PORTAL_SESSION_COOKIE_NAME
@@ -67,7 +66,7 @@ def test_a_planted_session_does_not_receive_the_victims_grant(issued, other_issu
 # --- Realms ----------------------------------------------------------------------
 
 
-def test_a_portal_session_is_no_session_in_the_back_office(officer, issued):  # noqa: F811
+def test_a_portal_session_is_no_session_in_the_back_office(officer, issued):
     """An officer who also checks a notice in the same browser: the portal's
     cookie, wherever it leaks (a portal page, a proxy log), opens no back-office page."""
     device = officer_totp_device_create(officer=officer, name="test", confirmed=True)
@@ -82,7 +81,7 @@ def test_a_portal_session_is_no_session_in_the_back_office(officer, issued):  # 
     assert stolen.get(QUEUE)["Location"].startswith("/backoffice/login/")
 
 
-def test_an_officer_session_is_no_session_on_the_portal(officer, issued):  # noqa: F811
+def test_an_officer_session_is_no_session_on_the_portal(officer, issued):
     device = officer_totp_device_create(officer=officer, name="test", confirmed=True)
     officer_browser = sign_in(english_client(), officer, device)
     assert lookup(officer_browser, issued.notice.number, "B 1234 XYZ") == 303
@@ -145,7 +144,7 @@ def test_production_cookies_are_host_only_prefixed_and_apart_per_realm(tmp_path)
     assert production["SESSION_COOKIE_AGE"] == 8 * 60 * 60
 
 
-def test_cookies_sent_carry_the_production_attributes(tmp_path, settings, officer, issued):  # noqa: F811
+def test_cookies_sent_carry_the_production_attributes(tmp_path, settings, officer, issued):
     production = production_cookie_settings(tmp_path)
     for name, value in production.items():
         setattr(settings, name, value)
@@ -192,7 +191,7 @@ def session_table_dump() -> list[str]:
     return values
 
 
-def test_no_value_in_a_session_table_dump_opens_the_back_office(officer, issued):  # noqa: F811
+def test_no_value_in_a_session_table_dump_opens_the_back_office(officer, issued):
     device = officer_totp_device_create(officer=officer, name="test", confirmed=True)
     browser = sign_in(english_client(), officer, device)
     assert lookup(browser, issued.notice.number, "B 1234 XYZ") == 303

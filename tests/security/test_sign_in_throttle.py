@@ -17,7 +17,6 @@ from django.urls import reverse
 from cakra.audit.models import AuditEvent
 from cakra.backoffice.access import PENDING_LOGIN_KEY
 from cakra.backoffice.models import Officer, OfficerTOTPDevice
-from cakra.backoffice.services import officer_totp_device_create
 from tests.backoffice.conftest import totp_code
 from tests.factories import OFFICER_PASSWORD
 
@@ -46,11 +45,6 @@ def sign_in(client: Client, officer: Officer, device: OfficerTOTPDevice) -> None
     assert response["Location"] == OTP
     assert client.post(OTP, {"token": totp_code(device)})["Location"] == QUEUE
     assert client.get(QUEUE).status_code == 200
-
-
-@pytest.fixture
-def otp_device(officer):
-    return officer_totp_device_create(officer=officer, name="test", confirmed=True)
 
 
 @pytest.fixture
