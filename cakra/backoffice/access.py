@@ -45,6 +45,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from cakra.backoffice.models import Officer
 from cakra.backoffice.services import officer_can_decide, officer_session_expired_record
 from cakra.security.denials import access_denied_log
+from cakra.security.identifiers import ascii_int_parse
 
 PENDING_LOGIN_KEY = "backoffice_pending_login"
 PENDING_LOGIN_SECONDS = 5 * 60
@@ -99,9 +100,9 @@ def _anonymous_refusal(request: HttpRequest) -> tuple[str, int | None]:
         return "pending_sign_in", pending["officer_id"]
     # A session still naming an officer Django no longer loads: deactivated
     # (ModelBackend refuses inactive users) or removed.
-    session_user = str(request.session.get(SESSION_KEY) or "")
-    if session_user.isdecimal():
-        return "account_unavailable", int(session_user)
+    officer_id = ascii_int_parse(str(request.session.get(SESSION_KEY) or ""))
+    if officer_id is not None:
+        return "account_unavailable", officer_id
     return "anonymous", None
 
 

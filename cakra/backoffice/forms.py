@@ -26,7 +26,7 @@ class LoginForm(forms.Form):
     )
     password = forms.CharField(
         label=_("Password"),
-        max_length=4096,  # bound the work an attacker can ask of the hasher
+        max_length=PASSWORD_MAX_LENGTH,
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )

@@ -1,4 +1,4 @@
-"""Writes on officer accounts: sign-in (password, TOTP), lockout, enrolment, administration.
+"""Writes on officer accounts: sign-in (password, TOTP), throttling, enrolment, administration.
 
 Throttling (:mod:`cakra.backoffice.throttle`): every password, enrolment
 code and TOTP check reserves an attempt for its (officer, client address)
@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from cakra.audit.services import audit_record
 from cakra.backoffice.models import TOTP_SEED_BYTES, Officer, OfficerTOTPDevice, totp_seed_seal
+from cakra.backoffice.selectors import officer_get_by_username
 from cakra.backoffice.throttle import (
     SignInAttempt,
     sign_in_attempt_release,
@@ -356,13 +357,6 @@ def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else ""
 
 
-def _officer_by_username(username: str) -> Officer:
-    officer = Officer.objects.select_related("region").filter(username=username.strip()).first()
-    if officer is None:
-        raise NotFoundError("no officer with this username", field="username")
-    return officer
-
-
 @dataclass(frozen=True)
 class OtpReset:
     devices_removed: int
@@ -375,7 +369,7 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
     sets up an authenticator again at next sign-in (with that code), and
     sessions verified with the old device stop being verified at once
     (django-otp resolves the session's device on every request)."""
-    officer = _officer_by_username(username)
+    officer = officer_get_by_username(username=username)
     removed, _ = OfficerTOTPDevice.objects.filter(user=officer).delete()
     enrolment_code = officer_enrolment_code_issue(officer=officer)
     audit_record(
@@ -394,8 +388,8 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
 def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
     """Forget the officer's failed sign-ins, from every address: throttled
     addresses may try again at once. Returns whether anything was counted."""
-    officer = _officer_by_username(username)
-    was_locked = sign_in_throttle_clear(officer=officer)
+    officer = officer_get_by_username(username=username)
+    had_failures = sign_in_throttle_clear(officer=officer)
     audit_record(
         actor_type="system",
         actor_id=actor_id,
@@ -403,9 +397,9 @@ def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
         object_type="officer",
         object_id=str(officer.pk),
         region_code=_region_code(officer),
-        data={"was_locked": was_locked},
+        data={"was_locked": had_failures},
     )
-    return was_locked
+    return had_failures
 
 
 # --- Session life: password change, deactivation, re-authentication, expiry ----

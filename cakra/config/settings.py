@@ -160,7 +160,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "backoffice:login"
-# Officer sign-in throttling (cakra.backoffice.services). Failed password and
+# Officer sign-in throttling (cakra.backoffice.throttle). Failed password and
 # code checks are counted per (officer, client address): CLIENT_FAILURES in
 # CLIENT_WINDOW_SECONDS and that address is refused for that officer until
 # the window ends. Across all addresses, ACCOUNT_FAILURES in

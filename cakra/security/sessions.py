@@ -39,6 +39,8 @@ from django.utils.cache import patch_vary_headers
 from django.utils.crypto import salted_hmac
 from django.utils.http import http_date
 
+from cakra.security.identifiers import ascii_int_parse
+
 if TYPE_CHECKING:
     from django.db.models import QuerySet
 
@@ -73,7 +75,7 @@ class SessionStore(DatabaseSessionStore):
 
     def _officer_id(self, data: dict[str, Any]) -> int | None:
         raw = data.get(SESSION_KEY)
-        return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+        return ascii_int_parse(raw) if isinstance(raw, str) else None
 
     def get_session_cookie_age(self) -> int:
         return int(settings.SESSION_COOKIE_AGE)

@@ -45,7 +45,7 @@ HTTP_TOO_MANY_REQUESTS = 429
 
 
 def _login_failed_text() -> str:
-    # One message for unknown user, wrong password, locked and inactive
+    # One message for unknown user, wrong password, throttled and inactive
     # accounts: the page must not tell which usernames exist.
     return _("Sign-in failed: the username or password is wrong, or sign-in from this device is paused for a while.")
 

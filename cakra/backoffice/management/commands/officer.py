@@ -35,7 +35,7 @@ from cakra.enforcement.errors import DomainError
 
 
 class Command(BaseCommand):
-    help = "Create officers, reset their authenticator, lift a lockout, deactivate or re-activate them."
+    help = "Create officers, reset their authenticator, forget failed sign-ins, deactivate or re-activate them."
     # Tests pass a StringIO here; on the command line it is sys.stdin.
     stealth_options = ("stdin",)
 
@@ -78,8 +78,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"Removed {reset.devices_removed} authenticator device(s).")
                 self._enrolment_code(reset.enrolment_code)
             elif action == "unlock":
-                was_locked = officer_unlock(username=options["username"])
-                self.stdout.write("Unlocked." if was_locked else "The account was not locked.")
+                had_failures = officer_unlock(username=options["username"])
+                self.stdout.write("Unlocked." if had_failures else "The account was not locked.")
             elif action == "deactivate":
                 officer = officer_get_by_username(username=options["username"])
                 was_active = officer_deactivate(officer=officer, actor_type="system", actor_id="cli")
