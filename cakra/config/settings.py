@@ -203,8 +203,10 @@ CAKRA_OFFICER_REAUTH_SECONDS = int(os.environ.get("CAKRA_OFFICER_REAUTH_SECONDS"
 # Citizens arrive from the link in a notice email: Lax keeps that navigation working.
 CAKRA_PORTAL_SESSION_COOKIE_NAME = f"{_COOKIE_PREFIX}cakra_portal"
 CAKRA_PORTAL_SESSION_COOKIE_SAMESITE = "Lax"
-# A portal session holds only notice grants, which live this long (CAKRA_PORTAL_GRANT_SECONDS).
-CAKRA_PORTAL_SESSION_COOKIE_AGE = int(os.environ.get("CAKRA_PORTAL_GRANT_SECONDS", str(30 * 60)))
+# How long a successful lookup opens its notice to this browser session; a
+# portal session holds only such grants, so it lives as long.
+CAKRA_PORTAL_GRANT_SECONDS = int(os.environ.get("CAKRA_PORTAL_GRANT_SECONDS", str(30 * 60)))
+CAKRA_PORTAL_SESSION_COOKIE_AGE = CAKRA_PORTAL_GRANT_SECONDS
 CSRF_COOKIE_NAME = f"{_COOKIE_PREFIX}csrftoken"
 CSRF_COOKIE_SECURE = SECURE
 CSRF_COOKIE_PATH = "/"
@@ -441,8 +443,7 @@ CAKRA_PORTAL_RATE_LIMITS = {
     "client_daily": (int(os.environ.get("CAKRA_PORTAL_LOOKUPS_PER_DAY", "100")), 86400),
     "number_failures": (int(os.environ.get("CAKRA_PORTAL_FAILURES_PER_NUMBER_HOUR", "10")), 3600),
 }
-# How long a successful lookup opens its notice to this browser session.
-CAKRA_PORTAL_GRANT_SECONDS = int(os.environ.get("CAKRA_PORTAL_GRANT_SECONDS", str(30 * 60)))
+# (CAKRA_PORTAL_GRANT_SECONDS is set with the session cookies above.)
 # The language choice cookie gets the same flags as the session cookie (scanners flag it otherwise).
 LANGUAGE_COOKIE_SECURE = SECURE
 LANGUAGE_COOKIE_HTTPONLY = True
@@ -536,9 +537,9 @@ CAKRA_MAX_BATCH_BYTES = int(os.environ.get("CAKRA_MAX_BATCH_BYTES", str(128 * 10
 # mid-request frees its slot when the lease ends. The defaults leave room
 # for a region's back office sending batches from several threads. Keys can
 # be given their own values by prefix in CAKRA_API_KEY_LIMITS_JSON, e.g.
-# {"ab12cd34": {"RATE_PER_SECOND": 100, "MAX_IN_FLIGHT": 32}}; 0 turns a
-# limit off for that key. Counters live in the shared store (Redis when
-# REDIS_URL is set, the database cache otherwise).
+# {"ab12cd34ef56": {"RATE_PER_SECOND": 100, "MAX_IN_FLIGHT": 32}}; 0 turns a
+# limit off for that key. Counters live in Redis when REDIS_URL is set,
+# otherwise in their own tables (cakra.api.quota).
 CAKRA_API_KEY_LIMITS: dict[str, object] = {
     "RATE_PER_SECOND": float(os.environ.get("CAKRA_API_RATE_PER_SECOND", "50")),
     "BURST": int(os.environ.get("CAKRA_API_BURST", "100")),

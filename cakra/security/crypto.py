@@ -13,10 +13,12 @@ lookup key) of the normalised value, so the database can find "this phone
 number" without holding it in clear and without allowing offline guessing
 from a stolen dump.
 
-Every other keyed function has a key of its own, derived with HKDF-SHA256
-from a secret that does nothing else and a label naming the purpose
-(:func:`purpose_key`): a key learned from one use (or misused by one piece of
-code) gives nothing for another.
+The audit chain and its anchors have keys of their own, derived with
+HKDF-SHA256 from ``CAKRA_AUDIT_KEY`` (which does nothing else) and a label
+naming the purpose (:func:`purpose_key`); session keys and rate-limit
+subjects use Django's labelled ``salted_hmac`` over ``SECRET_KEY``. A key
+learned from one use (or misused by one piece of code) gives nothing for
+another.
 """
 
 from __future__ import annotations

@@ -146,13 +146,13 @@ class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
             return value
         context = self.row_context(model_instance)
         if isinstance(value, Sealed):
-            # Unchanged since loaded: keep the stored ciphertext if it still
-            # opens for this row (a conditional update elsewhere may compare
-            # it), re-seal only when the row's binding changed.
-            plaintext = getattr(model_instance, self.attname)
-            if value.opened_context == context:
-                return Ciphertext(value.token)
-            return Ciphertext(key_ring().encrypt(plaintext, context=context))
+            # Unchanged since loaded: keep the stored ciphertext (a conditional
+            # update elsewhere may compare it). Reading it first proves it opens
+            # for this row: a row whose binding changed (another primary key)
+            # raises DecryptionError instead of saving a value sealed for
+            # another row.
+            getattr(model_instance, self.attname)
+            return Ciphertext(value.token)
         return Ciphertext(key_ring().encrypt(str(value), context=context))
 
     def get_prep_value(self, value: Any) -> Any:

@@ -48,7 +48,7 @@ class RateLimitCounter(models.Model):
     # The scope, the window number and a keyed hash of the subject.
     key = models.CharField(max_length=128, primary_key=True)
     count = models.IntegerField()
-    # Unix seconds at which the window ends; later rows are purged.
+    # Unix seconds at which the window ends; rows past it are purged.
     expires_at = models.BigIntegerField(db_index=True)
 
     def __str__(self) -> str:
