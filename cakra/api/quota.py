@@ -42,19 +42,17 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.http import HttpRequest, HttpResponse
-from redis import RedisError
 
 from cakra.api.errors import RateLimitedError
 from cakra.api.models import ApiKey, ApiKeyLease, ApiKeyLoad
-from cakra.delivery.channels.store import MICROSECONDS, RedisStore, shared_store
+from cakra.delivery.channels.store import MICROSECONDS, STORE_ERRORS, RedisStore, shared_store
 
 logger = structlog.get_logger(__name__)
 
-STORE_ERRORS = (RedisError, DatabaseError, OSError)
 LEASE_ATTRIBUTE = "_cakra_api_key_lease"
 IN_FLIGHT_RETRY_AFTER_SECONDS = 1
 

@@ -43,11 +43,9 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError
-from redis import RedisError
 
 from cakra.delivery.channels.registry import Provider
-from cakra.delivery.channels.store import shared_store
+from cakra.delivery.channels.store import STORE_ERRORS, shared_store
 
 logger = structlog.get_logger(__name__)
 
@@ -57,7 +55,6 @@ RATE_LIMIT_DEFAULTS: dict[str, float] = {
     "DEFAULT_HOLD_SECONDS": 30.0,  # a throttling answer that names no retry-after
     "STORE_DOWN_WAIT_SECONDS": 5.0,
 }
-STORE_ERRORS = (RedisError, DatabaseError, OSError)
 MAX_SLEEP_JITTER_SECONDS = 0.02
 
 

@@ -52,8 +52,8 @@ _MESSAGE_COLUMNS = (
 )
 # What the two encrypted values are bound to (cakra.security.fields): the
 # contact point's (owner, kind, value hash); the notice's id is in _SEND_COLUMNS.
-_BINDING_COLUMNS = ("contact_point__owner_id", "contact_point__kind", "contact_point__value_hash")
 _RECIPIENT_FIELD = ContactPoint._meta.get_field("value")  # noqa: SLF001 - Django's documented Options API
+_BINDING_COLUMNS = tuple(f"contact_point__{name}" for name in _RECIPIENT_FIELD.bound_to)
 _CODE_FIELD = Notice._meta.get_field("verification_code")  # noqa: SLF001
 
 

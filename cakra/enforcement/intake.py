@@ -212,7 +212,7 @@ def _as_replay(*, existing: Violation, payload_hash: str) -> IntakeResult:
 
 
 def _replay(*, region_id: int, capture_id: str, payload_hash: str) -> IntakeResult | None:
-    existing = Violation.objects.filter(region_id=region_id, capture_id=capture_id).first()
+    existing = Violation.objects.select_related("article").filter(region_id=region_id, capture_id=capture_id).first()
     if existing is None:
         return None
     return _as_replay(existing=existing, payload_hash=payload_hash)

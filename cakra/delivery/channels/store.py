@@ -38,12 +38,14 @@ import redis
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 
 KEY_PREFIX = "cakra:dispatch:"
 REDIS_CACHE_BACKEND = "django.core.cache.backends.redis.RedisCache"
 REDIS_TIMEOUT_SECONDS = 2.0
 MICROSECONDS = 1_000_000
+# What a store that cannot be reached raises, on either backend.
+STORE_ERRORS = (redis.RedisError, DatabaseError, OSError)
 
 # GCRA ("virtual scheduling"): the bucket is the theoretical arrival time
 # (TAT) of the next token; a request is allowed while TAT - now stays within
