@@ -10,18 +10,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger, SafeAtoms
 
 from cakra.config.access_log import request_text_mask
 
 
-# gunicorn ships no type information: its Logger is Any to mypy.
+# gunicorn ships no type information: its classes are Any to mypy.
+class MaskingAtoms(SafeAtoms):  # type: ignore[misc]
+    """gunicorn's access-log atoms, each masked as the format reads it: only
+    the atoms a format names cost a pass of the mask (gunicorn builds one for
+    every request and response header and environ entry), and an atom an
+    operator adds to the format is masked all the same."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        return request_text_mask(value) if isinstance(value, str) else value
+
+
 class MaskingGunicornLogger(Logger):  # type: ignore[misc]
     """gunicorn's logger, with every request-derived atom of the access log masked."""
 
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
-        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        return {key: request_text_mask(value) if isinstance(value, str) else value for key, value in atoms.items()}
+    atoms_wrapper_class = MaskingAtoms
 
 
 logger_class = MaskingGunicornLogger
