@@ -41,7 +41,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from cakra.audit.services import audit_record
@@ -150,9 +150,15 @@ def retention_due_counts(*, now: datetime | None = None) -> RetentionCounts:
     now = now or timezone.now()
     counts = RetentionCounts()
     for rule in RULES:
-        ids = list(_due(rule=rule, now=now).values_list("pk", flat=True))
-        counts.violations[rule] = len(ids)
-        counts.evidence_files += len(_evidence_files(ids))
+        # A subquery, not a list of ids: a backlog after a long outage can be
+        # larger than a query may bind parameters.
+        due = _due(rule=rule, now=now).order_by()
+        ids = due.values("pk")
+        counts.violations[rule] = due.count()
+        files = Evidence.objects.filter(violation_id__in=ids).aggregate(
+            originals=Count("pk", filter=~Q(original="")), derivatives=Count("pk", filter=~Q(derivative=""))
+        )
+        counts.evidence_files += files["originals"] + files["derivatives"]
         counts.notices += Notice.objects.filter(violation_id__in=ids).count()
         counts.deliveries += Delivery.objects.filter(notice__violation_id__in=ids, contact_point__isnull=False).count()
         counts.receipts += (
