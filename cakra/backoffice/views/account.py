@@ -14,13 +14,8 @@ from django.views.decorators.http import require_http_methods
 from cakra.backoffice.access import OfficerRequest, officer_reauth_mark, officer_required, safe_next_url
 from cakra.backoffice.forms import PasswordChangeForm, ReauthForm
 from cakra.backoffice.services import OtpOutcome, officer_password_change, officer_reauthenticate
-from cakra.backoffice.views.login import HTTP_TOO_MANY_REQUESTS, LOGIN_RATE_LIMIT
-from cakra.security.ratelimit import client_address, hit
-
-
-def _rate_limited_text() -> str:
-    # Password and code attempts here share the sign-in limit per address.
-    return _("Too many sign-in attempts from this address. Wait 15 minutes and try again.")
+from cakra.backoffice.views.login import sign_in_form_refused
+from cakra.security.ratelimit import client_address
 
 
 @require_http_methods(["GET", "POST"])
@@ -31,19 +26,17 @@ def password_change_view(request: OfficerRequest) -> HttpResponse:
     form = PasswordChangeForm(officer, request.POST or None)
     if request.method == "GET":
         return render(request, template, {"form": form})
-    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
-        form.is_valid()
-        form.add_error(None, _rate_limited_text())
-        return render(request, template, {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
-    if not form.is_valid():
-        return render(request, template, {"form": form}, status=400)
+    client = client_address(request)
+    refused = sign_in_form_refused(request, client=client, form=form, template=template, context={"form": form})
+    if refused is not None:
+        return refused
     try:
         changed = officer_password_change(
             officer=officer,
             current_password=form.cleaned_data["current_password"],
             new_password=form.cleaned_data["new_password1"],
             keep_session_key=request.session.session_key or "",
-            client=client_address(request),
+            client=client,
         )
     except ValidationError as exc:
         form.add_error("new_password2", exc)
@@ -67,18 +60,16 @@ def reauth_view(request: OfficerRequest) -> HttpResponse:
     form = ReauthForm(request.POST or None, initial={"next": safe_next_url(request, request.GET.get("next", ""))})
     if request.method == "GET":
         return render(request, template, {"form": form})
-    if not hit(LOGIN_RATE_LIMIT, client_address(request)):
-        form.is_valid()
-        form.add_error(None, _rate_limited_text())
-        return render(request, template, {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
-    if not form.is_valid():
-        return render(request, template, {"form": form}, status=400)
+    client = client_address(request)
+    refused = sign_in_form_refused(request, client=client, form=form, template=template, context={"form": form})
+    if refused is not None:
+        return refused
     device = getattr(officer, "otp_device", None)
     outcome = officer_reauthenticate(
         officer=officer,
         device_id=device.persistent_id if device is not None else "",
         token=form.cleaned_data["token"],
-        client=client_address(request),
+        client=client,
     )
     if outcome is OtpOutcome.LOCKED:
         # Too many wrong codes from a signed-in session: it may not be the officer's.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from base64 import b32encode
 
 import segno
+from django import forms
 from django.contrib import messages
 from django.contrib.auth import logout as auth_logout
 from django.http import HttpRequest, HttpResponse
@@ -54,6 +55,21 @@ def _rate_limited_text() -> str:
     return _("Too many sign-in attempts from this address. Wait 15 minutes and try again.")
 
 
+def sign_in_form_refused(
+    request: HttpRequest, *, client: str, form: forms.Form, template: str, context: dict[str, object]
+) -> HttpResponse | None:
+    """The answer to a sign-in form (password, code, re-authentication,
+    password change) when this address is over the sign-in limit (429) or
+    the form is invalid (400); None when the check may go on."""
+    if not hit(LOGIN_RATE_LIMIT, client):
+        form.is_valid()
+        form.add_error(None, _rate_limited_text())
+        return render(request, template, context, status=HTTP_TOO_MANY_REQUESTS)
+    if not form.is_valid():
+        return render(request, template, context, status=400)
+    return None
+
+
 @require_http_methods(["GET", "POST"])
 def login_view(request: HttpRequest) -> HttpResponse:
     if verified_officer(request) is not None:
@@ -63,12 +79,11 @@ def login_view(request: HttpRequest) -> HttpResponse:
         return render(request, "backoffice/login.html", {"form": form})
     form = LoginForm(request.POST)
     client = client_address(request)
-    if not hit(LOGIN_RATE_LIMIT, client):
-        form.is_valid()
-        form.add_error(None, _rate_limited_text())
-        return render(request, "backoffice/login.html", {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
-    if not form.is_valid():
-        return render(request, "backoffice/login.html", {"form": form}, status=400)
+    refused = sign_in_form_refused(
+        request, client=client, form=form, template="backoffice/login.html", context={"form": form}
+    )
+    if refused is not None:
+        return refused
     officer = officer_password_check(
         username=form.cleaned_data["username"], password=form.cleaned_data["password"], client=client
     )
@@ -153,12 +168,9 @@ def _enrolment_code_submit(
     request: HttpRequest, *, officer: Officer, form: EnrolmentCodeForm, template: str
 ) -> HttpResponse:
     client = client_address(request)
-    if not hit(LOGIN_RATE_LIMIT, client):
-        form.is_valid()
-        form.add_error(None, _rate_limited_text())
-        return render(request, template, {"form": form}, status=HTTP_TOO_MANY_REQUESTS)
-    if not form.is_valid():
-        return render(request, template, {"form": form}, status=400)
+    refused = sign_in_form_refused(request, client=client, form=form, template=template, context={"form": form})
+    if refused is not None:
+        return refused
     result = officer_enrolment_code_check(officer=officer, code=form.cleaned_data["code"], client=client)
     if result.outcome is OtpOutcome.LOCKED:
         pending_login_clear(request)
@@ -182,12 +194,9 @@ def _otp_submit(
     context: dict[str, object],
 ) -> HttpResponse:
     client = client_address(request)
-    if not hit(LOGIN_RATE_LIMIT, client):
-        form.is_valid()
-        form.add_error(None, _rate_limited_text())
-        return render(request, template, context, status=HTTP_TOO_MANY_REQUESTS)
-    if not form.is_valid():
-        return render(request, template, context, status=400)
+    refused = sign_in_form_refused(request, client=client, form=form, template=template, context=context)
+    if refused is not None:
+        return refused
     result = officer_otp_verify(
         officer=officer, device_id=pending.device_id, token=form.cleaned_data["token"], client=client
     )
