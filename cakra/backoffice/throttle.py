@@ -160,10 +160,19 @@ def sign_in_failure_record(*, attempt: SignInAttempt) -> SignInFailure:
     alert_raised = bool(
         account.filter(attempts__gte=policy.account_failures, alerted_at__isnull=True).update(alerted_at=now)
     )
-    client_throttled = SignInThrottle.objects.filter(
-        officer_id=attempt.officer_id, client_key=attempt.client_key, attempts__gte=policy.client_failures
-    ).exists() or _account_over_limit_and_client_failed(
-        officer_id=attempt.officer_id, client_key=attempt.client_key, policy=policy, now=now
+    # This address has just failed (last_failed_at is now), so it is refused
+    # when its own count is full or the account is over its limit: one query.
+    client_throttled = (
+        SignInThrottle.objects.filter(officer_id=attempt.officer_id)
+        .filter(
+            Q(client_key=attempt.client_key, attempts__gte=policy.client_failures)
+            | Q(
+                client_key=SignInThrottle.ACCOUNT_KEY,
+                window_started_at__gt=now - policy.account_window,
+                attempts__gte=policy.account_failures,
+            )
+        )
+        .exists()
     )
     return SignInFailure(client_throttled=client_throttled, alert_raised=alert_raised)
 
