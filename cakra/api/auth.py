@@ -22,12 +22,11 @@ from datetime import timedelta
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
-from cakra.api.errors import RateLimitedError
 from cakra.api.models import ApiKey
 from cakra.api.quota import api_key_request_admit
 from cakra.api.services import TOKEN_PREFIX, apikey_authenticate, apikey_touch
 from cakra.security.denials import access_denied_log
-from cakra.security.ratelimit import Limit, client_address, hit
+from cakra.security.ratelimit import AUTH_FAILURE_MESSAGE, Limit, RateLimitedError, client_address, hit
 
 # Tokens carry 256 random bits, so this is not about guessing one: it stops a
 # client from hammering the key lookup and makes scanners stand out.
@@ -53,7 +52,7 @@ class ApiKeyAuth(HttpBearer):
             # Missing, malformed, wrong and revoked keys count alike and get the same 401.
             _refusal_log(request, header=header, presented=presented)
             if not hit(AUTH_FAILURE_LIMIT, client_address(request)):
-                raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
+                raise RateLimitedError(wait=AUTH_FAILURE_LIMIT.seconds, message=AUTH_FAILURE_MESSAGE)
             return None
         # Every authenticated route, the bulk batch route included, passes
         # here before its body is read or any work is done.

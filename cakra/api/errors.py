@@ -22,19 +22,13 @@ from cakra.api.body import UnsupportedMediaTypeError
 from cakra.api.schemas import ErrorDetailOut, ErrorOut, FieldErrorOut
 from cakra.enforcement.errors import ConflictError, DomainError, NotFoundError
 from cakra.enforcement.evidence import EvidenceError
+from cakra.security.ratelimit import RateLimitedError
 
 logger = structlog.get_logger(__name__)
 
 # The whole response for an unknown, malformed or another region's id: one
 # constant, so the answers cannot differ by a byte.
 NOT_FOUND_MESSAGE = "not found"
-
-
-class RateLimitedError(Exception):
-    def __init__(self, *, retry_after: int, message: str = "too many failed authentications; wait and retry") -> None:
-        super().__init__("too many requests")
-        self.retry_after = retry_after
-        self.message = message
 
 
 def error_body(*, code: str, message: str, field: str = "", fields: list[FieldErrorOut] | None = None) -> Any:
@@ -140,7 +134,7 @@ def _on_http_error(request: HttpRequest, exc: HttpError, *, api: NinjaAPI) -> Ht
 def _on_rate_limited(request: HttpRequest, exc: RateLimitedError, *, api: NinjaAPI) -> HttpResponse:
     body = error_body(code="rate_limited", message=exc.message)
     response = _respond(api, request, 429, body)
-    response["Retry-After"] = str(exc.retry_after)
+    response["Retry-After"] = exc.retry_after_header
     return response
 
 

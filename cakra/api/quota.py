@@ -33,7 +33,6 @@ intake must not stop with the cache.
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -47,9 +46,9 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.http import HttpRequest, HttpResponse
 
-from cakra.api.errors import RateLimitedError
 from cakra.api.models import ApiKey, ApiKeyLease, ApiKeyLoad
 from cakra.delivery.channels.store import MICROSECONDS, STORE_ERRORS, RedisStore, shared_store
+from cakra.security.ratelimit import RateLimitedError
 
 logger = structlog.get_logger(__name__)
 
@@ -90,9 +89,7 @@ def api_key_quota(*, key: ApiKey) -> ApiKeyQuota:
 def _refused(*, key: ApiKey, limit: str, retry_after: float) -> RateLimitedError:
     # Ids only: the prefix names the key, never its secret.
     logger.info("api.key_rate_limited", api_key=key.prefix, limit=limit)
-    return RateLimitedError(
-        retry_after=max(1, math.ceil(retry_after)), message=f"this API key is over its {limit} quota; retry later"
-    )
+    return RateLimitedError(wait=retry_after, message=f"this API key is over its {limit} quota; retry later")
 
 
 def _now_us() -> int:

@@ -57,13 +57,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, field_va
 from pydantic import ValidationError as PydanticValidationError
 
 from cakra.api.body import json_content_type_check, strict_json_loads
-from cakra.api.errors import RateLimitedError, error_body
+from cakra.api.errors import error_body
 from cakra.api.schemas import ApiOutput, ErrorOut, iso_datetime_parse
 from cakra.delivery.models import DeliveryReceipt
-from cakra.delivery.receipts import ReceiptReport, ReceiptResult, delivery_record_receipts
+from cakra.delivery.receipts import ReceiptReport, ReceiptResult, receipts_record
 from cakra.security.denials import access_denied_log
 from cakra.security.identifiers import ascii_int_parse
-from cakra.security.ratelimit import Limit, client_address, hit
+from cakra.security.ratelimit import AUTH_FAILURE_MESSAGE, Limit, RateLimitedError, client_address, hit
 
 logger = structlog.get_logger(__name__)
 
@@ -287,7 +287,7 @@ def _error(status: int, *, code: str, message: str, field: str = "") -> HttpResp
 
 def _refuse(request: HttpRequest, *, reason: str, provider: str) -> HttpResponse:
     if not hit(AUTH_FAILURE_LIMIT, client_address(request)):
-        raise RateLimitedError(retry_after=AUTH_FAILURE_LIMIT.seconds)
+        raise RateLimitedError(wait=AUTH_FAILURE_LIMIT.seconds, message=AUTH_FAILURE_MESSAGE)
     access_denied_log(request=request, surface="receipt_webhook", reason=reason, provider=provider)
     return _error(401, code="unauthorized", message=UNAUTHORIZED_MESSAGE)
 
@@ -353,7 +353,7 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
         return _refuse(request, reason=problem, provider=provider if known else "(unknown)")
     json_content_type_check(request)
     events = _parse(body)
-    outcomes = delivery_record_receipts(
+    outcomes = receipts_record(
         provider=config["PROVIDER"],
         reports=[
             ReceiptReport(

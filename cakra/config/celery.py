@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import django
 from celery import Celery
 from celery.signals import beat_init, task_postrun, task_prerun, worker_init
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections
+
+from cakra.config.production import deploy_checks_enforce
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cakra.config.settings")
 
@@ -27,8 +33,6 @@ def _database_connections_checked(*, task: Any = None, **kwargs: Any) -> None:
         # Run in the caller's process (tests, CELERY_TASK_ALWAYS_EAGER): the
         # caller's connection and transaction are not the task's to close.
         return
-    from django.db import close_old_connections
-
     close_old_connections()
 
 
@@ -41,14 +45,8 @@ def _production_deploy_checks(**kwargs: Any) -> None:
     SystemExit, not the ImproperlyConfigured itself: Celery logs and swallows
     what a signal receiver raises, and the worker would start regardless.
     """
-    import django
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
     if not settings.PRODUCTION:
         return
-    from cakra.config.production import deploy_checks_enforce
-
     django.setup()  # the checks need the apps; Celery's own set-up may run after this receiver
     try:
         deploy_checks_enforce()

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from django.core import checks
 from django.core.checks.security.base import SECRET_KEY_INSECURE_PREFIX, SECRET_KEY_MIN_LENGTH
 from django.core.exceptions import ImproperlyConfigured
 
@@ -150,8 +151,6 @@ def deploy_checks_enforce() -> None:
     Called once per production process before it serves or consumes
     anything: ``cakra check --deploy`` is the same list, for the operator.
     """
-    from django.core import checks
-
     serious = [
         message
         for message in checks.run_checks(include_deployment_checks=True)

@@ -16,13 +16,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.core.exceptions import ImproperlyConfigured
 
 
 def _generate_dev_secrets() -> dict[str, Any]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     dkim_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     dkim_pem = dkim_key.private_bytes(
         serialization.Encoding.PEM,
@@ -42,9 +42,6 @@ def _dev_audit_key(stored: dict[str, str]) -> str:
     # A dev-secrets.json written before the audit key existed: derived from
     # that file's SECRET_KEY (HKDF, a label of its own) rather than written
     # back, so that every process of `make run` agrees without a race.
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"cakra/dev-audit-key/v1").derive(
         stored["SECRET_KEY"].encode()
     )

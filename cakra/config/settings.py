@@ -7,6 +7,8 @@ and names every secret and server in the environment (see docs/operations.md).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -463,9 +465,6 @@ CSRF_FAILURE_VIEW = "cakra.portal.views.csrf_failure"
 # SECRET_KEY (kept in dev-secrets.json), so the web and sink processes agree
 # with no set-up.
 def _receipt_secret(env_name: str, label: str) -> str:
-    import hashlib
-    import hmac
-
     if os.environ.get(env_name):
         return os.environ[env_name]
     if PRODUCTION:

@@ -7,7 +7,8 @@ class DeliveryConfig(AppConfig):
     label = "delivery"
 
     def ready(self) -> None:
-        from cakra.delivery.checks import providers_check, receipt_webhooks_check
+        # The checks read models' choices, which need the app registry ready.
+        from cakra.delivery.checks import providers_check, receipt_webhooks_check  # noqa: PLC0415
 
         checks.register(providers_check, "cakra")
         checks.register(receipt_webhooks_check, "cakra")

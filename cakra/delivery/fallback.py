@@ -13,8 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from cakra.audit.services import audit_record
+from cakra.delivery.dispatch import deliveries_enqueue_on_commit
 from cakra.delivery.models import Delivery
-from cakra.delivery.services import delivery_enqueue_on_commit
 
 
 def delivery_fallback_advance(*, delivery: Delivery, reason: str) -> Delivery | None:
@@ -63,5 +63,5 @@ def delivery_fallback_advance(*, delivery: Delivery, reason: str) -> Delivery | 
             "reason": reason,
         },
     )
-    delivery_enqueue_on_commit(delivery=following)
+    deliveries_enqueue_on_commit(triggers=[(str(following.id), following.channel)])
     return following

@@ -56,6 +56,11 @@ class Delivery(models.Model):
     provider = models.CharField(max_length=32, blank=True)
     provider_reference = models.CharField(max_length=128, blank=True)  # indexed in Meta (no LIKE index)
     attempt_count = models.PositiveSmallIntegerField(default=0)
+    # The provider's reference, written the moment it accepted the message and
+    # before the next message of the batch is started: a worker killed before
+    # recording the batch leaves this behind, and the next claim records the
+    # delivery as sent instead of sending it again (cakra.delivery.sending).
+    accepted_reference = models.CharField(max_length=128, blank=True, default="")
     last_error = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -84,6 +89,7 @@ class DeliveryAttempt(models.Model):
         THROTTLED = "throttled", "Throttled"
         PERMANENT = "permanent", "Permanent error"
         DUPLICATE = "duplicate", "Duplicate"
+        RECOVERED = "recovered", "Accepted before a crash; recorded, not sent again"
 
     # No index of its own: (delivery, number) is unique, so indexed, and leads with it.
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False)

@@ -17,7 +17,7 @@ charged an attempt**:
   extra broker traffic;
 - a longer wait raises :class:`RateLimitedError` before the claim, so the
   delivery keeps its status, and the task publishes itself again after the
-  wait (:mod:`cakra.delivery.tasks`), without counting a retry.
+  wait (:mod:`cakra.delivery.sending` publishes it through :mod:`cakra.delivery.dispatch`), without counting a retry.
 
 When a provider answers "slow down" (:class:`ThrottledProviderError`), the
 whole identity is held for the ``retry_after`` it asked (capped at
@@ -46,6 +46,7 @@ from django.conf import settings
 
 from cakra.delivery.channels.registry import Provider
 from cakra.delivery.channels.store import STORE_ERRORS, shared_store
+from cakra.security.ratelimit import RateLimitedError
 
 logger = structlog.get_logger(__name__)
 
@@ -56,15 +57,8 @@ RATE_LIMIT_DEFAULTS: dict[str, float] = {
     "STORE_DOWN_WAIT_SECONDS": 5.0,
 }
 MAX_SLEEP_JITTER_SECONDS = 0.02
-
-
-class RateLimitedError(Exception):
-    """No token for this sender identity for ``wait`` seconds: send later."""
-
-    def __init__(self, *, identity: str, wait: float) -> None:
-        super().__init__(f"sender identity {identity} is rate-limited for {wait:.3f}s")
-        self.identity = identity
-        self.wait = wait
+RATE_LIMITED_MESSAGE = "the sender identity has no token now"
+STORE_DOWN_MESSAGE = "the rate-limit store is unavailable"
 
 
 def rate_limit_policy() -> dict[str, float]:
@@ -107,11 +101,13 @@ def sender_token_acquire(provider: Provider, *, patience: float | None = None, c
             logger.warning(
                 "rate_limit_store_unavailable", sender_identity=provider.sender_identity, error=type(exc).__name__
             )
-            raise RateLimitedError(identity=provider.sender_identity, wait=policy["STORE_DOWN_WAIT_SECONDS"]) from None
+            raise RateLimitedError(
+                wait=policy["STORE_DOWN_WAIT_SECONDS"], subject=provider.sender_identity, message=STORE_DOWN_MESSAGE
+            ) from None
         if wait <= 0:
             return
         if time.monotonic() + wait > deadline:
-            raise RateLimitedError(identity=provider.sender_identity, wait=wait)
+            raise RateLimitedError(wait=wait, subject=provider.sender_identity, message=RATE_LIMITED_MESSAGE)
         # A little jitter (up to one emission interval, at most 20 ms) so that
         # the processes refused together do not all come back in the same instant.
         jitter = random.uniform(0, min(1 / provider.rate_per_second, MAX_SLEEP_JITTER_SECONDS))  # noqa: S311

@@ -1,8 +1,7 @@
 """Receipts: what providers report about deliveries after accepting them.
 
-One entry point, :func:`delivery_record_receipt` (and its batch form
-:func:`delivery_record_receipts`, for webhooks that post many), for every channel's
-receipts (email event webhooks, WhatsApp status webhooks, SMPP
+One entry point, :func:`receipts_record` (a provider's batch; a single
+receipt is a batch of one), for every channel's receipts (email event webhooks, WhatsApp status webhooks, SMPP
 ``deliver_sm``, postal tracking). It is idempotent and safe against the
 ways receipts really arrive:
 
@@ -117,34 +116,7 @@ class ReceiptReport:
 BATCH_CHUNK = 250
 
 
-def delivery_record_receipt(
-    *,
-    provider: str,
-    provider_reference: str,
-    event: str,
-    occurred_at: datetime,
-    event_id: str,
-    detail: str = "",
-) -> ReceiptOutcome:
-    """Record one receipt and apply it to the delivery it is about.
-
-    ``provider`` is the provider name deliveries carry (``Delivery.provider``),
-    ``provider_reference`` the reference it returned when it accepted the
-    message, ``event`` one of ``DeliveryReceipt.Event``, ``event_id`` the
-    provider's unique id of this report. Raises ValueError on an unknown
-    event or a naive ``occurred_at`` (a programming error, not provider input).
-    """
-    report = ReceiptReport(
-        provider_reference=provider_reference,
-        event=event,
-        occurred_at=occurred_at,
-        event_id=event_id,
-        detail=detail,
-    )
-    return delivery_record_receipts(provider=provider, reports=[report])[0]
-
-
-def delivery_record_receipts(*, provider: str, reports: list[ReceiptReport]) -> list[ReceiptOutcome]:
+def receipts_record(*, provider: str, reports: list[ReceiptReport]) -> list[ReceiptOutcome]:
     """Record a provider's batch of receipts; one outcome per report, in order.
 
     Inside a caller's transaction each chunk is a savepoint, so a duplicate
@@ -168,10 +140,10 @@ def delivery_record_receipts(*, provider: str, reports: list[ReceiptReport]) -> 
         # line about what did not happen.
         for report, outcome in zip(chunk, recorded, strict=True):
             if outcome.result == ReceiptResult.UNKNOWN_REFERENCE:
-                logger.info("delivery_receipt_unknown_reference", provider=provider, event_id=report.event_id)
+                logger.info("delivery.receipt_unknown_reference", provider=provider, event_id=report.event_id)
             elif outcome.status == Delivery.Status.FAILED_PERMANENT and outcome.result == ReceiptResult.APPLIED:
                 logger.info(
-                    "delivery_receipt_failed",
+                    "delivery.receipt_failed",
                     provider=provider,
                     event_id=report.event_id,
                     delivery_id=outcome.delivery_id,

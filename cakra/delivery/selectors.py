@@ -30,6 +30,7 @@ _SEND_COLUMNS = (
     "channel",
     "step",
     "attempt_count",
+    "accepted_reference",
     "contact_point__value",
     "notice__region__code",
     "notice__region__email_from_address",
@@ -98,6 +99,7 @@ class DeliveryForSend:
     channel: str
     step: int
     attempt_count: int
+    accepted_reference: str  # set when an earlier, interrupted attempt was accepted
     recipient: str  # the contact point's value, decrypted
     region_code: str
     email_from_address: str
@@ -125,6 +127,7 @@ def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[DeliveryForS
         channel,
         step,
         attempt_count,
+        accepted_reference,
         recipient,
         region_code,
         from_address,
@@ -143,6 +146,7 @@ def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[DeliveryForS
             channel=channel,
             step=step,
             attempt_count=attempt_count,
+            accepted_reference=accepted_reference,
             recipient=_RECIPIENT_FIELD.open_value(
                 recipient, bound_values=(contact_owner_id, contact_kind, contact_value_hash)
             ),

@@ -4,11 +4,12 @@ A task carries a batch of delivery ids (ids only: the database holds the
 rest). :func:`deliveries_send` sends them in chunks, and for each chunk the
 order matters, each step says why:
 
-1. **Route and take tokens.** The channel's provider now, and one token of
-   its sender identity's rate limit per delivery, all in one take. If the
+1. **Route and take tokens.** The channel's provider now
+   (:func:`cakra.delivery.routing.provider_choose`), and one token of its
+   sender identity's rate limit per delivery, all in one take. If the
    tokens are too far away nothing has been claimed: the chunk and the rest
-   of the batch are handed back (``SendReport.deferred``) for the task to
-   publish again after the wait, without charging an attempt.
+   of the batch are handed back (``SendReport.deferred``) to be published
+   again after the wait, without charging an attempt.
 2. **Claim** with one conditional ``UPDATE … RETURNING`` (pending or
    failed_temporary → sending, attempt count + 1). Two workers holding the
    same ids, or a batch delivered twice, cannot both send one delivery: each
@@ -16,104 +17,71 @@ order matters, each step says why:
 3. **Load and render** with no transaction open: one query for the chunk.
 4. **Call the provider** with no transaction open: one adapter call for the
    chunk (:meth:`ChannelAdapter.send_many`; one SMTP session for all of it).
-   The adapter stops at the first throttling or unreachable answer; the
-   messages after it are *released* (back to the status they had, the
-   attempt not charged) and published again after the backoff.
-5. **Record** every outcome of the chunk in one transaction: one insert of
-   attempts, one conditional ``UPDATE`` per resulting status (each row's
-   own reference or error in a ``CASE``), the notices moving from issued to
-   notified on their first successful delivery, and one audit append.
-   Deliveries that failed for good hand their notice to the next channel
-   (fallback) in the same transaction.
-
-A retryable failure leaves the delivery ``failed_temporary`` and asks for a
-retry (``SendReport.retries``, grouped by attempt count, which sets the
-backoff); the task publishes them. The attempt count lives in the database,
-so a delivery whose retries came by the sweeper or by a redelivered message
-still stops after ``MAX_ATTEMPTS``: on that attempt a retryable failure is
-recorded as permanent, and no delivery waits silently in
-``failed_temporary`` for a retry that will never come.
+   Each message the provider accepts is noted on its delivery at once
+   (``accepted_reference``, one small statement committed before the next
+   message starts), so a worker killed mid-chunk leaves behind what the
+   provider already has: the delivery's next claim records it as sent
+   (outcome ``recovered``) instead of sending it again. At most the message
+   in flight at the moment of the crash is in doubt. The adapter stops at
+   the first throttling or unreachable answer; the messages after it are
+   *released* (back to the status they had, the attempt not charged) and
+   published again after the backoff.
+5. **Record** every outcome of the chunk in one transaction
+   (:mod:`cakra.delivery.outcomes`).
 
 A worker killed between claim and record leaves its chunk in ``sending``:
-that window is the stuck-delivery sweeper's to close (it re-queues
-deliveries ``sending`` for too long; the Message-ID derived from the
-delivery id lets receivers fold a resulting duplicate).
+that window is the stuck-delivery sweeper's to close (it gives the lease
+back after ``SENDING_LEASE_SECONDS`` and publishes the deliveries again).
+
+:func:`deliveries_send_and_schedule` is what the send task calls: it sends,
+then publishes the retries and rate-limit deferrals with their countdowns
+(:mod:`cakra.delivery.dispatch`).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, CharField, Exists, F, OuterRef, Value, When
+from django.db import DatabaseError, connection
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from cakra.audit.services import AuditEntry, audit_record_many
-from cakra.db import rows_insert, update_returning_pks
-from cakra.delivery.channels import Provider, provider_adapter
-from cakra.delivery.channels.base import (
-    BATCH_HALTING_ERRORS,
-    DuplicateProviderError,
-    OutboundMessage,
-    RetryableProviderError,
-    SendResult,
-    ThrottledProviderError,
-    exception_site,
+from cakra.db import update_returning_pks
+from cakra.delivery.channels import Provider, adapter_for_provider
+from cakra.delivery.channels.base import OutboundMessage, RetryableProviderError, SendResult, exception_site
+from cakra.delivery.dispatch import (
+    SendBatch,
+    defer_countdown,
+    deliveries_publish,
+    publishing_inline,
+    retry_countdown,
+    send_batch_size,
 )
-from cakra.delivery.channels.routing import deliveries_route, delivery_route_outcome
-from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.messages import outbound_message_build
-from cakra.delivery.models import Delivery, DeliveryAttempt
-from cakra.delivery.ratelimit import RateLimitedError, sender_batch_limit, sender_token_acquire
+from cakra.delivery.models import Delivery
+from cakra.delivery.outcomes import RetryGroup, deliveries_record_outcomes, retry_after_of
+from cakra.delivery.ratelimit import sender_batch_limit, sender_token_acquire
+from cakra.delivery.routing import provider_answer_record, provider_choose
 from cakra.delivery.selectors import DeliveryForSend, deliveries_get_for_send
-from cakra.delivery.states import delivery_transition_many
 from cakra.enforcement.models import Notice
+from cakra.security.ratelimit import RateLimitedError
 
 logger = structlog.get_logger(__name__)
 
 SENDABLE_STATUSES = (Delivery.Status.PENDING, Delivery.Status.FAILED_TEMPORARY)
-_SENDING = frozenset({Delivery.Status.SENDING})
-MAX_ERROR_LENGTH = 200
-# Attempts per delivery: the first and eight retries.
-MAX_ATTEMPTS = 9
-# Deliveries per chunk when settings do not say (CAKRA_SEND_BATCH): enough to
-# spread a commit, an audit append and a session over many messages, few
-# enough that a chunk is sent in well under a second.
-DEFAULT_SEND_BATCH = 100
-
-
-class RetryLaterError(Exception):
-    """The send failed for a reason that may pass; it should be tried again."""
-
-    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class RetryGroup:
-    """Deliveries of one channel to send again after one backoff: ``retries``
-    tries have failed already (it sets the countdown), and the provider may
-    have asked to wait ``retry_after`` seconds."""
-
-    channel: str
-    delivery_ids: list[str]
-    retries: int
-    retry_after: float | None = None
-    detail: str = ""
 
 
 @dataclass(slots=True)
 class SendReport:
-    """What one call of :func:`deliveries_send` did, for the task to act on."""
+    """What one call of :func:`deliveries_send` did, for the caller to act on."""
 
     outcomes: Counter[str] = field(default_factory=Counter)  # attempt outcomes, plus "released"
     skipped: int = 0  # not sendable (sent already, being sent, cancelled notice, unknown)
@@ -121,10 +89,6 @@ class SendReport:
     # (channel, ids) handed back before anything was claimed (rate limit), and the wait.
     deferred: list[tuple[str, list[str]]] = field(default_factory=list)
     deferred_wait: float = 0.0
-
-
-def send_batch_size() -> int:
-    return max(1, int(getattr(settings, "CAKRA_SEND_BATCH", DEFAULT_SEND_BATCH)))
 
 
 def send_time_budget() -> float:
@@ -140,10 +104,45 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
         yield chunk
 
 
-def deliveries_send(*, delivery_ids: Sequence[str], final_attempt: bool = False) -> SendReport:
+def deliveries_send_and_schedule(
+    *, delivery_ids: Sequence[str], queue: str = "", sleep: Callable[[float], None] = time.sleep
+) -> SendReport:
+    """Send a batch, then publish what must be sent again later: the send task's service.
+
+    Retries and rate-limit waits become new send messages with their
+    countdown (back to ``queue``, the queue the batch came from, unless
+    empty), never a Celery retry: one batch holds deliveries at different
+    attempts, and the count that decides the last try is each delivery's
+    own, in the database. When tasks run inline (eager mode) there is no
+    broker to hold a countdown, so they are sent again here at once; only a
+    rate-limit wait is slept (``sleep``). Returns the report of the last send.
+    """
+    pending = list(delivery_ids)
+    while True:
+        report = deliveries_send(delivery_ids=pending)
+        wait = defer_countdown(wait=report.deferred_wait) if report.deferred else 0.0
+        later: list[SendBatch] = [
+            (
+                group.channel,
+                group.delivery_ids,
+                retry_countdown(retries=group.retries - 1, retry_after=group.retry_after),
+            )
+            for group in report.retries
+        ]
+        later += [(channel, ids, wait) for channel, ids in report.deferred]
+        if not later:
+            return report
+        if not publishing_inline():
+            deliveries_publish([(queue or channel, ids, countdown) for channel, ids, countdown in later])
+            return report
+        sleep(wait)
+        pending = [delivery_id for _, ids, _ in later for delivery_id in ids]
+
+
+def deliveries_send(*, delivery_ids: Sequence[str]) -> SendReport:
     """Send a batch of deliveries. Idempotent: a delivery that is not pending
     or failed_temporary (already sent, being sent, planned, cancelled notice)
-    is left alone. ``final_attempt`` records any failure as permanent.
+    is left alone.
 
     Must not be called inside a transaction: the provider calls would run in it.
     """
@@ -165,7 +164,7 @@ def deliveries_send(*, delivery_ids: Sequence[str], final_attempt: bool = False)
         # Retries failed on one provider together: another one, when there is
         # a healthy one, gets them.
         failed_on = Counter(p for _, status, p in members if status == Delivery.Status.FAILED_TEMPORARY and p)
-        provider = deliveries_route(channel=channel, failed_on=failed_on.most_common(1)[0][0] if failed_on else "")
+        provider = provider_choose(channel, avoid=failed_on.most_common(1)[0][0] if failed_on else "")
         size = send_batch_size()
         if provider.name:  # a real provider: no more than one take of its rate limit
             size = min(size, sender_batch_limit(provider))
@@ -182,20 +181,8 @@ def deliveries_send(*, delivery_ids: Sequence[str], final_attempt: bool = False)
                         report.deferred.append((later_provider.channel, [str(pk) for pk in rest]))
                 report.deferred_wait = exc.wait
                 break
-        _send_chunk(provider=provider, delivery_ids=chunk, final_attempt=final_attempt, report=report)
+        _send_chunk(provider=provider, delivery_ids=chunk, report=report)
     return report
-
-
-def delivery_send(*, delivery_id: str, final_attempt: bool = False) -> None:
-    """Send one delivery (a batch of one). Raises RetryLaterError when it
-    should be tried again, and RateLimitedError (before claiming anything)
-    when its sender identity's rate limit says to come back later."""
-    report = deliveries_send(delivery_ids=[delivery_id], final_attempt=final_attempt)
-    if report.deferred:
-        raise RateLimitedError(identity="", wait=report.deferred_wait)
-    if report.retries:
-        group = report.retries[0]
-        raise RetryLaterError(group.detail, retry_after=group.retry_after)
 
 
 def deliveries_claim(*, delivery_ids: Sequence[Any]) -> list[Any]:
@@ -224,7 +211,7 @@ def deliveries_claim(*, delivery_ids: Sequence[Any]) -> list[Any]:
     return [pk for pk in delivery_ids if pk in won]
 
 
-def _send_chunk(*, provider: Provider, delivery_ids: list[Any], final_attempt: bool, report: SendReport) -> None:
+def _send_chunk(*, provider: Provider, delivery_ids: list[Any], report: SendReport) -> None:
     claimed = deliveries_claim(delivery_ids=delivery_ids)
     report.skipped += len(delivery_ids) - len(claimed)
     if not claimed:
@@ -232,14 +219,15 @@ def _send_chunk(*, provider: Provider, delivery_ids: list[Any], final_attempt: b
     deliveries = deliveries_get_for_send(delivery_ids=claimed)
     results, released = deliveries_attempt(deliveries, provider=provider)
     for result in results.values():
-        delivery_route_outcome(provider=provider, outcome=result.outcome, retry_after=_retry_after(result))
+        if not result.recovered:
+            provider_answer_record(provider=provider, outcome=result.outcome, retry_after=retry_after_of(result))
     recorded = deliveries_record_outcomes(
-        deliveries=deliveries, results=results, released=released, provider=provider.name, final_attempt=final_attempt
+        deliveries=deliveries, results=results, released=released, provider=provider.name
     )
     report.outcomes.update(recorded.outcomes)
     report.retries.extend(recorded.retries)
     logger.info(
-        "delivery_batch_recorded",
+        "delivery.batch_recorded",
         channel=deliveries[0].channel,
         provider=provider.name,
         claimed=len(claimed),
@@ -250,10 +238,6 @@ def _send_chunk(*, provider: Provider, delivery_ids: list[Any], final_attempt: b
     )
 
 
-def _retry_after(result: SendResult) -> float | None:
-    return result.error.retry_after if isinstance(result.error, ThrottledProviderError) else None
-
-
 def deliveries_attempt(
     deliveries: Sequence[DeliveryForSend], *, provider: Provider
 ) -> tuple[dict[Any, SendResult], list[DeliveryForSend]]:
@@ -261,20 +245,32 @@ def deliveries_attempt(
 
     Returns each attempted delivery's result, and the deliveries not
     attempted because the provider stopped the batch (throttled, unreachable).
-    A message that cannot be rendered, or a provider whose adapter cannot be
-    built, gives a retryable failure of its own: a delivery never stays in
-    ``sending`` because of a bug or a configuration error.
+    A delivery an interrupted attempt already got accepted is not sent again:
+    its result is the noted reference, marked ``recovered``. A message that
+    cannot be rendered, or a provider whose adapter cannot be built, gives a
+    retryable failure of its own: a delivery never stays in ``sending``
+    because of a bug or a configuration error.
     """
     results: dict[Any, SendResult] = {}
+    to_send: list[DeliveryForSend] = []
+    for delivery in deliveries:
+        if delivery.accepted_reference:
+            results[delivery.pk] = SendResult(
+                started_at=timezone.now(), duration_ms=0, reference=delivery.accepted_reference, recovered=True
+            )
+        else:
+            to_send.append(delivery)
+    if not to_send:
+        return results, []
     try:
-        adapter = provider_adapter(provider.name)
+        adapter = adapter_for_provider(provider.name)
     except Exception as exc:  # noqa: BLE001 - configuration failed after the claim
-        for delivery in deliveries:
+        for delivery in to_send:
             results[delivery.pk] = _internal_failure(exc, delivery=delivery)
         return results, []
     messages: list[OutboundMessage] = []
     rendered: list[DeliveryForSend] = []
-    for delivery in deliveries:
+    for delivery in to_send:
         try:
             messages.append(outbound_message_build(delivery=delivery))
         except Exception as exc:  # noqa: BLE001 - a rendering bug must end as a recorded attempt
@@ -287,256 +283,65 @@ def deliveries_attempt(
     # timeout to answer, and a transaction held across that wait would hold
     # row locks (on SQLite, the database's single write lock) and a
     # connection from the pool for every message in flight.
-    answered = adapter.send_many(messages, deadline=time.monotonic() + send_time_budget())
+    answered = adapter.send_many(
+        messages, deadline=time.monotonic() + send_time_budget(), on_accepted=delivery_accepted_note
+    )
     for delivery, result in zip(rendered, answered, strict=False):
         results[delivery.pk] = result
     return results, rendered[len(answered) :]
+
+
+# PostgreSQL: the note is committed without waiting for its WAL flush (only
+# this statement's transaction; both statements go in one round trip, which
+# Django's client-side parameter binding allows). A worker killed after it
+# returns cannot lose it: the server has it. Only a crash of the database
+# server itself could drop the last notes, and the worst case then is the one
+# without notes: a message sent twice, never one lost.
+_NOTE_POSTGRESQL = "SET LOCAL synchronous_commit = off; {update}"
+_NOTE = "UPDATE {table} SET {column} = %s WHERE {pk} = %s AND {column} = ''"
+_NOTE_ATTEMPTS = 2
+
+
+_DELIVERY = Delivery._meta  # noqa: SLF001 - Django's documented Options API
+
+
+def _note_sql() -> str:
+    quote = connection.ops.quote_name
+    update = _NOTE.format(
+        table=quote(str(_DELIVERY.db_table)),
+        column=quote(str(_DELIVERY.get_field("accepted_reference").column)),
+        pk=quote(str(_DELIVERY.pk.column)),
+    )
+    return _NOTE_POSTGRESQL.format(update=update) if connection.vendor == "postgresql" else update
+
+
+def delivery_accepted_note(message: OutboundMessage, reference: str) -> None:
+    """Note on the delivery, before the next message is sent, that the
+    provider accepted it (see step 4 above). Outside any transaction: the
+    note must be durable on its own, whatever becomes of the chunk.
+
+    A broken connection (the database restarted, the connection was
+    terminated) is replaced once; if the note still cannot be written the
+    error stops the batch, and the deliveries are left to the sweeper.
+    """
+    pk = _DELIVERY.pk.get_db_prep_value(uuid.UUID(message.reference), connection)
+    params = [reference or message.reference, pk]
+    for attempt in range(1, _NOTE_ATTEMPTS + 1):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_note_sql(), params)
+        except DatabaseError:
+            if attempt == _NOTE_ATTEMPTS or connection.in_atomic_block:
+                raise
+            logger.warning("delivery.accepted_note_reconnect", delivery_id=message.reference)
+            connection.close()
+        else:
+            return
 
 
 def _internal_failure(exc: Exception, *, delivery: DeliveryForSend) -> SendResult:
     # Recorded like a retryable provider failure; only the type is kept (the
     # text may quote data), and not logger.exception for the same reason.
     error = f"internal {type(exc).__name__}"
-    logger.error("delivery_attempt_crashed", delivery_id=delivery.reference, error=error, site=exception_site(exc))
+    logger.error("delivery.attempt_crashed", delivery_id=delivery.reference, error=error, site=exception_site(exc))
     return SendResult(started_at=timezone.now(), duration_ms=0, error=RetryableProviderError(error))
-
-
-@dataclass(slots=True)
-class RecordedOutcomes:
-    outcomes: Counter[str] = field(default_factory=Counter)
-    retries: list[RetryGroup] = field(default_factory=list)
-    # Delivery id -> its new status; missing when it had left "sending" meanwhile.
-    statuses: dict[str, str] = field(default_factory=dict)
-
-
-def _new_status(outcome: str, *, final: bool) -> str:
-    if outcome in {DeliveryAttempt.Outcome.SENT, DeliveryAttempt.Outcome.DUPLICATE}:
-        return Delivery.Status.SENT
-    if outcome == DeliveryAttempt.Outcome.PERMANENT or final:
-        return Delivery.Status.FAILED_PERMANENT
-    return Delivery.Status.FAILED_TEMPORARY
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    delivery: DeliveryForSend
-    outcome: str
-    status: str
-    reference: str
-    error: str
-    result: SendResult
-
-
-@transaction.atomic
-def deliveries_record_outcomes(
-    *,
-    deliveries: Sequence[DeliveryForSend],
-    results: dict[Any, SendResult],
-    released: Sequence[DeliveryForSend] = (),
-    provider: str,
-    final_attempt: bool = False,
-) -> RecordedOutcomes:
-    """Write a chunk's attempts, new statuses, notices' progress and audit
-    events together; hand back the ``released`` deliveries unsent (their
-    attempt not charged). A delivery that left ``sending`` meanwhile (the
-    sweeper took its lease back) keeps only its attempt row."""
-    now = timezone.now()
-    recorded = RecordedOutcomes()
-    rows = _rows(deliveries, results, final_attempt=final_attempt)
-    # One statement (one JSON document on PostgreSQL).
-    rows_insert(
-        [
-            DeliveryAttempt(
-                delivery_id=row.delivery.pk,
-                number=row.delivery.attempt_count,
-                provider=provider,
-                started_at=row.result.started_at,
-                duration_ms=row.result.duration_ms,
-                outcome=row.outcome,
-                provider_reference=row.reference,
-                error=row.error,
-            )
-            for row in rows
-        ]
-    )
-    applied = _statuses_apply(rows, provider=provider, now=now)
-    released_ids = _release(released, now=now)
-    entries: list[AuditEntry] = []
-    sent_notices: dict[Any, DeliveryForSend] = {}
-    failed_for_good: list[_Row] = []
-    for row in rows:
-        delivery = row.delivery
-        recorded.outcomes[row.outcome] += 1
-        if delivery.pk not in applied:
-            logger.warning("delivery_outcome_not_applied", delivery_id=delivery.reference, outcome=row.outcome)
-            continue
-        recorded.statuses[delivery.reference] = row.status
-        entries.append(_outcome_entry(row, provider=provider))
-        if row.status == Delivery.Status.SENT:
-            sent_notices.setdefault(delivery.notice_id, delivery)
-        elif row.status == Delivery.Status.FAILED_PERMANENT:
-            failed_for_good.append(row)
-    entries.extend(_notified_entries(sent_notices))
-    # One audit append for every event of the chunk.
-    audit_record_many(entries)
-    if failed_for_good:
-        _fallbacks_advance(failed_for_good)
-    recorded.outcomes["released"] += len(released_ids)
-    recorded.retries = _retry_groups(rows, recorded.statuses, released=[d for d in released if d.pk in released_ids])
-    return recorded
-
-
-def _fallbacks_advance(rows: Sequence[_Row]) -> None:
-    """Hand each notice whose delivery failed for good to its next channel.
-
-    The fallback service works on model instances (it also serves receipts
-    and the sweeper): they are read here, with the notice and region it
-    reads, in one query, only for the chunks that have such a failure.
-    """
-    loaded = Delivery.objects.select_related("notice__region").in_bulk([row.delivery.pk for row in rows])
-    for row in rows:
-        delivery = loaded[row.delivery.pk]
-        # What this transaction has just written, whatever the read returned.
-        delivery.status = Delivery.Status.FAILED_PERMANENT
-        delivery_fallback_advance(delivery=delivery, reason=f"{row.outcome}: {row.error}"[:MAX_ERROR_LENGTH])
-
-
-def _rows(deliveries: Sequence[DeliveryForSend], results: dict[Any, SendResult], *, final_attempt: bool) -> list[_Row]:
-    rows: list[_Row] = []
-    for delivery in deliveries:
-        result = results.get(delivery.pk)
-        if result is None:
-            continue
-        outcome = result.outcome  # the error's own outcome ("duplicate" for DuplicateProviderError)
-        final = final_attempt or delivery.attempt_count >= MAX_ATTEMPTS
-        reference = result.reference
-        if isinstance(result.error, DuplicateProviderError):
-            reference = result.error.provider_reference
-        error = result.error.detail[:MAX_ERROR_LENGTH] if result.error is not None else ""
-        rows.append(_Row(delivery, outcome, _new_status(outcome, final=final), reference, error, result))
-    return rows
-
-
-def _statuses_apply(rows: Sequence[_Row], *, provider: str, now: datetime) -> set[Any]:
-    """One conditional UPDATE per resulting status (each row's own reference
-    or error, the provider and time once); returns the deliveries changed,
-    those still ``sending``."""
-    applied: set[Any] = set()
-    for status, group in itertools.groupby(sorted(rows, key=lambda row: row.status), key=lambda row: row.status):
-        changes: dict[Any, dict[str, Any]]
-        if status == Delivery.Status.SENT:
-            changes = {row.delivery.pk: {"provider_reference": row.reference} for row in group}
-            common = {"provider": provider, "last_error": "", "sent_at": now}
-        else:
-            changes = {row.delivery.pk: {"last_error": row.error} for row in group}
-            common = {"provider": provider}
-        applied |= delivery_transition_many(from_states=_SENDING, to=status, changes=changes, common=common)
-    return applied
-
-
-def _release(deliveries: Sequence[DeliveryForSend], *, now: datetime) -> set[Any]:
-    """Give claimed but unattempted deliveries back: the status they had
-    before the claim (a retry stays a retry), the attempt count as it was."""
-    if not deliveries:
-        return set()
-    # Loaded after the claim: a count above one means an earlier attempt
-    # failed, so the delivery was waiting for its retry.
-    was_retry = [d.pk for d in deliveries if d.attempt_count > 1]
-    return set(
-        update_returning_pks(
-            Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=Delivery.Status.SENDING),
-            status=Case(
-                When(pk__in=was_retry, then=Value(Delivery.Status.FAILED_TEMPORARY)),
-                default=Value(Delivery.Status.PENDING),
-                output_field=CharField(),
-            ),
-            attempt_count=F("attempt_count") - 1,
-            updated_at=now,
-        )
-    )
-
-
-def _outcome_entry(row: _Row, *, provider: str) -> AuditEntry:
-    delivery = row.delivery
-    sent = row.status == Delivery.Status.SENT
-    data: dict[str, object] = {
-        "notice": delivery.notice_reference,
-        "channel": delivery.channel,
-        "attempt": delivery.attempt_count,
-        "provider": provider,
-        "outcome": row.outcome,
-        "status": row.status,
-    }
-    if sent:
-        data["provider_reference"] = row.reference
-    else:
-        data |= {"error": row.error, "final": row.status == Delivery.Status.FAILED_PERMANENT}
-    return AuditEntry(
-        actor_type="system",
-        action="delivery.sent" if sent else "delivery.failed",
-        object_type="delivery",
-        object_id=delivery.reference,
-        region_code=delivery.region_code,
-        data=data,
-    )
-
-
-def _notified_entries(sent_notices: dict[Any, DeliveryForSend]) -> list[AuditEntry]:
-    """Notices moving from issued to notified on their first accepted message."""
-    if not sent_notices:
-        return []
-    moved = update_returning_pks(
-        Notice.objects.filter(pk__in=list(sent_notices), status=Notice.Status.ISSUED), status=Notice.Status.NOTIFIED
-    )
-    entries = []
-    for notice_id in moved:
-        delivery = sent_notices[notice_id]
-        entries.append(
-            AuditEntry(
-                actor_type="system",
-                action="notice.notified",
-                object_type="notice",
-                object_id=delivery.notice_reference,
-                region_code=delivery.region_code,
-                data={"delivery": delivery.reference, "channel": delivery.channel},
-            )
-        )
-    return entries
-
-
-def _retry_groups(
-    rows: Sequence[_Row], statuses: dict[str, str], *, released: Sequence[DeliveryForSend]
-) -> list[RetryGroup]:
-    """Deliveries to try again, grouped by how many tries failed (their
-    backoff). Released deliveries go with the failure that stopped the batch."""
-    groups: dict[tuple[str, int], list[_Row]] = defaultdict(list)
-    halting: _Row | None = None
-    for row in rows:
-        if statuses.get(row.delivery.reference) != Delivery.Status.FAILED_TEMPORARY:
-            continue
-        groups[(row.delivery.channel, row.delivery.attempt_count)].append(row)
-        if isinstance(row.result.error, BATCH_HALTING_ERRORS):
-            halting = row
-    retries = []
-    for (channel, attempts), members in groups.items():
-        ids = [row.delivery.reference for row in members]
-        retry_after = max((_retry_after(row.result) or 0.0 for row in members), default=0.0) or None
-        if halting is not None and halting in members:
-            ids += [delivery.reference for delivery in released]
-            released = ()
-        retries.append(RetryGroup(channel, ids, retries=attempts, retry_after=retry_after, detail=members[0].error))
-    if released:
-        # The failure that stopped the batch was final (or not applied): the
-        # released deliveries still wait for the provider's backoff.
-        stopped = next((row for row in rows if isinstance(row.result.error, BATCH_HALTING_ERRORS)), None)
-        retry_after = _retry_after(stopped.result) if stopped is not None else None
-        retries.append(
-            RetryGroup(
-                released[0].channel,
-                [delivery.reference for delivery in released],
-                retries=1,
-                retry_after=retry_after,
-                detail=stopped.error if stopped is not None else "released",
-            )
-        )
-    return retries

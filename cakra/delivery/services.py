@@ -1,6 +1,7 @@
 """Writes on deliveries: the plans of new notices, and their first triggers.
 
-Sending lives in cakra.delivery.sending; tasks only call services.
+Sending lives in :mod:`cakra.delivery.sending`, recording its outcomes in
+:mod:`cakra.delivery.outcomes`; publishing in :mod:`cakra.delivery.dispatch`.
 """
 
 from __future__ import annotations
@@ -10,65 +11,15 @@ from uuid import UUID
 
 import structlog
 from django.conf import settings
-from django.db import transaction
 
 from cakra.audit.services import AuditEntry, audit_record_many
 from cakra.db import rows_insert
+from cakra.delivery.dispatch import deliveries_enqueue_on_commit
 from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
 from cakra.enforcement.models import Notice
 from cakra.registry.models import ContactPoint
 
 logger = structlog.get_logger(__name__)
-
-
-# A send message to publish: (queue, delivery ids, countdown in seconds).
-SendBatch = tuple[str, list[str], float]
-
-
-def deliveries_batched(triggers: Sequence[tuple[str, str]]) -> list[SendBatch]:
-    """(delivery id, channel) pairs as send messages to publish at once: one
-    per channel and ``CAKRA_SEND_BATCH`` deliveries, on the channel's queue."""
-    from cakra.delivery.sending import send_batch_size  # sending imports fallback, which imports us
-
-    by_channel: dict[str, list[str]] = {}
-    for delivery_id, channel in triggers:
-        by_channel.setdefault(channel, []).append(delivery_id)
-    size = send_batch_size()
-    return [
-        (channel, ids[start : start + size], 0.0)
-        for channel, ids in by_channel.items()
-        for start in range(0, len(ids), size)
-    ]
-
-
-def deliveries_publish(batches: Sequence[SendBatch]) -> None:
-    """Publish send messages (ids only) on one broker connection. A broker
-    failure is raised; nothing is lost by it: the deliveries wait in pending
-    or failed_temporary, where the sweeper finds them after its lease."""
-    if not batches:
-        return
-    from cakra.delivery.tasks import delivery_send_batch_task  # tasks import services: import late
-
-    with delivery_send_batch_task.app.producer_or_acquire() as producer:
-        for queue, ids, countdown in batches:
-            if not countdown:  # now: no ETA header for the worker to hold the message on
-                delivery_send_batch_task.apply_async(args=(ids,), queue=queue, producer=producer)
-                continue
-            delivery_send_batch_task.apply_async(args=(ids,), queue=queue, countdown=countdown, producer=producer)
-            logger.info("delivery_send_later", queue=queue, deliveries=len(ids), countdown=round(countdown, 3))
-
-
-def delivery_enqueue_many_on_commit(*, deliveries: Sequence[Delivery]) -> None:
-    """Trigger the sends after the surrounding transaction commits (ids only,
-    in batches per channel)."""
-    if not deliveries:
-        return
-    triggers = [(str(delivery.id), delivery.channel) for delivery in deliveries]
-    transaction.on_commit(lambda: deliveries_publish(deliveries_batched(triggers)))
-
-
-def delivery_enqueue_on_commit(*, delivery: Delivery) -> None:
-    delivery_enqueue_many_on_commit(deliveries=[delivery])
 
 
 def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[AuditEntry] = ()) -> list[Delivery]:
@@ -124,5 +75,5 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
         )
     rows_insert(deliveries)
     audit_record_many(entries)
-    delivery_enqueue_many_on_commit(deliveries=first_steps)
+    deliveries_enqueue_on_commit(triggers=[(str(delivery.id), delivery.channel) for delivery in first_steps])
     return deliveries

@@ -1,6 +1,7 @@
 """The sweeper: the database is the truth, a queue message only a trigger.
 
-Two scheduled services (Celery beat runs them through ``cakra.delivery.tasks``):
+Two scheduled services (Celery beat runs them through ``cakra.delivery.tasks``;
+their triggers are published through :mod:`cakra.delivery.dispatch`):
 
 :func:`delivery_sweep_stuck` finds deliveries whose trigger was lost and sends
 the trigger again:
@@ -46,8 +47,7 @@ second finds the first one's rows already touched.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,9 +57,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from kombu.exceptions import ChannelError
 
 from cakra.audit.services import audit_record
+from cakra.delivery.dispatch import (
+    RETRY_BACKOFF_MAX_SECONDS,
+    channel_backlogs,
+    deliveries_batched,
+    deliveries_publish,
+)
 from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.models import Channel, Delivery
 from cakra.enforcement.models import Notice, Region
@@ -88,8 +93,6 @@ class SweeperSettings:
 
     @classmethod
     def load(cls) -> SweeperSettings:
-        from cakra.delivery.tasks import RETRY_BACKOFF_MAX_SECONDS  # tasks import this module: import late
-
         options: Mapping[str, Any] = settings.CAKRA_SWEEPER
         return cls(
             pending_lease=timedelta(seconds=float(options["PENDING_LEASE_SECONDS"])),
@@ -136,7 +139,6 @@ def _requeue_on_commit(rows: list[tuple[str, str]]) -> None:
     A broker failure loses nothing: the rows were touched, not sent, and the
     next sweep after the lease finds them again.
     """
-    from cakra.delivery.services import deliveries_batched, deliveries_publish  # services import fallback
 
     def publish() -> None:
         try:
@@ -144,7 +146,7 @@ def _requeue_on_commit(rows: list[tuple[str, str]]) -> None:
         except Exception as exc:  # noqa: BLE001 - any broker failure: the next sweep retries
             # The error's type only: broker errors may quote the broker URL.
             logger.error(  # noqa: TRY400 - see above: no traceback
-                "delivery_sweep_publish_failed", total=len(rows), error=type(exc).__name__
+                "delivery.sweep_publish_failed", total=len(rows), error=type(exc).__name__
             )
 
     if rows:
@@ -236,43 +238,6 @@ def _expire_sending_leases(*, older_than: datetime, now: datetime, batch_size: i
         if len(ids) < size:
             break
     return done
-
-
-def channel_backlogs(channels: Iterable[str]) -> dict[str, int | None]:
-    """Messages waiting (not yet taken by a worker) in each channel's queue.
-
-    None when the broker cannot tell (unreachable): the sweep then proceeds
-    as if there were no backlog, since a duplicate trigger is harmless and a
-    lost one is not. A queue that does not exist holds nothing.
-    """
-    from cakra.delivery.tasks import delivery_send_batch_task  # tasks import this module: import late
-
-    names = sorted(set(channels))
-    backlogs: dict[str, int | None] = dict.fromkeys(names)
-    if not names:
-        return backlogs
-    try:
-        with delivery_send_batch_task.app.connection_for_read() as broker:
-            broker.ensure_connection(max_retries=1)
-            for name in names:
-                # A channel of its own per queue: on AMQP a passive declare of
-                # a missing queue closes the channel it was sent on.
-                channel: Any = broker.channel()
-                try:
-                    backlogs[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
-                except ChannelError:  # NOT_FOUND: nobody declared the queue, nothing waits in it
-                    backlogs[name] = 0
-                finally:
-                    _close_quietly(channel.close)
-    except Exception as exc:  # noqa: BLE001 - the broker is unreachable: the backlog is unknown
-        logger.warning("delivery_sweep_backlog_unknown", error=type(exc).__name__)
-    return backlogs
-
-
-def _close_quietly(close: Callable[[], object]) -> None:
-    # After a NOT_FOUND the broker has closed the channel already.
-    with contextlib.suppress(Exception):
-        close()
 
 
 def delivery_sweep_stuck(*, now: datetime | None = None) -> StuckSweepReport:

@@ -6,5 +6,6 @@ class SecurityConfig(AppConfig):
     label = "security"
 
     def ready(self) -> None:
-        # Registers the deploy checks (the decorator runs on import).
-        from cakra.security import proxy_checks  # noqa: F401
+        # The deploy checks register themselves on import, which must wait for
+        # the app registry (Django's documented place is ready()).
+        from cakra.security import proxy_checks  # noqa: F401, PLC0415

@@ -37,12 +37,6 @@ class Session(AbstractBaseSession):
     class Meta(AbstractBaseSession.Meta):
         db_table = "security_session"
 
-    @classmethod
-    def get_session_store_class(cls) -> type:
-        from cakra.security.sessions import SessionStore
-
-        return SessionStore
-
 
 class RateLimitCounter(models.Model):
     # The scope, the window number and a keyed hash of the subject.

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import math
 import time
 from dataclasses import dataclass
 
@@ -72,6 +73,31 @@ if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) >
 end
 return 0
 """
+
+
+AUTH_FAILURE_MESSAGE = "too many failed authentications; wait and retry"
+
+
+class RateLimitedError(Exception):
+    """Refused by a limit for ``wait`` seconds: come back after it.
+
+    The one error every limiter raises (API keys, failed authentications, a
+    sender identity's tokens); the API answers it as 429 with Retry-After,
+    the sending service as a batch handed back for later. ``message`` is
+    safe to show the client; ``subject`` names what was limited (a sender
+    identity), never a secret.
+    """
+
+    def __init__(self, *, wait: float, message: str = "too many requests; wait and retry", subject: str = "") -> None:
+        super().__init__(message)
+        self.wait = wait
+        self.message = message
+        self.subject = subject
+
+    @property
+    def retry_after_header(self) -> str:
+        """Whole seconds, at least one (HTTP's Retry-After has no fractions)."""
+        return str(max(1, math.ceil(self.wait)))
 
 
 @dataclass(frozen=True)

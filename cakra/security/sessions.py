@@ -40,11 +40,10 @@ from django.utils.crypto import salted_hmac
 from django.utils.http import http_date
 
 from cakra.security.identifiers import ascii_int_parse
+from cakra.security.models import Session
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
-
-    from cakra.security.models import Session
 
 SameSite = Literal["Lax", "Strict"]
 
@@ -63,8 +62,6 @@ class SessionStore(DatabaseSessionStore):
 
     @classmethod
     def get_model_class(cls) -> type[Session]:
-        from cakra.security.models import Session
-
         return Session
 
     def _rows(self) -> QuerySet[Session]:

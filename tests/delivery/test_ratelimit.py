@@ -16,10 +16,11 @@ from cakra.config.celery import app as celery_app
 from cakra.delivery.channels.registry import Provider
 from cakra.delivery.channels.store import CacheStore, RedisStore, shared_store
 from cakra.delivery.models import Delivery
-from cakra.delivery.ratelimit import RateLimitedError, sender_back_off, sender_token_acquire
+from cakra.delivery.ratelimit import sender_back_off, sender_token_acquire
 from cakra.delivery.sending import RetryLaterError, delivery_send
 from cakra.delivery.tasks import DEFER_JITTER_MAX_SECONDS, defer_countdown, delivery_send_batch_task, delivery_send_task
 from cakra.registry.models import ContactPoint
+from cakra.security.ratelimit import RateLimitedError
 
 SMTP = "cakra.delivery.channels.email.SmtpEmailAdapter"
 

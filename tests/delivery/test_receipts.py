@@ -20,8 +20,8 @@ from cakra.delivery.receipts import (
     RECEIPT_FIELDS,
     ReceiptReport,
     ReceiptResult,
-    delivery_record_receipt,
-    delivery_record_receipts,
+    ReceiptReport,
+    receipts_record,
     receipt_detail_clean,
 )
 from cakra.delivery.sending import delivery_send
@@ -45,14 +45,18 @@ def _as_sent(delivery, *, status=S.SENT, reference=REFERENCE):
 
 
 def _receipt(event, *, event_id=None, occurred_at=None, reference=REFERENCE, provider=PROVIDER, detail=""):
-    return delivery_record_receipt(
+    return receipts_record(
         provider=provider,
-        provider_reference=reference,
-        event=event,
-        occurred_at=occurred_at or timezone.now(),
-        event_id=event_id or f"evt-{event}-{time.monotonic_ns()}",
-        detail=detail,
-    )
+        reports=[
+            ReceiptReport(
+                provider_reference=reference,
+                event=event,
+                occurred_at=occurred_at or timezone.now(),
+                event_id=event_id or f"evt-{event}-{time.monotonic_ns()}",
+                detail=detail,
+            )
+        ],
+    )[0]
 
 
 def _status(delivery):
@@ -394,7 +398,7 @@ def test_a_duplicate_in_a_batch_does_not_undo_its_neighbours(delivery):
         ReceiptReport(provider_reference=REFERENCE, event="read", occurred_at=now, event_id="b-3"),
     ]
 
-    outcomes = delivery_record_receipts(provider=PROVIDER, reports=reports)
+    outcomes = receipts_record(provider=PROVIDER, reports=reports)
 
     assert [o.result for o in outcomes] == [APPLIED, ReceiptResult.DUPLICATE, ReceiptResult.UNKNOWN_REFERENCE, APPLIED]
     assert _status(delivery) == S.READ
@@ -417,8 +421,8 @@ def test_references_and_event_ids_are_matched_exactly_whatever_their_characters(
         ReceiptReport(provider_reference=odd[:-1], event="delivered", occurred_at=now, event_id="e-3"),
     ]
 
-    first = delivery_record_receipts(provider=PROVIDER, reports=reports)
-    again = delivery_record_receipts(provider=PROVIDER, reports=reports)
+    first = receipts_record(provider=PROVIDER, reports=reports)
+    again = receipts_record(provider=PROVIDER, reports=reports)
 
     assert [o.result for o in first] == [APPLIED, APPLIED, ReceiptResult.UNKNOWN_REFERENCE]
     assert [o.result for o in again] == [
@@ -438,7 +442,7 @@ def test_a_batch_longer_than_a_chunk_is_recorded_chunk_by_chunk_in_order(deliver
 
     report = functools.partial(_report, occurred_at=now)
 
-    outcomes = delivery_record_receipts(
+    outcomes = receipts_record(
         provider=PROVIDER,
         reports=[
             report(first, "delivered", "c-1"),
@@ -522,7 +526,7 @@ def test_reports_about_one_delivery_in_one_batch_end_as_if_they_came_one_by_one(
     base = timezone.now() - timedelta(minutes=10)
     times = [base + timedelta(minutes=n) for n in range(len(events))]
 
-    outcomes = delivery_record_receipts(
+    outcomes = receipts_record(
         provider=PROVIDER,
         reports=[
             ReceiptReport(
@@ -556,7 +560,7 @@ def test_a_batch_mixing_events_deliveries_and_states_applies_each_as_the_table_s
 
     report = functools.partial(_report, occurred_at=now)
 
-    outcomes = delivery_record_receipts(
+    outcomes = receipts_record(
         provider=PROVIDER,
         reports=[
             report(delivered, "delivered", "m-1"),
@@ -611,7 +615,7 @@ def test_a_chunk_costs_the_same_statements_whatever_its_size(delivery):
             for n, d in enumerate(twins)
         ]
         with CaptureQueriesContext(connection) as queries:
-            outcomes = delivery_record_receipts(provider=PROVIDER, reports=reports)
+            outcomes = receipts_record(provider=PROVIDER, reports=reports)
         assert {o.result for o in outcomes} == {APPLIED}
         return len(queries)
 
@@ -675,7 +679,7 @@ def test_the_same_batch_posted_twice_at_once_applies_each_event_once(committed_d
     def post():
         try:
             start.wait(timeout=5)
-            results.extend(o.result for o in delivery_record_receipts(provider=PROVIDER, reports=reports))
+            results.extend(o.result for o in receipts_record(provider=PROVIDER, reports=reports))
         finally:
             connection.close()
 

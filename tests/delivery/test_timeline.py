@@ -14,7 +14,7 @@ from cakra.audit import services as audit_services
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.delivery.channels.base import PermanentProviderError, SendResult
 from cakra.delivery.models import Delivery
-from cakra.delivery.receipts import delivery_record_receipt
+from cakra.delivery.receipts import ReceiptReport, receipts_record
 from cakra.delivery.selectors import TimelineEntry, deliveries_get_for_send, notice_timeline
 from cakra.delivery.sending import deliveries_claim, deliveries_record_outcomes, delivery_send
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
@@ -86,14 +86,18 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
     delivery_sweep_stuck(now=later(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1))
     delivery_send(delivery_id=str(email.id))
     email.refresh_from_db()
-    delivery_record_receipt(
+    receipts_record(
         provider=email.provider,
-        provider_reference=email.provider_reference,
-        event="deferred",
-        occurred_at=timezone.now(),
-        event_id="evt-deferred-1",
-        detail="greylisted, retrying",
-    )
+        reports=[
+            ReceiptReport(
+                provider_reference=email.provider_reference,
+                event="deferred",
+                occurred_at=timezone.now(),
+                event_id="evt-deferred-1",
+                detail="greylisted, retrying",
+            )
+        ],
+    )[0]
     assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 1
     post.refresh_from_db()
     assert post.status == Delivery.Status.PENDING
@@ -213,13 +217,17 @@ def test_events_recorded_by_different_processes_are_in_time_order(mail_sink, del
     delivery_send(delivery_id=str(delivery.id))  # recorded on chain 7, with a high sequence number
     delivery.refresh_from_db()
     monkeypatch.setattr(audit_services, "audit_chain_of_this_process", lambda: 1)
-    delivery_record_receipt(  # then the web app, on its own chain, from sequence 1
+    receipts_record(
         provider=delivery.provider,
-        provider_reference=delivery.provider_reference,
-        event="delivered",
-        occurred_at=timezone.now(),
-        event_id="evt-time-order",
-    )
+        reports=[
+            ReceiptReport(  # then the web app, on its own chain, from sequence 1
+                provider_reference=delivery.provider_reference,
+                event="delivered",
+                occurred_at=timezone.now(),
+                event_id="evt-time-order",
+            )
+        ],
+    )[0]
 
     events = [entry.event for entry in notice_timeline(notice=delivery.notice)]
 

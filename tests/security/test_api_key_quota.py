@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 from django.http import HttpRequest
 
-from cakra.api.errors import RateLimitedError
 from cakra.api.quota import api_key_request_admit, api_key_request_release
 from cakra.delivery.channels.store import REDIS_CACHE_BACKEND
+from cakra.security.ratelimit import RateLimitedError
 from tests.factories import ApiKeyFactory, make_violation
 
 FLOOD_THREADS = 8

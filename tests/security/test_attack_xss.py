@@ -15,7 +15,7 @@ from django.utils.html import escape
 
 from cakra.backoffice.models import Officer
 from cakra.delivery.models import Delivery
-from cakra.delivery.receipts import delivery_record_receipt
+from cakra.delivery.receipts import ReceiptReport, receipts_record
 from cakra.enforcement.models import Region, Violation
 from cakra.registry.models import ContactPoint, Owner, Vehicle
 from tests.security.attack_world import (
@@ -138,14 +138,18 @@ def _plant(own: RegionObjects) -> Violation:
         status=Delivery.Status.SENT, provider="smtp", provider_reference="<xss@example.org>", sent_at=timezone.now()
     )
     # A provider's free text arrives through the receipt service (which cleans addresses, not markup).
-    delivery_record_receipt(
+    receipts_record(
         provider="smtp",
-        provider_reference="<xss@example.org>",
-        event="failed",
-        occurred_at=timezone.now(),
-        event_id="evt-xss",
-        detail=PAYLOADS["receipt.detail"],
-    )
+        reports=[
+            ReceiptReport(
+                provider_reference="<xss@example.org>",
+                event="failed",
+                occurred_at=timezone.now(),
+                event_id="evt-xss",
+                detail=PAYLOADS["receipt.detail"],
+            )
+        ],
+    )[0]
     Delivery.objects.filter(pk=email.pk).update(**of("delivery", "last_error"))
     return rejected
 

@@ -15,13 +15,16 @@ sending service decides what happens next by the error's type alone:
 provider cannot be reached at all (connection refused, timed out, session
 lost), so every further message would fail the same way.
 
-Subclasses implement only ``_send``; :meth:`ChannelAdapter.send` adds timing
-and a structured log line carrying ids, never the recipient or the text.
-:meth:`ChannelAdapter.send_many` sends a batch the same way (one call per
-message, one log line per batch) and **stops at the first throttling or
-unavailable answer**: the provider has said that the rest would fail too, so
-the messages after it are left unattempted for the caller to hand back,
-instead of hammering a provider that asked us to slow down.
+Subclasses implement only ``_send``. :meth:`ChannelAdapter.send_many` is the
+one way a message leaves: it sends a batch in order (one ``_send`` per
+message), maps any other exception to a retryable error, times each message,
+logs ids only (never the recipient or the text), reports each accepted
+message at once to the caller's ``on_accepted`` (so that a crash later in
+the batch cannot make it forget what the provider already has), and **stops
+at the first throttling or unavailable answer**: the provider has said that
+the rest would fail too, so the messages after it are left unattempted for
+the caller to hand back, instead of hammering a provider that asked us to
+slow down.
 Errors carry a short ``detail`` written by the adapter, never the provider's
 free text (an SMTP reply often echoes the address), so it is safe to store,
 log and audit.
@@ -33,7 +36,7 @@ import abc
 import time
 import traceback
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -125,10 +128,14 @@ class SendResult:
     duration_ms: int
     reference: str = ""
     error: ProviderError | None = None
+    # Not sent now: an interrupted earlier attempt was accepted with ``reference``.
+    recovered: bool = False
 
     @property
     def outcome(self) -> str:
-        return "sent" if self.error is None else self.error.outcome
+        if self.error is not None:
+            return self.error.outcome
+        return "recovered" if self.recovered else "sent"
 
 
 def exception_site(exc: BaseException) -> str:
@@ -183,32 +190,13 @@ class ChannelAdapter(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: most adapters hold nothing open
         """Release what the adapter keeps open between sends (connections)."""
 
-    def send(self, message: OutboundMessage) -> str:
-        """Send one message; return the provider's reference for it.
-
-        Raises a :class:`ProviderError` subclass on failure. An unexpected
-        exception from the adapter becomes a retryable error, so a bug in one
-        adapter leaves a recorded failed attempt instead of a delivery stuck in
-        ``sending``; only the exception's type is kept (its text may quote data).
-        """
-        log = logger.bind(delivery_id=message.reference, channel=self.channel, provider=self.name)
-        started = time.monotonic()
-        try:
-            reference = self._send(message)
-        except ProviderError as exc:
-            log.warning("provider_send_failed", outcome=exc.outcome, error=exc.detail, duration_ms=_elapsed_ms(started))
-            raise
-        except Exception as exc:  # noqa: BLE001 - any adapter failure must end as a recorded attempt
-            error = f"unexpected {type(exc).__name__}"
-            # Not log.exception: the message and traceback may quote the recipient.
-            log.error(  # noqa: TRY400
-                "provider_send_crashed", error=error, site=exception_site(exc), duration_ms=_elapsed_ms(started)
-            )
-            raise RetryableProviderError(error) from None  # the cause's text may quote data
-        log.info("provider_send_ok", provider_reference=reference, duration_ms=_elapsed_ms(started))
-        return reference
-
-    def send_many(self, messages: Sequence[OutboundMessage], *, deadline: float | None = None) -> list[SendResult]:
+    def send_many(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        deadline: float | None = None,
+        on_accepted: Callable[[OutboundMessage, str], None] | None = None,
+    ) -> list[SendResult]:
         """Send a batch, in order; one result per message attempted.
 
         Stops after a throttling or unavailable answer (``BATCH_HALTING_ERRORS``),
@@ -217,9 +205,14 @@ class ChannelAdapter(abc.ABC):
         after it were not attempted, and the caller hands them back unsent
         (a provider answering each message just within its timeout must not
         keep a batch in ``sending`` past the sweeper's lease). Adapters
-        that keep a session (SMTP) carry the whole batch over it. One log line
-        for the batch (counts and time), plus one per failed message, with
-        ids only.
+        that keep a session (SMTP) carry the whole batch over it.
+
+        ``on_accepted(message, reference)`` runs after each accepted message,
+        before the next one is started: the caller's durable note that the
+        provider has it. If it raises, the batch stops and the exception
+        propagates (what was accepted before is in the caller's notes; the
+        rest was not attempted). One log line for the batch (counts and
+        time), plus one per failed message, with ids only.
         """
         results: list[SendResult] = []
         batch_started = time.monotonic()
@@ -237,7 +230,7 @@ class ChannelAdapter(abc.ABC):
                 error = RetryableProviderError(f"unexpected {type(exc).__name__}")
                 # Not logger.exception: the message and traceback may quote the recipient.
                 logger.error(  # noqa: TRY400
-                    "provider_send_crashed",
+                    "provider.send_crashed",
                     delivery_id=message.reference,
                     channel=self.channel,
                     provider=self.name,
@@ -248,9 +241,16 @@ class ChannelAdapter(abc.ABC):
                 started_at=started_at, duration_ms=_elapsed_ms(started), reference=reference, error=error
             )
             results.append(result)
+            if error is None and on_accepted is not None:
+                try:
+                    on_accepted(message, reference)
+                except Exception:
+                    self._batch_log(messages, results, batch_started)
+                    raise
+                continue
             if error is not None:
                 logger.warning(
-                    "provider_send_failed",
+                    "provider.send_failed",
                     delivery_id=message.reference,
                     channel=self.channel,
                     provider=self.name,
@@ -260,9 +260,13 @@ class ChannelAdapter(abc.ABC):
                 )
                 if isinstance(error, BATCH_HALTING_ERRORS):
                     break
+        self._batch_log(messages, results, batch_started)
+        return results
+
+    def _batch_log(self, messages: Sequence[OutboundMessage], results: list[SendResult], batch_started: float) -> None:
         outcomes = Counter(result.outcome for result in results)
         logger.info(
-            "provider_send_batch",
+            "provider.send_batch",
             channel=self.channel,
             provider=self.name,
             messages=len(messages),
@@ -270,7 +274,6 @@ class ChannelAdapter(abc.ABC):
             outcomes=dict(outcomes),
             duration_ms=_elapsed_ms(batch_started),
         )
-        return results
 
     @abc.abstractmethod
     def _send(self, message: OutboundMessage) -> str:

@@ -6,7 +6,7 @@ sliding window (``WINDOW_SECONDS``, 60 s by default) of ``BUCKET_SECONDS``
 buckets (10 s) per provider, counting attempts and errors; a provider is
 **degraded** while its window holds at least ``MIN_ATTEMPTS`` attempts (20)
 of which more than ``MAX_ERROR_RATE`` (50 %) failed. The router
-(:func:`cakra.delivery.channels.registry.provider_for_channel`) sorts
+(:func:`cakra.delivery.routing.provider_choose`) sorts
 degraded providers after healthy ones. Recovery needs no action: a demoted
 provider gets little or no traffic, its bad buckets age out of the window,
 and within ``WINDOW_SECONDS`` it is first in line again. If it is still

@@ -23,11 +23,8 @@ number, one SMS sender ID, one SMTP relay account. Providers that share an
 identity (two routes to one number) share its limit, so they must declare the
 same rate. See :mod:`cakra.delivery.ratelimit`.
 
-**Choosing.** :func:`provider_for_channel` returns the channel's provider
-with the lowest ``PRIORITY`` among the healthy ones (:mod:`.health`);
-degraded providers come after every healthy one, and a delivery being
-retried prefers a provider other than the one that just failed it. A
-channel with a single provider skips the health read entirely.
+**Choosing** which provider sends now is :func:`cakra.delivery.routing.provider_choose`'s
+job (by priority and health); this module only parses the setting and builds adapters.
 
 Configuration is validated twice with the same code: by the system check at
 start-up (:mod:`cakra.delivery.checks`, ids ``cakra.E101``…) and when this
@@ -48,7 +45,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from cakra.delivery.channels.base import ChannelAdapter
-from cakra.delivery.channels.health import providers_degraded
 
 PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")  # DeliveryAttempt.provider is 32 characters
 SENDER_IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._@+-]{0,99}")  # also a cache key: no spaces
@@ -78,7 +74,8 @@ class ProviderProblem:
 
 
 def _known_channels() -> frozenset[str]:
-    from cakra.delivery.models import Channel  # models need the app registry: import when asked
+    # The settings module imports this package, before the app registry exists.
+    from cakra.delivery.models import Channel  # noqa: PLC0415
 
     return frozenset(Channel.values)
 
@@ -247,25 +244,12 @@ def providers_for_channel(channel: str) -> tuple[Provider, ...]:
     return _registry().by_channel.get(channel, ())
 
 
-def provider_for_channel(channel: str, *, avoid: str = "") -> Provider:
-    """The provider to send through now: the first by priority among the
-    healthy ones; degraded ones only when every provider is degraded. ``avoid``
-    (the provider that just failed this delivery) goes after its healthy
-    peers, so a retry tries another route when there is one."""
-    candidates = providers_for_channel(channel)
-    if not candidates:
-        raise ImproperlyConfigured(f"no provider is configured for channel {channel!r} (CAKRA_PROVIDERS)")
-    if len(candidates) == 1:
-        return candidates[0]
-    degraded = providers_degraded(provider.name for provider in candidates)
-    return min(candidates, key=lambda p: (p.name in degraded, p.name == avoid, p.priority, p.name))
-
-
-def provider_adapter(name: str) -> ChannelAdapter:
+def adapter_for_provider(name: str) -> ChannelAdapter:
     """The adapter instance of provider ``name``, built once per process.
 
-    Adapters are stateless between sends (one connection per message), so one
-    instance serves every thread. Building checks the options: a broken
+    An adapter keeps nothing of one send for the next but its provider
+    session (the SMTP adapter keeps one per process and thread), so one
+    instance serves the whole process. Building checks the options: a broken
     provider raises ImproperlyConfigured here, on its own sends only.
     """
     registry = _registry()
@@ -283,8 +267,3 @@ def provider_adapter(name: str) -> ChannelAdapter:
             adapter = backend(options=provider.options, name=provider.name)
             registry.adapters[name] = adapter
     return adapter
-
-
-def adapter_for_channel(channel: str) -> ChannelAdapter:
-    """The adapter the channel would send through now (see :func:`provider_for_channel`)."""
-    return provider_adapter(provider_for_channel(channel).name)
