@@ -12,6 +12,7 @@ from django.db import connection
 
 from cakra.audit.services import audit_chain_heads_ensure
 from cakra.audit.triggers import audit_triggers_install, audit_triggers_remove
+from cakra.config.celery import app as celery_app
 from cakra.enforcement.models import Article
 from tests.factories import (
     ApiKeyFactory,
@@ -84,3 +85,13 @@ def api_key(region):
 @pytest.fixture
 def pre_validated_key(region):
     return ApiKeyFactory.with_token(region=region, pre_validated=True)
+
+
+@pytest.fixture
+def celery_eager():
+    """Run tasks in-process, as a worker would, and raise their errors."""
+    previous = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = previous

@@ -1,12 +1,15 @@
 """The contract every provider adapter of every channel must honour.
 
 One suite, run against each adapter and its simulator (Django's email
-backends and GOV.UK Notify's clients do the same). A new adapter joins by
-adding one :class:`Contract` to ``CONTRACTS``: how to start its simulator,
-which recipients make the simulator accept, refuse, throttle or defer, how to
-point the adapter at an address, and a few broken configurations. A provider
-configured in ``CAKRA_PROVIDERS`` whose backend has no contract fails
-:func:`test_every_configured_backend_is_under_contract`.
+backends and GOV.UK Notify's clients do the same), through the path
+production uses: :meth:`ChannelAdapter.send_many`, and the whole sending
+service (:func:`cakra.delivery.sending.deliveries_send`: claim, render, send,
+note, record, fallback) with the adapter configured as the channel's only
+provider. A new adapter joins by adding one :class:`Contract` to
+``CONTRACTS``: how to start its simulator, which recipients make it accept,
+refuse, throttle or defer, how to point the adapter at an address, and a few
+broken configurations. A provider configured in ``CAKRA_PROVIDERS`` whose
+backend has no contract fails :func:`test_every_configured_backend_is_under_contract`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
+from cakra.delivery.channels import locmem
 from cakra.delivery.channels.base import (
     ChannelAdapter,
     OutboundMessage,
@@ -31,8 +38,15 @@ from cakra.delivery.channels.base import (
     UnavailableProviderError,
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
+from cakra.delivery.channels.locmem import LocmemEmailAdapter
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
+from cakra.delivery.routing import provider_choose
+from cakra.delivery.selectors import deliveries_get_for_send
+from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
+from cakra.delivery.sweeper import delivery_sweep_stuck
+from cakra.registry.models import ContactPoint
 from cakra.simulators.smtp_sink import MailSink
+from tests.delivery.helpers import send_one
 
 
 @dataclass(frozen=True)
@@ -55,12 +69,11 @@ class Contract:
     throttled: str  # ... answers "slow down" for it
     deferred: str  # ... refuses it for now
     broken_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> changes to valid OPTIONS
+    networked: bool = True  # reached over the network: can be refused or hang
 
 
 @contextmanager
 def _mail_sink(tmp_path) -> Iterator[Simulator]:
-    from django.conf import settings
-
     with MailSink(
         maildir=tmp_path / "contract-mail",
         dkim_private_key=str(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"]),
@@ -69,12 +82,26 @@ def _mail_sink(tmp_path) -> Iterator[Simulator]:
         yield Simulator(host="127.0.0.1", port=sink.smtp_port, received=lambda: len(sink.messages()))
 
 
+@contextmanager
+def _outbox(tmp_path) -> Iterator[Simulator]:
+    locmem.outbox_clear()
+    yield Simulator(host="", port=0, received=lambda: len(locmem.outbox))
+    locmem.outbox_clear()
+
+
+_LOCMEM_ANSWERS = {
+    "bounce.pemilik@example.co.id": "permanent",
+    "throttle.pemilik@example.co.id": "throttled",
+    "tempfail.pemilik@example.co.id": "retryable",
+}
+SENDER = SenderIdentity(address="etle@korlantas.polri.go.id", display_name="ETLE Polda Metro Jaya")
+
 CONTRACTS = [
     Contract(
         adapter=SmtpEmailAdapter,
         simulator=_mail_sink,
         options=lambda host, port, timeout: {"HOST": host, "PORT": port, "SECURITY": "none", "TIMEOUT": timeout},
-        sender=SenderIdentity(address="etle@korlantas.polri.go.id", display_name="ETLE Polda Metro Jaya"),
+        sender=SENDER,
         accepted="pemilik@example.co.id",
         refused="bounce.pemilik@example.co.id",
         throttled="throttle.pemilik@example.co.id",
@@ -87,6 +114,18 @@ CONTRACTS = [
             "dkim key not a key": {"DKIM_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----"},
             "password without user": {"PASSWORD": "s3cret-value"},
         },
+    ),
+    Contract(
+        adapter=LocmemEmailAdapter,
+        simulator=_outbox,
+        options=lambda _host, _port, _timeout: {"ANSWERS": _LOCMEM_ANSWERS},
+        sender=SENDER,
+        accepted="pemilik@example.co.id",
+        refused="bounce.pemilik@example.co.id",
+        throttled="throttle.pemilik@example.co.id",
+        deferred="tempfail.pemilik@example.co.id",
+        broken_options={"answers not a mapping": {"ANSWERS": ["permanent"]}, "unknown answer": {"ANSWERS": {"a": "x"}}},
+        networked=False,
     ),
 ]
 REFERENCE = "5f0c6f7e-2222-4b4b-8c8c-000000000042"
@@ -125,12 +164,35 @@ def adapter(contract, simulator):
 
 
 @pytest.fixture
+def networked(contract):
+    if not contract.networked:
+        pytest.skip(f"{contract.adapter.__name__} is not reached over a network")
+
+
+@pytest.fixture
 def silent_port():
     """A port that accepts connections and never answers (a hung provider)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def as_the_only_provider(settings, contract, simulator):
+    """The contract's adapter configured as the channel's one provider, as production would."""
+    settings.CAKRA_PROVIDERS = {
+        "contract": {
+            "CHANNEL": contract.adapter.channel,
+            "BACKEND": f"{contract.adapter.__module__}.{contract.adapter.__qualname__}",
+            "PRIORITY": 10,
+            "SENDER_IDENTITY": "contract:sender",
+            "RATE_PER_SECOND": 1000,
+            "BURST": 1000,
+            "OPTIONS": contract.options(simulator.host, simulator.port, 2.0),
+        }
+    }
+    return "contract"
 
 
 # --- Shape -------------------------------------------------------------------------
@@ -144,9 +206,9 @@ def test_the_adapter_declares_its_channel_and_a_provider_kind_that_fit_the_recor
 
 
 def test_the_base_class_wrapper_cannot_be_bypassed(contract):
-    # Timing, structured logs and the error taxonomy live in ChannelAdapter.send;
-    # an adapter implements _send only.
-    assert contract.adapter.send is ChannelAdapter.send
+    # Timing, structured logs, the accepted notes and the error taxonomy live
+    # in ChannelAdapter.send_many; an adapter implements _send only.
+    assert contract.adapter.send_many is ChannelAdapter.send_many
     assert contract.adapter._send is not ChannelAdapter._send
 
 
@@ -189,7 +251,7 @@ def test_missing_required_options_are_named(contract):
 
 
 def test_an_accepted_message_returns_a_provider_reference(contract, adapter, simulator):
-    reference = adapter.send(_message(contract, contract.accepted))
+    reference = send_one(adapter, _message(contract, contract.accepted))
 
     assert isinstance(reference, str)
     assert 0 < len(reference) <= (Delivery._meta.get_field("provider_reference").max_length or 0)
@@ -198,7 +260,7 @@ def test_an_accepted_message_returns_a_provider_reference(contract, adapter, sim
 
 def test_a_refused_recipient_is_a_permanent_error(contract, adapter, simulator):
     with pytest.raises(PermanentProviderError) as raised:
-        adapter.send(_message(contract, contract.refused))
+        send_one(adapter, _message(contract, contract.refused))
 
     assert contract.refused not in raised.value.detail
     assert simulator.received() == 0
@@ -206,7 +268,7 @@ def test_a_refused_recipient_is_a_permanent_error(contract, adapter, simulator):
 
 def test_a_rate_answer_is_throttled_with_a_retry_after(contract, adapter, simulator):
     with pytest.raises(ThrottledProviderError) as raised:
-        adapter.send(_message(contract, contract.throttled))
+        send_one(adapter, _message(contract, contract.throttled))
 
     assert raised.value.retry_after is not None
     assert raised.value.retry_after > 0
@@ -215,40 +277,135 @@ def test_a_rate_answer_is_throttled_with_a_retry_after(contract, adapter, simula
 
 def test_a_temporary_refusal_is_retryable(contract, adapter, simulator):
     with pytest.raises(RetryableProviderError) as raised:
-        adapter.send(_message(contract, contract.deferred))
+        send_one(adapter, _message(contract, contract.deferred))
 
     assert type(raised.value) is RetryableProviderError
     assert contract.deferred not in raised.value.detail
 
 
-def test_a_provider_that_refuses_connections_is_retryable(contract, closed_port):
+def test_a_provider_that_refuses_connections_is_retryable(contract, networked, closed_port):
     adapter = contract.adapter(options=contract.options("127.0.0.1", closed_port, 2.0), name="down")
 
     with pytest.raises(UnavailableProviderError) as raised:  # retryable, and a batch stops there
-        adapter.send(_message(contract, contract.accepted))
+        send_one(adapter, _message(contract, contract.accepted))
 
     assert raised.value.outcome == "retryable"
 
 
-def test_a_provider_that_never_answers_times_out_retryably(contract, silent_port):
+def test_a_provider_that_never_answers_times_out_retryably(contract, networked, silent_port):
     adapter = contract.adapter(options=contract.options("127.0.0.1", silent_port, 0.3), name="hung")
 
     with pytest.raises(RetryableProviderError):
-        adapter.send(_message(contract, contract.accepted))
+        send_one(adapter, _message(contract, contract.accepted))
 
 
 def test_logs_carry_the_delivery_and_provider_but_never_the_recipient(contract, adapter, simulator, caplog):
     caplog.set_level(logging.DEBUG)
 
-    adapter.send(_message(contract, contract.accepted))
+    send_one(adapter, _message(contract, contract.accepted))
     with pytest.raises(PermanentProviderError):
-        adapter.send(_message(contract, contract.refused))
+        send_one(adapter, _message(contract, contract.refused))
 
     logged = caplog.text + "".join(str(record.msg) for record in caplog.records)
-    assert "provider_send_ok" in logged
-    assert "provider_send_failed" in logged
+    assert "provider.send_batch" in logged
+    assert "provider.send_failed" in logged
     assert REFERENCE in logged
     assert adapter.name in logged
     assert "duration_ms" in logged
     assert contract.accepted not in logged
     assert contract.refused not in logged
+
+
+def test_each_accepted_message_is_reported_before_the_next_is_started(contract, adapter, simulator):
+    noted: list[tuple[str, str, int]] = []
+    messages = [
+        OutboundMessage(
+            reference=f"ref-{n}", recipient=contract.accepted, sender=contract.sender, subject="S", text="T"
+        )
+        for n in range(3)
+    ]
+
+    results = adapter.send_many(
+        messages,
+        on_accepted=lambda message, reference: noted.append((message.reference, reference, simulator.received())),
+    )
+
+    assert [result.outcome for result in results] == ["sent"] * 3
+    # Each note came with the message's own reference, when exactly that many had arrived.
+    assert noted == [(f"ref-{n}", results[n].reference, n + 1) for n in range(3)]
+
+
+def test_a_failing_note_stops_the_batch(contract, adapter, simulator):
+    def note(message, reference):
+        raise RuntimeError("the database went away")
+
+    messages = [
+        OutboundMessage(
+            reference=f"ref-{n}", recipient=contract.accepted, sender=contract.sender, subject="S", text="T"
+        )
+        for n in range(3)
+    ]
+
+    with pytest.raises(RuntimeError):
+        adapter.send_many(messages, on_accepted=note)
+
+    assert simulator.received() == 1
+
+
+# --- The whole sending service, with this adapter as the channel's provider ---------
+
+
+@pytest.mark.parametrize(
+    ("recipient", "status", "outcome"),
+    [
+        ("accepted", Delivery.Status.SENT, DeliveryAttempt.Outcome.SENT),
+        ("refused", Delivery.Status.FAILED_PERMANENT, DeliveryAttempt.Outcome.PERMANENT),
+        ("throttled", Delivery.Status.FAILED_TEMPORARY, DeliveryAttempt.Outcome.THROTTLED),
+        ("deferred", Delivery.Status.FAILED_TEMPORARY, DeliveryAttempt.Outcome.RETRYABLE),
+    ],
+)
+def test_the_sending_service_records_each_answer(
+    contract, simulator, as_the_only_provider, delivery, recipient, status, outcome
+):
+    contact = ContactPoint.objects.get(pk=delivery.contact_point_id)
+    contact.value = getattr(contract, recipient)
+    contact.save(update_fields=["value"])
+
+    report = deliveries_send(delivery_ids=[str(delivery.id)])
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.provider) == (status, as_the_only_provider)
+    assert list(delivery.attempts.values_list("outcome", flat=True)) == [outcome]
+    assert simulator.received() == (1 if recipient == "accepted" else 0)
+    if status == Delivery.Status.SENT:
+        assert delivery.provider_reference
+        assert delivery.accepted_reference == delivery.provider_reference  # noted as it was accepted
+    assert bool(report.retries) is (status == Delivery.Status.FAILED_TEMPORARY)
+    if outcome == DeliveryAttempt.Outcome.THROTTLED:
+        assert (report.retries[0].retry_after or 0) > 0
+
+
+def test_a_message_accepted_before_a_crash_is_recorded_not_sent_again(
+    contract, simulator, as_the_only_provider, delivery
+):
+    # A worker claims and sends, and dies before recording the chunk: what it
+    # leaves behind is the note written as the provider accepted the message.
+    claimed = deliveries_claim(delivery_ids=[delivery.pk])
+    deliveries_attempt(
+        deliveries_get_for_send(delivery_ids=claimed), provider=provider_choose(contract.adapter.channel)
+    )
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.SENDING
+    noted = delivery.accepted_reference
+    assert noted
+    # After the lease the sweeper gives the delivery back, and it is sent "again".
+    later = timezone.now() + timedelta(seconds=settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1)
+    assert delivery_sweep_stuck(now=later).sending_expired == 1
+
+    report = deliveries_send(delivery_ids=[str(delivery.id)])
+
+    delivery.refresh_from_db()
+    assert report.outcomes["recovered"] == 1
+    assert simulator.received() == 1  # not sent a second time
+    assert (delivery.status, delivery.provider_reference) == (Delivery.Status.SENT, noted)
+    assert list(delivery.attempts.values_list("number", "outcome")) == [(2, "recovered")]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from cakra.audit.models import AuditEvent
+from cakra.delivery.dispatch import MAX_ATTEMPTS, RETRY_BACKOFF_MAX_SECONDS, retry_countdown
 from cakra.delivery.models import Delivery, DeliveryAttempt
-from cakra.delivery.tasks import MAX_RETRIES, RETRY_BACKOFF_MAX_SECONDS, delivery_send_task, retry_countdown
+from cakra.delivery.tasks import delivery_send_batch_task
 
 
-def test_the_task_sends_the_delivery(mail_sink, delivery):
-    result = delivery_send_task.apply(args=(str(delivery.id),))
+def test_the_task_sends_the_delivery(mail_sink, delivery, celery_eager):
+    result = delivery_send_batch_task.apply(args=([str(delivery.id)],))
 
     assert result.successful()
     delivery.refresh_from_db()
@@ -16,24 +17,24 @@ def test_the_task_sends_the_delivery(mail_sink, delivery):
     assert len(mail_sink.messages()) == 1
 
 
-def test_the_task_retries_until_exhausted_and_the_delivery_is_not_left_waiting(smtp_down, delivery):
-    # Eager execution runs every retry at once (countdowns are skipped).
-    result = delivery_send_task.apply(args=(str(delivery.id),))
+def test_the_task_retries_until_exhausted_and_the_delivery_is_not_left_waiting(smtp_down, delivery, celery_eager):
+    # Inline (eager) execution sends every retry at once (countdowns are skipped).
+    result = delivery_send_batch_task.apply(args=([str(delivery.id)],))
 
     assert result.successful()  # the last try records the failure instead of raising
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_PERMANENT
-    assert delivery.attempt_count == MAX_RETRIES + 1
+    assert delivery.attempt_count == MAX_ATTEMPTS
     outcomes = list(delivery.attempts.order_by("number").values_list("outcome", flat=True))
-    assert outcomes == [DeliveryAttempt.Outcome.RETRYABLE] * (MAX_RETRIES + 1)
+    assert outcomes == [DeliveryAttempt.Outcome.RETRYABLE] * MAX_ATTEMPTS
     failures = AuditEvent.objects.filter(action="delivery.failed", object_id=str(delivery.id)).order_by("seq")
-    assert [event.data["final"] for event in failures] == [False] * MAX_RETRIES + [True]
+    assert [event.data["final"] for event in failures] == [False] * (MAX_ATTEMPTS - 1) + [True]
 
 
-def test_the_task_returns_quietly_for_a_delivery_already_sent(mail_sink, delivery):
-    delivery_send_task.apply(args=(str(delivery.id),))
+def test_the_task_returns_quietly_for_a_delivery_already_sent(mail_sink, delivery, celery_eager):
+    delivery_send_batch_task.apply(args=([str(delivery.id)],))
 
-    result = delivery_send_task.apply(args=(str(delivery.id),))
+    result = delivery_send_batch_task.apply(args=([str(delivery.id)],))
 
     assert result.successful()
     assert len(mail_sink.messages()) == 1

@@ -14,7 +14,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
-from cakra.delivery.channels import adapter_for_channel
+from cakra.delivery.channels import adapter_for_provider
 from cakra.delivery.channels.base import (
     ChannelAdapter,
     OutboundMessage,
@@ -27,6 +27,7 @@ from cakra.delivery.channels.dkim import OVERSIGNED_HEADERS, SIGNED_HEADERS, Ope
 from cakra.delivery.channels.email import SmtpEmailAdapter, smtp_reply_error
 from cakra.delivery.models import DeliveryAttempt
 from cakra.simulators.smtp_sink import SimulatedDkimDns
+from tests.delivery.helpers import send_one
 from tests.factories import RegionFactory
 
 SENDER = SenderIdentity(address="etle@korlantas.polri.go.id", display_name="ETLE Polda Metro Jaya")
@@ -65,7 +66,7 @@ def test_smtp_replies_map_onto_the_error_taxonomy(code, reply, stage, expected):
 
 
 def test_the_email_channel_uses_the_smtp_adapter_by_default(db):
-    adapter = adapter_for_channel("email")
+    adapter = adapter_for_provider("smtp")
 
     assert isinstance(adapter, SmtpEmailAdapter)
     assert adapter.provider == "smtp"
@@ -73,22 +74,22 @@ def test_the_email_channel_uses_the_smtp_adapter_by_default(db):
     assert 0 < len(adapter.name) <= (DeliveryAttempt._meta.get_field("provider").max_length or 0)
 
 
-def test_an_unconfigured_channel_or_a_foreign_backend_is_refused(db, settings):
+def test_an_unconfigured_provider_or_a_foreign_backend_is_refused(db, settings):
     with pytest.raises(ImproperlyConfigured):
-        adapter_for_channel("pigeon")
+        adapter_for_provider("pigeon")
     entry = settings.CAKRA_PROVIDERS["smtp"]
     settings.CAKRA_PROVIDERS = {"smtp": {**entry, "BACKEND": "cakra.delivery.channels.base.SenderIdentity"}}
     with pytest.raises(ImproperlyConfigured):
-        adapter_for_channel("email")
+        adapter_for_provider("smtp")
 
 
 def test_an_unknown_transport_security_or_a_broken_dkim_key_is_refused(db, email_relay):
     email_relay(SECURITY="tls-maybe")
     with pytest.raises(ImproperlyConfigured):
-        adapter_for_channel("email")
+        adapter_for_provider("smtp")
     email_relay(SECURITY="none", DKIM_PRIVATE_KEY="not a key")
     with pytest.raises(ImproperlyConfigured):
-        adapter_for_channel("email")
+        adapter_for_provider("smtp")
 
 
 def test_the_message_repr_hides_recipient_and_content():
@@ -111,7 +112,7 @@ class _BrokenAdapter(ChannelAdapter):
 
 def test_an_unexpected_adapter_exception_becomes_a_retryable_error_without_its_text():
     with pytest.raises(RetryableProviderError) as raised:
-        _BrokenAdapter(options={}).send(_message())
+        send_one(_BrokenAdapter(options={}), _message())
 
     assert raised.value.detail == "unexpected ValueError"
 
@@ -120,7 +121,7 @@ def test_starttls_required_but_not_offered_refuses_to_send_in_clear(mail_sink, e
     email_relay(SECURITY="starttls")
 
     with pytest.raises(RetryableProviderError) as raised:
-        adapter_for_channel("email").send(_message())
+        send_one(adapter_for_provider("smtp"), _message())
 
     assert "starttls" in raised.value.detail
     assert mail_sink.messages() == []
@@ -130,13 +131,13 @@ def test_implicit_tls_against_a_plain_server_fails_retryably(mail_sink, email_re
     email_relay(SECURITY="ssl", TIMEOUT=2)
 
     with pytest.raises(RetryableProviderError):
-        adapter_for_channel("email").send(_message())
+        send_one(adapter_for_provider("smtp"), _message())
 
     assert mail_sink.messages() == []
 
 
 def test_the_adapter_returns_the_message_id_it_submitted(mail_sink):
-    reference = adapter_for_channel("email").send(_message())
+    reference = send_one(adapter_for_provider("smtp"), _message())
 
     [received] = mail_sink.messages()
     assert reference == "<5f0c6f7e-1111-4a4a-9b9b-000000000001@korlantas.polri.go.id>"
@@ -240,7 +241,7 @@ def test_callers_passing_pem_bytes_keep_dkimpys_own_path(settings):
 
 
 def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mail_sink, monkeypatch):
-    adapter = adapter_for_channel("email")
+    adapter = adapter_for_provider("smtp")
     opened = []
     real_connect = type(adapter)._connect  # type: ignore[attr-defined]
 
@@ -251,12 +252,12 @@ def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mai
 
     monkeypatch.setattr(type(adapter), "_connect", counting_connect)
     for _ in range(3):
-        adapter.send(_message())
+        send_one(adapter, _message())
     assert len(opened) == 1
     assert len(mail_sink.messages()) == 3
 
     opened[0].sock.shutdown(socket.SHUT_RDWR)  # the session broke while idle
-    adapter.send(_message())  # sent over a new session, without failing the message
+    send_one(adapter, _message())  # sent over a new session, without failing the message
     assert len(opened) == 2
     assert len(mail_sink.messages()) == 4
     adapter.close()
@@ -276,8 +277,8 @@ def _counting_sends(monkeypatch):
 
 
 def test_a_relay_offering_pipelining_gets_each_message_in_two_round_trips(mail_sink, monkeypatch):
-    adapter = adapter_for_channel("email")
-    adapter.send(_message())  # opens the session (EHLO)
+    adapter = adapter_for_provider("smtp")
+    send_one(adapter, _message())  # opens the session (EHLO)
     writes = _counting_sends(monkeypatch)
     message = OutboundMessage(
         reference="5f0c6f7e-1111-4a4a-9b9b-000000000002",
@@ -288,7 +289,7 @@ def test_a_relay_offering_pipelining_gets_each_message_in_two_round_trips(mail_s
         html="<p>.</p>",
     )
 
-    adapter.send(message)
+    send_one(adapter, message)
 
     assert len(writes) == 2  # MAIL + RCPT + DATA in one write, then the message
     received = mail_sink.messages()[0]
@@ -298,15 +299,15 @@ def test_a_relay_offering_pipelining_gets_each_message_in_two_round_trips(mail_s
 
 
 def test_a_pipelined_refusal_is_reported_and_the_session_goes_on(mail_sink, monkeypatch):
-    adapter = adapter_for_channel("email")
-    adapter.send(_message())
+    adapter = adapter_for_provider("smtp")
+    send_one(adapter, _message())
     writes = _counting_sends(monkeypatch)
 
     with pytest.raises(PermanentProviderError):
-        adapter.send(_message(recipient="bounce.someone@example.co.id"))
+        send_one(adapter, _message(recipient="bounce.someone@example.co.id"))
     with pytest.raises(ThrottledProviderError):
-        adapter.send(_message(recipient="throttle@example.co.id"))
-    adapter.send(_message())
+        send_one(adapter, _message(recipient="throttle@example.co.id"))
+    send_one(adapter, _message())
 
     assert len(mail_sink.messages()) == 2
     assert sum(payload.upper().startswith(b"RSET") for payload in map(_as_bytes, writes)) == 2
@@ -314,12 +315,12 @@ def test_a_pipelined_refusal_is_reported_and_the_session_goes_on(mail_sink, monk
 
 
 def test_without_pipelining_the_client_falls_back_to_one_command_per_round_trip(mail_sink, monkeypatch):
-    adapter = adapter_for_channel("email")
-    adapter.send(_message())
+    adapter = adapter_for_provider("smtp")
+    send_one(adapter, _message())
     monkeypatch.setattr(smtplib.SMTP, "has_extn", lambda _self, name: name.lower() != "pipelining")
     writes = _counting_sends(monkeypatch)
 
-    adapter.send(_message())
+    send_one(adapter, _message())
 
     assert len(writes) == 4  # MAIL, RCPT, DATA, the message
     assert len(mail_sink.messages()) == 2

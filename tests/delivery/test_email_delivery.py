@@ -5,19 +5,16 @@ from __future__ import annotations
 import logging
 import re
 
-import pytest
-
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryAttempt
-from cakra.delivery.sending import RetryLaterError, delivery_send
 from cakra.enforcement.models import Notice
 from cakra.enforcement.numbers import notice_number_display
 from cakra.registry.models import ContactPoint, Owner
+from tests.delivery.helpers import next_attempt_is_the_last, send
 
 
 def _send(delivery):
-    delivery_send(delivery_id=str(delivery.id))
-    delivery.refresh_from_db()
+    send(delivery)
 
 
 def _only_message(sink):
@@ -184,8 +181,7 @@ def test_a_cancelled_notice_is_not_sent(mail_sink, delivery, notice):
 
 
 def test_smtp_server_down_fails_temporarily_records_the_attempt_and_asks_to_retry(smtp_down, delivery, notice):
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_TEMPORARY
@@ -202,8 +198,7 @@ def test_smtp_server_down_fails_temporarily_records_the_attempt_and_asks_to_retr
 def test_a_temporary_failure_is_retried_and_then_succeeds(settings, closed_port, mail_sink, email_relay, delivery):
     working = settings.CAKRA_PROVIDERS
     email_relay(PORT=closed_port)
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries
     settings.CAKRA_PROVIDERS = working
 
     _send(delivery)
@@ -218,7 +213,7 @@ def test_a_recipient_refused_with_550_fails_permanently_without_retry(mail_sink,
     contact.value = "bounce.owner@example.co.id"
     contact.save(update_fields=["value"])
 
-    _send(delivery)  # no RetryLaterError
+    assert not send(delivery).retries
 
     assert delivery.status == Delivery.Status.FAILED_PERMANENT
     assert delivery.last_error == "smtp 550 at rcpt"
@@ -234,20 +229,20 @@ def test_a_rate_limited_relay_throttles_and_asks_to_retry_later(mail_sink, deliv
     contact.value = "throttle@example.co.id"
     contact.save(update_fields=["value"])
 
-    with pytest.raises(RetryLaterError) as raised:
-        delivery_send(delivery_id=str(delivery.id))
+    report = send(delivery)
+    assert report.retries
 
-    assert raised.value.retry_after == 60
+    assert report.retries[0].retry_after == 60
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_TEMPORARY
     assert delivery.attempts.get().outcome == DeliveryAttempt.Outcome.THROTTLED
 
 
 def test_the_last_retry_failing_ends_permanent_with_an_audit_event(smtp_down, delivery):
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries
 
-    delivery_send(delivery_id=str(delivery.id), final_attempt=True)  # no RetryLaterError: nothing left to retry
+    next_attempt_is_the_last(delivery)
+    send(delivery)  # no retry asked: nothing left to retry
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_PERMANENT
@@ -260,8 +255,7 @@ def test_the_last_retry_failing_ends_permanent_with_an_audit_event(smtp_down, de
 def test_a_rendering_failure_after_the_claim_is_recorded_not_left_sending(mail_sink, delivery, email_relay):
     email_relay(SECURITY="carrier-pigeon")  # adapter cannot be built
 
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_TEMPORARY
@@ -275,7 +269,7 @@ def test_logs_of_a_send_carry_ids_but_no_address_or_name(mail_sink, delivery, ve
 
     logged = caplog.text + "".join(record.getMessage() for record in caplog.records)
     assert str(delivery.id) in logged
-    assert "delivery_batch_recorded" in logged
+    assert "delivery.batch_recorded" in logged
     owner = Owner.objects.get(pk=vehicle.owner_id)
     assert _owner_email(delivery) not in logged
     assert "@example.co.id" not in logged
@@ -291,5 +285,5 @@ def test_logs_of_a_refused_recipient_carry_no_address(mail_sink, delivery, caplo
     _send(delivery)
 
     logged = caplog.text + "".join(record.getMessage() for record in caplog.records)
-    assert "provider_send_failed" in logged
+    assert "provider.send_failed" in logged
     assert "bounce.someone" not in logged

@@ -14,7 +14,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from cakra.delivery.channels import provider_adapter, provider_for_channel, providers_for_channel
+from cakra.delivery.channels import adapter_for_provider, providers_for_channel
 from cakra.delivery.channels import store as store_module
 from cakra.delivery.channels.health import (
     provider_health,
@@ -22,12 +22,12 @@ from cakra.delivery.channels.health import (
     provider_outcome_record,
 )
 from cakra.delivery.channels.provider_settings import providers_from_environment
-from cakra.delivery.channels.routing import deliveries_route, delivery_route_outcome
 from cakra.delivery.channels.store import CacheStore, SharedStore
 from cakra.delivery.checks import providers_check
 from cakra.delivery.models import Delivery
 from cakra.delivery.ratelimit import sender_token_acquire
-from cakra.delivery.sending import RetryLaterError, delivery_send
+from cakra.delivery.routing import provider_answer_record, provider_choose
+from tests.delivery.helpers import next_attempt_is_the_last, send
 
 SMTP = "cakra.delivery.channels.email.SmtpEmailAdapter"
 
@@ -225,7 +225,7 @@ def test_a_worker_that_skipped_the_check_still_refuses_a_broken_config(db, setti
     settings.CAKRA_PROVIDERS = {"smtp": {**smtp_entry(), "PRIORITY": "first"}}
 
     with pytest.raises(ImproperlyConfigured, match=r"cakra\.E107"):
-        provider_for_channel("email")
+        provider_choose("email")
 
 
 # --- Choosing a provider: priority, then health ---------------------------------------
@@ -248,15 +248,14 @@ def test_providers_are_tried_by_priority_while_healthy(db, two_relays):
     primary, backup = two_relays
 
     assert [provider.name for provider in providers_for_channel("email")] == [primary, backup]
-    assert provider_for_channel("email").name == primary
+    assert provider_choose("email").name == primary
 
 
 def test_a_retry_goes_to_the_other_provider(two_relays, delivery, mail_sink):
     primary, backup = two_relays
 
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))  # the primary is down
-    delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries  # the primary is down
+    send(delivery)
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SENT
@@ -278,14 +277,14 @@ def test_a_failing_provider_loses_priority_for_every_worker_then_recovers(settin
     provider_health_reset_process()  # another worker: it knows only what the shared store holds
 
     assert provider_health([primary])[primary].errors == 3
-    assert provider_for_channel("email").name == backup
-    delivery_send(delivery_id=str(delivery.id))  # a first attempt, straight to the backup
+    assert provider_choose("email").name == backup
+    send(delivery)  # a first attempt, straight to the backup
     delivery.refresh_from_db()
     assert (delivery.status, delivery.provider) == (Delivery.Status.SENT, backup)
 
     time.sleep(1.05)  # the failures age out of the window
 
-    assert provider_for_channel("email").name == primary
+    assert provider_choose("email").name == primary
 
 
 def test_a_bounced_recipient_does_not_count_against_the_provider(db, two_relays):
@@ -296,7 +295,7 @@ def test_a_bounced_recipient_does_not_count_against_the_provider(db, two_relays)
 
     health = provider_health([primary])[primary]
     assert (health.attempts, health.errors) == (20, 0)
-    assert provider_for_channel("email").name == primary
+    assert provider_choose("email").name == primary
 
 
 def test_throttling_counts_against_the_provider(db, two_relays):
@@ -304,18 +303,18 @@ def test_throttling_counts_against_the_provider(db, two_relays):
     for _ in range(3):
         provider_outcome_record(provider=primary, outcome="throttled")
 
-    assert provider_for_channel("email").name == backup
+    assert provider_choose("email").name == backup
 
 
 def test_too_few_attempts_or_a_low_error_rate_keep_the_priority(db, two_relays):
     primary, _backup = two_relays
     for _ in range(2):  # below MIN_ATTEMPTS (3)
         provider_outcome_record(provider=primary, outcome="retryable")
-    assert provider_for_channel("email").name == primary
+    assert provider_choose("email").name == primary
 
     for _ in range(2):  # 2 errors out of 4: 50 %, not more than MAX_ERROR_RATE
         provider_outcome_record(provider=primary, outcome="sent")
-    assert provider_for_channel("email").name == primary
+    assert provider_choose("email").name == primary
 
 
 def test_when_every_provider_is_degraded_priority_decides(db, two_relays):
@@ -324,7 +323,7 @@ def test_when_every_provider_is_degraded_priority_decides(db, two_relays):
         for _ in range(3):
             provider_outcome_record(provider=name, outcome="retryable")
 
-    assert provider_for_channel("email").name == primary
+    assert provider_choose("email").name == primary
 
 
 def test_a_provider_with_broken_options_fails_only_its_own_sends(settings, two_relays, delivery):
@@ -335,9 +334,8 @@ def test_a_provider_with_broken_options_fails_only_its_own_sends(settings, two_r
         primary: {**entry, "OPTIONS": {**entry["OPTIONS"], "SECURITY": "carrier-pigeon"}},
     }
 
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
-    delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries
+    send(delivery)
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SENT
@@ -347,14 +345,14 @@ def test_a_provider_with_broken_options_fails_only_its_own_sends(settings, two_r
 
 def test_adapters_are_built_once_per_process_and_rebuilt_when_settings_change(db, settings, two_relays):
     primary, _backup = two_relays
-    adapter = provider_adapter(primary)
+    adapter = adapter_for_provider(primary)
 
-    assert provider_adapter(primary) is adapter
+    assert adapter_for_provider(primary) is adapter
     assert adapter.name == primary
     settings.CAKRA_PROVIDERS = dict(settings.CAKRA_PROVIDERS)
-    assert provider_adapter(primary) is not adapter
+    assert adapter_for_provider(primary) is not adapter
     with pytest.raises(ImproperlyConfigured):
-        provider_adapter("no-such-provider")
+        adapter_for_provider("no-such-provider")
 
 
 # --- The cost on the hot path -------------------------------------------------------
@@ -396,10 +394,10 @@ def test_a_batch_costs_one_store_round_trip_and_health_syncs_once_per_interval(
     settings.CAKRA_PROVIDER_HEALTH = {**settings.CAKRA_PROVIDER_HEALTH, "SYNC_SECONDS": 60}
 
     for _ in range(50):  # what deliveries_send adds around each batch of 100
-        provider = deliveries_route(channel="email")
+        provider = provider_choose("email")
         sender_token_acquire(provider, count=100)
         for _ in range(100):
-            delivery_route_outcome(provider=provider, outcome="sent", retry_after=None)
+            provider_answer_record(provider=provider, outcome="sent", retry_after=None)
 
     assert counting.calls == {"take": 50, "sync": 1}  # the batch's tokens at once; health once for the interval
 
@@ -407,9 +405,9 @@ def test_a_batch_costs_one_store_round_trip_and_health_syncs_once_per_interval(
 def test_a_channel_no_provider_serves_fails_its_deliveries_visibly_instead_of_waiting(delivery, provider_state):
     Delivery.objects.filter(pk=delivery.pk).update(channel="whatsapp")  # no whatsapp provider is configured
 
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
-    delivery_send(delivery_id=str(delivery.id), final_attempt=True)
+    assert send(delivery).retries
+    next_attempt_is_the_last(delivery)
+    send(delivery)  # no retry asked: nothing left to retry
 
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_PERMANENT  # so fallback moves on
@@ -422,7 +420,7 @@ def test_routing_a_batch_reads_nothing_of_the_domain(store_backend, db, provider
     settings.CAKRA_PROVIDERS = {"smtp": {**entry, "SENDER_IDENTITY": unique_name("smtp")}}
 
     with CaptureQueriesContext(connection) as captured:
-        provider = deliveries_route(channel="email")
+        provider = provider_choose("email")
         sender_token_acquire(provider, count=10)
 
     assert provider.name == "smtp"

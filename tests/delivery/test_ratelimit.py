@@ -15,12 +15,13 @@ from kombu import Queue
 from cakra.config.celery import app as celery_app
 from cakra.delivery.channels.registry import Provider
 from cakra.delivery.channels.store import CacheStore, RedisStore, shared_store
+from cakra.delivery.dispatch import DEFER_JITTER_MAX_SECONDS, defer_countdown
 from cakra.delivery.models import Delivery
 from cakra.delivery.ratelimit import sender_back_off, sender_token_acquire
-from cakra.delivery.sending import RetryLaterError, delivery_send
-from cakra.delivery.tasks import DEFER_JITTER_MAX_SECONDS, defer_countdown, delivery_send_batch_task, delivery_send_task
+from cakra.delivery.tasks import delivery_send_batch_task
 from cakra.registry.models import ContactPoint
 from cakra.security.ratelimit import RateLimitedError
+from tests.delivery.helpers import send
 
 SMTP = "cakra.delivery.channels.email.SmtpEmailAdapter"
 
@@ -200,10 +201,10 @@ def test_a_providers_retry_after_is_honoured_but_capped(db, settings, store_back
 def test_a_rate_limited_delivery_stays_pending_with_no_attempt_spent(limited_relay, delivery, mail_sink):
     shared_store().take(identity=limited_relay, rate=1, burst=1)  # another worker took this second's token
 
-    with pytest.raises(RateLimitedError):
-        delivery_send(delivery_id=str(delivery.id))
+    report = send(delivery)
 
-    delivery.refresh_from_db()
+    assert report.deferred == [("email", [str(delivery.id)])]
+    assert report.deferred_wait > 0
     assert (delivery.status, delivery.attempt_count) == (Delivery.Status.PENDING, 0)
     assert not delivery.attempts.exists()
     assert mail_sink.messages() == []
@@ -214,15 +215,13 @@ def test_a_throttling_answer_holds_the_identity_for_every_worker(limited_relay, 
     contact.value = "throttle@example.co.id"
     contact.save(update_fields=["value"])
 
-    with pytest.raises(RetryLaterError) as raised:
-        delivery_send(delivery_id=str(delivery.id))
+    report = send(delivery)
+    assert report.retries
 
-    assert raised.value.retry_after == 60
+    assert report.retries[0].retry_after == 60
     assert shared_store().take(identity=limited_relay, rate=1, burst=1) > 59  # every worker now waits
-    with pytest.raises(RateLimitedError) as deferred:  # the retry too, without spending an attempt
-        delivery_send(delivery_id=str(delivery.id))
-    assert deferred.value.wait > 59
-    delivery.refresh_from_db()
+    deferred = send(delivery)  # the retry too, without spending an attempt
+    assert deferred.deferred_wait > 59
     assert (delivery.status, delivery.attempt_count) == (Delivery.Status.FAILED_TEMPORARY, 1)
     assert list(delivery.attempts.values_list("outcome", flat=True)) == ["throttled"]
 
@@ -233,18 +232,18 @@ def test_the_task_reschedules_a_rate_limited_send_without_counting_a_retry(limit
     with celery_app.connection_for_write() as connection:
         queue = Queue(queue_name).bind(connection.default_channel)
         queue.declare()
-        delivery_send_task.push_request(  # type: ignore[call-arg]  # celery-types omits the request fields
+        delivery_send_batch_task.push_request(  # type: ignore[call-arg]  # celery-types omits the request fields
             id=str(uuid.uuid4()),
-            args=[str(delivery.id)],
+            args=[[str(delivery.id)]],
             kwargs={},
             retries=3,
             is_eager=False,
             delivery_info={"exchange": "", "routing_key": queue_name},
         )
         try:
-            delivery_send_task.run(str(delivery.id))  # what the worker runs: returns, no Retry raised
+            delivery_send_batch_task.run([str(delivery.id)])  # what the worker runs: returns, no Retry raised
         finally:
-            delivery_send_task.pop_request()
+            delivery_send_batch_task.pop_request()
         message = None
         deadline = time.monotonic() + 5
         while message is None and time.monotonic() < deadline:  # AMQP routes a moment after publishing
@@ -263,10 +262,10 @@ def test_the_task_reschedules_a_rate_limited_send_without_counting_a_retry(limit
     assert (delivery.status, delivery.attempt_count) == (Delivery.Status.PENDING, 0)
 
 
-def test_an_eager_task_waits_for_its_token_then_sends(limited_relay, delivery, mail_sink):
+def test_an_eager_task_waits_for_its_token_then_sends(limited_relay, delivery, mail_sink, celery_eager):
     shared_store().take(identity=limited_relay, rate=1, burst=1)
 
-    result = delivery_send_task.apply(args=(str(delivery.id),))
+    result = delivery_send_batch_task.apply(args=([str(delivery.id)],))
 
     assert result.successful()
     delivery.refresh_from_db()

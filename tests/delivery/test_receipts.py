@@ -20,15 +20,14 @@ from cakra.delivery.receipts import (
     RECEIPT_FIELDS,
     ReceiptReport,
     ReceiptResult,
-    ReceiptReport,
-    receipts_record,
     receipt_detail_clean,
+    receipts_record,
 )
-from cakra.delivery.sending import delivery_send
 from cakra.delivery.states import RECEIPT_TRANSITIONS, STATUS_RANK
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from cakra.simulators.smtp_sink import MailSink
+from tests.delivery.helpers import send
 from tests.factories import make_violation
 
 PROVIDER = "smtp"
@@ -462,7 +461,7 @@ def test_a_batch_longer_than_a_chunk_is_recorded_chunk_by_chunk_in_order(deliver
     ]
     assert [str(first.pk), str(second.pk), "", str(first.pk), ""] == [o.delivery_id for o in outcomes]
     assert [e.data["event_id"] for e in _audit("delivery.receipt")] == ["c-1", "c-2", "c-3"]
-    unknown = [r.getMessage() for r in caplog.records if "delivery_receipt_unknown_reference" in r.getMessage()]
+    unknown = [r.getMessage() for r in caplog.records if "delivery.receipt_unknown_reference" in r.getMessage()]
     assert len(unknown) == 1
     assert "c-4" in unknown[0]
 
@@ -723,7 +722,7 @@ def reporting_sink(tmp_path, settings, live_server, email_relay):
 @pytest.mark.django_db(transaction=True)
 def test_an_email_sent_through_the_adapter_becomes_delivered_by_the_sinks_receipt(reporting_sink, committed_delivery):
     delivery = committed_delivery
-    delivery_send(delivery_id=str(delivery.id))
+    send(delivery)
     assert _status(delivery) == S.SENT
 
     assert _wait_for_status(delivery, {S.DELIVERED}) == S.DELIVERED
@@ -746,7 +745,7 @@ def test_an_asynchronous_bounce_from_the_sink_fails_the_sent_email(reporting_sin
     contact.value = "softbounce.pemilik@example.co.id"
     contact.save(update_fields=["value"])
 
-    delivery_send(delivery_id=str(delivery.id))
+    send(delivery)
     assert _status(delivery) == S.SENT  # the relay accepted it at RCPT
 
     assert _wait_for_status(delivery, {S.FAILED_PERMANENT}) == S.FAILED_PERMANENT

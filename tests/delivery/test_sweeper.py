@@ -22,25 +22,19 @@ from kombu import Queue
 
 from cakra.audit.models import AuditEvent
 from cakra.config.celery import app as celery_app
-from cakra.delivery.channels.routing import deliveries_route
+from cakra.delivery.dispatch import RETRY_BACKOFF_MAX_SECONDS, channel_backlogs
 from cakra.delivery.models import Delivery
+from cakra.delivery.outcomes import deliveries_record_outcomes
+from cakra.delivery.routing import provider_choose
 from cakra.delivery.selectors import deliveries_get_for_send
-from cakra.delivery.sending import (
-    RetryLaterError,
-    deliveries_attempt,
-    deliveries_claim,
-    deliveries_record_outcomes,
-    delivery_send,
-)
+from cakra.delivery.sending import deliveries_attempt, deliveries_claim
 from cakra.delivery.sweeper import (
     LEASE_EXPIRED,
     NOT_CONFIRMED,
-    channel_backlogs,
     delivery_sweep_stuck,
     delivery_sweep_unconfirmed,
 )
 from cakra.delivery.tasks import (
-    RETRY_BACKOFF_MAX_SECONDS,
     delivery_send_batch_task,
     delivery_sweep_stuck_task,
     delivery_sweep_unconfirmed_task,
@@ -51,6 +45,7 @@ from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.ops.management.commands.run import WORKER_QUEUES
 from cakra.simulators.smtp_sink import MailSink
 from tests.api.helpers import jpeg_bytes
+from tests.delivery.helpers import send
 from tests.e2e.processes import celery_worker, wait_for
 from tests.factories import ApiKeyFactory, VehicleFactory, make_owner, make_violation
 
@@ -154,7 +149,7 @@ def two_step_notice(settings, region, vehicle, pre_validated_key):
 
 
 def sent(delivery):
-    delivery_send(delivery_id=str(delivery.id))
+    send(delivery)
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SENT
     return delivery
@@ -209,7 +204,7 @@ def test_a_live_send_that_outlasts_the_lease_is_kept_as_an_attempt_only(
     # gave its lease back: the attempt is kept, the status is not overwritten.
     assert deliveries_claim(delivery_ids=[delivery.pk]) == [delivery.pk]
     loaded = deliveries_get_for_send(delivery_ids=[delivery.pk])
-    results, _released = deliveries_attempt(loaded, provider=deliveries_route(channel="email"))
+    results, _released = deliveries_attempt(loaded, provider=provider_choose("email"))
     with django_capture_on_commit_callbacks(execute=True):
         delivery_sweep_stuck(now=later(SENDING_LEASE + 1))
 
@@ -337,8 +332,7 @@ def test_a_lost_retry_is_published_again_after_the_longest_backoff(
     mail_sink, email_relay, closed_port, delivery, django_capture_on_commit_callbacks
 ):
     email_relay(PORT=closed_port)
-    with pytest.raises(RetryLaterError):
-        delivery_send(delivery_id=str(delivery.id))
+    assert send(delivery).retries
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.FAILED_TEMPORARY
     email_relay(PORT=mail_sink.smtp_port)  # the relay is back; the retry message was lost

@@ -14,15 +14,17 @@ from cakra.audit import services as audit_services
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.delivery.channels.base import PermanentProviderError, SendResult
 from cakra.delivery.models import Delivery
+from cakra.delivery.outcomes import deliveries_record_outcomes
 from cakra.delivery.receipts import ReceiptReport, receipts_record
 from cakra.delivery.selectors import TimelineEntry, deliveries_get_for_send, notice_timeline
-from cakra.delivery.sending import deliveries_claim, deliveries_record_outcomes, delivery_send
+from cakra.delivery.sending import deliveries_claim
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
 from cakra.enforcement.selectors import notice_get_for_region
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from tests.api.helpers import get
 from tests.backoffice.conftest import english_client, sign_in
+from tests.delivery.helpers import send
 from tests.factories import make_violation
 
 EXPECTED_EVENTS = [
@@ -84,7 +86,7 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
 
     assert deliveries_claim(delivery_ids=[email.pk]) == [email.pk]  # this worker dies
     delivery_sweep_stuck(now=later(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1))
-    delivery_send(delivery_id=str(email.id))
+    send(email)
     email.refresh_from_db()
     receipts_record(
         provider=email.provider,
@@ -138,7 +140,7 @@ def test_every_step_and_every_fallback_is_on_the_timeline_in_order(journey, regi
 
 
 def test_the_plan_running_out_is_on_the_timeline(mail_sink, delivery, region):
-    delivery_send(delivery_id=str(delivery.id))  # an email-only plan
+    send(delivery)  # an email-only plan
     delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1))
 
     last = notice_timeline(notice=delivery.notice)[-1]
@@ -214,7 +216,7 @@ def test_events_recorded_by_different_processes_are_in_time_order(mail_sink, del
     with transaction.atomic():
         for n in range(50):  # chain 7 is busy elsewhere
             audit_services.audit_record(actor_type="system", action="test.other", object_type="test", object_id=str(n))
-    delivery_send(delivery_id=str(delivery.id))  # recorded on chain 7, with a high sequence number
+    send(delivery)  # recorded on chain 7, with a high sequence number
     delivery.refresh_from_db()
     monkeypatch.setattr(audit_services, "audit_chain_of_this_process", lambda: 1)
     receipts_record(

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from cakra.delivery.sending import delivery_send
+from cakra.delivery.sending import deliveries_send
 from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice
 from cakra.security.models import Session
@@ -98,7 +98,7 @@ def journey(region, officer, mail_sink, caplog, capsys):
     for notice in Notice.objects.all():
         visit(desk, "get", f"/backoffice/notices/{notice.number}/")
         for delivery in notice.deliveries.filter(channel="email"):
-            delivery_send(delivery_id=str(delivery.id))
+            deliveries_send(delivery_ids=[str(delivery.id)])
     assert len(mail_sink.messages()) == 2
 
     # Citizens: a right pair, a wrong plate, an unknown number, then the pages.
@@ -119,7 +119,7 @@ def journey(region, officer, mail_sink, caplog, capsys):
 
 def test_logs_carry_no_personal_data(journey):
     _records, everything = journey
-    assert "delivery_batch_recorded" in everything  # the sweep did capture the sending
+    assert "delivery.batch_recorded" in everything  # the sweep did capture the sending
 
     for label, value in _personal_forms().items():
         assert value not in everything, f"the owner's {label} is in the logs"

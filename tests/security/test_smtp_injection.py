@@ -20,6 +20,7 @@ from cakra.delivery.channels.email import SmtpEmailAdapter, _sendmail
 from cakra.delivery.channels.mime import MimeMessage
 from cakra.delivery.channels.protocol import UnsafeProtocolValueError
 from cakra.simulators.smtp_sink import SimulatedDkimDns
+from tests.delivery.helpers import send_one
 
 SENDER = SenderIdentity(address="etle-metro@korlantas.polri.go.id", display_name="ETLE Polda Metro Jaya")
 SMUGGLED_COMMAND = "\r\n.\r\nMAIL FROM:<attacker@example.net>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n"
@@ -106,12 +107,12 @@ def _message(*, recipient="pemilik@example.co.id", subject="Surat Konfirmasi ETL
 def test_a_line_break_or_nul_in_any_field_is_refused_permanently_before_a_byte_is_sent(
     adapter, relay, recipient, subject, reference
 ):
-    adapter.send(_message())  # a session is open: the hostile message would go out on it
+    send_one(adapter, _message())  # a session is open: the hostile message would go out on it
     before = bytes(relay.received)
 
     with pytest.raises(PermanentProviderError, match="line break or NUL"):
-        adapter.send(_message(recipient=recipient, subject=subject, reference=reference))
-    adapter.send(_message(reference="ref-3"))  # the session is still clean and usable
+        send_one(adapter, _message(recipient=recipient, subject=subject, reference=reference))
+    send_one(adapter, _message(reference="ref-3"))  # the session is still clean and usable
     adapter.close()
 
     after = bytes(relay.received)[len(before) :]
