@@ -43,6 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cakra tests
+	$(BIN)/lint-imports --no-cache
 
 browser:
 	@scripts/install-system-deps --with-browser
