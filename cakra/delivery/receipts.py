@@ -108,11 +108,10 @@ class ReceiptReport:
 # Receipts of one batch commit in transactions of this many: one commit (one
 # fsync) and one audit-chain append per chunk instead of per receipt, while
 # the chain head's lock, held until commit, is released often. Each chunk
-# also pays a fixed cost in this process (building its queries, the audit
-# head's compare-and-set, the commit): at 100 that was about a fifth of a
-# receipt's web CPU; 250 spreads it out as well as 500 did (measured with
-# the sink's batches of 500), with half the rows locked at a time, and half
-# the receipts to record one by one after a duplicate race.
+# pays a fixed cost (building its queries, the audit head's compare-and-set,
+# the commit), so chunks must not be small; larger ones lock more rows at a
+# time and leave more receipts to record one by one after a duplicate race
+# (docs/performance.md: how the size was chosen).
 BATCH_CHUNK = 250
 
 
@@ -192,9 +191,8 @@ class _Applying:
 # The chunk's lookups (deliveries by reference, receipts by event id) send
 # their values as one JSON array parameter that the database expands, not as
 # ``IN (%s, %s, …)``: psycopg splits a query at its placeholders in Python
-# (~4 µs each on the bench machine) and Django prepares every value of an IN
-# list, which together made the two lookups about a sixth of a receipt's web
-# CPU (measured). Any other backend gets the plain list.
+# and Django prepares every value of an IN list, a cost per value that a
+# single parameter does not have. Any other backend gets the plain list.
 _JSON_ARRAY_ELEMENTS = {
     "postgresql": "SELECT json_array_elements_text(%s::json)",
     "sqlite": "SELECT value FROM json_each(%s)",

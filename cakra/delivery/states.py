@@ -115,9 +115,9 @@ def delivery_transition_many(
     the rows' own values travel as one JSON document joined to the table
     (``UPDATE … FROM jsonb_to_recordset``); otherwise, and on SQLite, each
     column is a ``CASE`` over the ids. The document keeps the statement's
-    text and parameters the same whatever the chunk's size: with a ``CASE``,
-    100 rows were ~900 parameters, a statement psycopg parses again on every
-    call (~95 against ~25 µs of worker CPU per delivery, measured).
+    text and parameters the same whatever the chunk's size: with a ``CASE``
+    every row adds parameters, and psycopg parses the statement again on
+    every call (docs/performance.md has the cost of each).
 
     Must run inside the transaction that records the changes' audit events.
     """

@@ -9,9 +9,9 @@ unless it is given its own. The DKIM domain is the domain of the From address
 (the region's ``email_from_address``), so DMARC alignment holds as long as
 that domain publishes the record.
 
-One connection per message keeps the adapter stateless and safe across
-worker processes; a pooled connection is the optimisation to reach for when
-the relay's handshake becomes the bottleneck.
+One SMTP session per process and thread carries many messages (renewed
+after ``SESSION_MAX_MESSAGES`` or ``SESSION_IDLE_SECONDS``), as every bulk
+sender does: the handshake costs more than a message.
 """
 
 from __future__ import annotations
