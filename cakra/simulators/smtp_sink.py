@@ -75,9 +75,9 @@ import structlog
 from django.conf import settings
 from django.utils import timezone
 
-from cakra.api.receipts import SIGNATURE_HEADER, receipt_signature_header
 from cakra.delivery.channels.dkim import DkimKey, dkim_key_load
 from cakra.security.identifiers import ascii_digits_check, ascii_int_parse
+from cakra.security.signing import SIGNATURE_HEADER, receipt_signature_header
 
 logger = structlog.get_logger(__name__)
 
