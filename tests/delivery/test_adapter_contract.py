@@ -32,7 +32,7 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 
 
 @dataclass(frozen=True)

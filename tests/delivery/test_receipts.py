@@ -28,7 +28,7 @@ from cakra.delivery.sending import delivery_send
 from cakra.delivery.states import RECEIPT_TRANSITIONS, STATUS_RANK
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.factories import make_violation
 
 PROVIDER = "smtp"
