@@ -40,7 +40,6 @@ provider's free text.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import time
@@ -64,13 +63,12 @@ from cakra.delivery.receipts import ReceiptReport, ReceiptResult, receipts_recor
 from cakra.security.denials import access_denied_log
 from cakra.security.identifiers import ascii_int_parse
 from cakra.security.ratelimit import AUTH_FAILURE_MESSAGE, Limit, RateLimitedError, client_address, hit
+from cakra.security.signing import SIGNATURE_HEADER, SIGNATURE_SCHEME, receipt_signature
 
 logger = structlog.get_logger(__name__)
 
 router = Router(auth=None, tags=["receipts"])
 
-SIGNATURE_HEADER = "X-Cakra-Signature"
-SIGNATURE_SCHEME = "v1"
 MAX_SIGNATURE_HEADER_LENGTH = 1024
 MIN_SECRET_LENGTH = 32
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -95,18 +93,7 @@ EMAIL_EVENTS: dict[str, str] = {
 }
 
 
-# --- the signature scheme (also used by the simulators to sign) -------------
-def receipt_signature(*, secret: str, timestamp: int, body: bytes) -> str:
-    """Hex HMAC-SHA256 of ``"<timestamp>.<body>"`` under ``secret``."""
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def receipt_signature_header(*, secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The ``X-Cakra-Signature`` value a provider sends with ``body``."""
-    moment = int(time.time()) if timestamp is None else timestamp
-    return f"t={moment},{SIGNATURE_SCHEME}={receipt_signature(secret=secret, timestamp=moment, body=body)}"
-
-
+# --- checking a signature (cakra.security.signing computes one) -------------
 def receipt_signature_valid(*, header: str, secret: str, body: bytes, now: float, tolerance: int) -> bool:
     """True when ``header`` signs ``body`` with ``secret`` at a time within ``tolerance`` seconds of ``now``."""
     return not receipt_signature_problem(header=header, secret=secret, body=body, now=now, tolerance=tolerance)

@@ -12,12 +12,12 @@ import pytest
 from django.utils import timezone
 
 import cakra.api.receipts as receipts_api
-from cakra.api.receipts import receipt_signature, receipt_signature_header
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from cakra.security.ratelimit import Limit
+from cakra.security.signing import receipt_signature, receipt_signature_header
 from tests.factories import make_violation
 
 URL = "/api/v1/receipts/email/smtp-sink"

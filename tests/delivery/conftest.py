@@ -12,7 +12,7 @@ import pytest
 from cakra.delivery.channels.health import provider_health_reset_process
 from cakra.delivery.channels.store import REDIS_CACHE_BACKEND
 from cakra.enforcement.services import violation_validate_pre_validated
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.factories import make_violation
 
 

@@ -45,7 +45,7 @@ from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
 from cakra.delivery.sweeper import delivery_sweep_stuck
 from cakra.registry.models import ContactPoint
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
 
 

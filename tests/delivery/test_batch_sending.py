@@ -19,7 +19,7 @@ from cakra.delivery.sending import deliveries_claim, deliveries_send
 from cakra.delivery.tasks import delivery_send_batch_task
 from cakra.enforcement.models import Notice
 from cakra.enforcement.services import violation_validate_pre_validated
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.factories import VehicleFactory, make_owner, make_violation
 
 

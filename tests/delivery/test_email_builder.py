@@ -45,7 +45,7 @@ from cakra.delivery.messages import (
 from cakra.delivery.models import Delivery
 from cakra.delivery.selectors import NoticeForMessage, deliveries_get_for_send
 from cakra.security import crypto
-from cakra.simulators.smtp_sink import SimulatedDkimDns, dkim_check
+from cakra.simulators.smtp import SimulatedDkimDns, dkim_check
 
 DOMAIN = "korlantas.polri.go.id"
 SENDER = SenderIdentity(address=f"etle-metro@{DOMAIN}", display_name="ETLE Polda Metro Jaya")
@@ -105,7 +105,7 @@ def adapter(settings):
 
 @pytest.fixture
 def dns(adapter):
-    return SimulatedDkimDns(key=adapter.dkim_key, selector=adapter.dkim_selector)
+    return SimulatedDkimDns(record=adapter.dkim_key.txt_value(), selector=adapter.dkim_selector)
 
 
 def _message(*, subject="Surat Konfirmasi ETLE", text="Teks surat.\n", html="<p>Teks surat.</p>\n", sender=SENDER):
@@ -462,7 +462,7 @@ def test_the_signature_is_dkimpys_own_byte_for_byte(settings, message):
             break
 
     assert ours == theirs
-    assert dkim.verify(ours + unsigned, dnsfunc=SimulatedDkimDns(key=key, selector="cakra1"))
+    assert dkim.verify(ours + unsigned, dnsfunc=SimulatedDkimDns(record=key.txt_value(), selector="cakra1"))
 
 
 def test_a_message_changed_after_signing_fails_verification(adapter, dns):

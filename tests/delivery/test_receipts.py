@@ -26,7 +26,7 @@ from cakra.delivery.receipts import (
 from cakra.delivery.states import RECEIPT_TRANSITIONS, STATUS_RANK
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send
 from tests.factories import make_violation
 

@@ -43,7 +43,7 @@ from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, vi
 from cakra.enforcement.models import Notice
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.ops.management.commands.run import WORKER_QUEUES
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.api.helpers import jpeg_bytes
 from tests.delivery.helpers import send
 from tests.e2e.processes import celery_worker, wait_for

@@ -26,7 +26,7 @@ from cakra.enforcement.numbers import notice_number_display
 from cakra.enforcement.services import violation_validate
 from cakra.ops.management.commands.run import WORKER_QUEUES
 from cakra.registry.models import ContactPoint
-from cakra.simulators.smtp_sink import MailSink, SinkMessage
+from cakra.simulators.smtp import MailSink, SinkMessage
 from tests.e2e.processes import celery_worker, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

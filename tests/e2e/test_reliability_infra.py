@@ -40,7 +40,7 @@ from cakra.delivery.models import Delivery
 from cakra.delivery.tasks import delivery_sweep_stuck_task
 from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.enforcement.models import Notice
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.api.helpers import jpeg_bytes
 from tests.e2e.processes import celery_worker, wait_for
 

@@ -34,7 +34,7 @@ def package_copy(tmp_path_factory):
     """A copy of the package to break (sources only)."""
 
     def copy(name: str) -> Path:
-        root = tmp_path_factory.mktemp(name)
+        root: Path = tmp_path_factory.mktemp(name)
         shutil.copytree(ROOT / "cakra", root / "cakra", ignore=shutil.ignore_patterns("__pycache__", "*.mo"))
         return root
 

@@ -17,8 +17,8 @@ from django.test import Client
 from django.utils import timezone
 
 from cakra.api.models import ApiKey
-from cakra.api.receipts import receipt_signature_header
 from cakra.backoffice.models import Officer
+from cakra.security.signing import receipt_signature_header
 from tests.api.helpers import payload
 from tests.factories import OFFICER_PASSWORD, ApiKeyFactory, OfficerFactory
 from tests.security.attack_world import english_client, grant, region_objects, sign_in

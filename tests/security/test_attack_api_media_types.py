@@ -21,10 +21,10 @@ from django.test import Client
 from django.utils import timezone
 
 from cakra.api.api import api
-from cakra.api.receipts import receipt_signature_header
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.models import Evidence, Violation
 from cakra.security.middleware import API_CONTENT_DISPOSITION
+from cakra.security.signing import receipt_signature_header
 from tests.api.helpers import payload
 from tests.factories import ApiKeyFactory
 from tests.security.attack_world import RegionObjects, api_operations, api_url, region_objects

@@ -20,7 +20,7 @@ from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice
 from cakra.security.models import Session
 from cakra.security.sessions import PortalSessionStore, SessionStore
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 from tests.api.helpers import payload
 from tests.factories import ApiKeyFactory, VehicleFactory, make_owner
 from tests.security.attack_world import csrf_token, english_client, sign_in, visit

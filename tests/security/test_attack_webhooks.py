@@ -15,10 +15,10 @@ from django.core import checks
 from django.test import override_settings
 from django.utils import timezone
 
-from cakra.api.receipts import receipt_signature_header
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.services import violation_validate_pre_validated
+from cakra.security.signing import receipt_signature_header
 from tests.factories import make_violation
 
 SECRET_A = "secret-of-provider-a-0123456789-abcdefghij"

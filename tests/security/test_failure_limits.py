@@ -14,7 +14,7 @@ from django.utils import timezone
 
 import cakra.api.receipts as receipts_api
 from cakra.api.auth import AUTH_FAILURE_LIMIT
-from cakra.api.receipts import receipt_signature_header
+from cakra.security.signing import receipt_signature_header
 from tests.api.helpers import get, payload, post
 
 pytestmark = pytest.mark.django_db

@@ -31,12 +31,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cakra.api.receipts import receipt_signature_header
 from cakra.api.schemas import ViolationIn
 from cakra.audit.models import AuditEvent
 from cakra.backoffice import services as officer_services
 from cakra.delivery.models import DeliveryReceipt
 from cakra.enforcement.models import Evidence, Notice, Violation
+from cakra.security.signing import receipt_signature_header
 from tests.api.helpers import evidence_files, payload
 from tests.factories import OFFICER_PASSWORD
 from tests.security.limits import limits_reset

@@ -19,7 +19,7 @@ from cakra.delivery.channels.dkim import dkim_key_load
 from cakra.delivery.channels.email import SmtpEmailAdapter, _sendmail
 from cakra.delivery.channels.mime import MimeMessage
 from cakra.delivery.channels.protocol import UnsafeProtocolValueError
-from cakra.simulators.smtp_sink import SimulatedDkimDns
+from cakra.simulators.smtp import SimulatedDkimDns
 from tests.delivery.helpers import send_one
 
 SENDER = SenderIdentity(address="etle-metro@korlantas.polri.go.id", display_name="ETLE Polda Metro Jaya")
@@ -187,7 +187,7 @@ def test_a_header_added_after_signing_breaks_the_signature(settings, added, html
         reference="ref-1", recipient="pemilik@example.co.id", sender=SENDER, subject="Surat", text="Teks.\n", html=html
     )
     _, raw = adapter.build(message)
-    dns = SimulatedDkimDns(key=adapter.dkim_key, selector=adapter.dkim_selector)
+    dns = SimulatedDkimDns(record=adapter.dkim_key.txt_value(), selector=adapter.dkim_selector)
     signature_end = raw.index(b"\r\n", raw.index(b"b=")) + 2  # relays add their headers at the top
     while raw[signature_end : signature_end + 1] in {b" ", b"\t"}:
         signature_end = raw.index(b"\r\n", signature_end) + 2

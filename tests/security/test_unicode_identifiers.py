@@ -17,7 +17,8 @@ from cakra.backoffice import services as officer_services
 from cakra.backoffice.views.login import _device_pk
 from cakra.enforcement.numbers import notice_number_clean, notice_number_is_valid
 from cakra.security.identifiers import ascii_digits_check, ascii_int_parse, ascii_uuid_parse
-from cakra.simulators.smtp_sink import _list_limit, _mail_parameters_problem
+from cakra.simulators.smtp.server import _mail_parameters_problem
+from cakra.simulators.smtp.web import _list_limit
 from tests.api.helpers import StoreSnapshot, assert_error, get
 from tests.factories import OFFICER_PASSWORD, make_violation
 

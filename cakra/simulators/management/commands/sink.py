@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 
 POLL_SECONDS = 0.5
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from cakra.api.receipts import receipt_signature_valid
-from cakra.simulators.smtp_sink import MailSink, ReceiptReporter, message_reference
+from cakra.simulators.smtp import MailSink, ReceiptReporter, message_reference
 
 SECRET = "sink-receipt-test-secret-0123456789abcdef"
 DOMAIN = "korlantas.polri.go.id"
@@ -92,11 +92,6 @@ def endpoint():
     running = Endpoint()
     yield running
     running.close()
-
-
-@pytest.fixture
-def dkim_pem(settings):
-    return settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"]
 
 
 def _sink(tmp_path, dkim_pem, url):
