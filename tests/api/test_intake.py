@@ -169,7 +169,7 @@ def test_a_race_lost_on_the_unique_constraint_answers_as_replay_and_removes_its_
     client, api_key, vehicle, monkeypatch
 ):
     """Two senders of one capture: the constraint decides; the loser leaves nothing behind."""
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     _, token = api_key
     body = payload()
@@ -193,7 +193,7 @@ def test_a_race_lost_on_the_unique_constraint_answers_as_replay_and_removes_its_
 
 
 def test_a_failing_transaction_removes_the_files_it_wrote(client, api_key, vehicle, monkeypatch):
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     _, token = api_key
     store = StoreSnapshot()

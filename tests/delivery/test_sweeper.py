@@ -20,6 +20,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from kombu import Queue
 
+from cakra.api.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.audit.models import AuditEvent
 from cakra.config.celery import app as celery_app
 from cakra.delivery.channels.routing import deliveries_route
@@ -45,7 +46,6 @@ from cakra.delivery.tasks import (
     delivery_sweep_stuck_task,
     delivery_sweep_unconfirmed_task,
 )
-from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.enforcement.models import Notice
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.ops.management.commands.run import WORKER_QUEUES

@@ -11,9 +11,9 @@ import re
 import pytest
 from django.core.management import call_command
 
+from cakra.api.csvimport import CSV_COLUMNS
 from cakra.delivery.messages import email_render
 from cakra.delivery.selectors import deliveries_get_for_send
-from cakra.enforcement.csvimport import CSV_COLUMNS
 from cakra.enforcement.models import Notice, Violation
 from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.security.freetext import LOCATION_WITHHELD, FreeTextError, location_clean
