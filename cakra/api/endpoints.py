@@ -38,11 +38,12 @@ from cakra.api.schemas import (
     ViolationOut,
     violation_batch_in_openapi,
 )
+from cakra.api.selectors import notice_get_for_region
 from cakra.api.submissions import submission_from_api
 from cakra.delivery.selectors import notice_timeline
 from cakra.enforcement.errors import DomainError, NotFoundError
 from cakra.enforcement.models import Notice, Violation
-from cakra.enforcement.selectors import notice_get_for_region, violation_get_for_region
+from cakra.enforcement.selectors import violation_get_for_region
 from cakra.security.denials import access_denied_log
 
 logger = structlog.get_logger(__name__)

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from cakra.api.selectors import notice_get_for_region
 from cakra.audit import services as audit_services
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.delivery.channels.base import PermanentProviderError, SendResult
@@ -18,7 +19,6 @@ from cakra.delivery.receipts import delivery_record_receipt
 from cakra.delivery.selectors import TimelineEntry, deliveries_get_for_send, notice_timeline
 from cakra.delivery.sending import deliveries_claim, deliveries_record_outcomes, delivery_send
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
-from cakra.enforcement.selectors import notice_get_for_region
 from cakra.registry.models import ContactPoint
 from tests.api.helpers import get
 from tests.backoffice.conftest import english_client, sign_in

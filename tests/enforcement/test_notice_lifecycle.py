@@ -9,7 +9,7 @@ from tests.factories import VehicleFactory, make_notice
 
 def test_an_issued_notice_moves_to_notified_once(vehicle, region, django_assert_num_queries):
     first = make_notice(vehicle=vehicle, region=region, capture_id="CAP-N1")
-    second = make_notice(vehicle=VehicleFactory(plate="B 55 NTF"), region=region, capture_id="CAP-N2")
+    second = make_notice(vehicle=VehicleFactory.create(plate="B 55 NTF"), region=region, capture_id="CAP-N2")
     assert {first.status, second.status} == {Notice.Status.ISSUED}
 
     with django_assert_num_queries(1):  # one conditional UPDATE for any number of notices

@@ -16,7 +16,7 @@ from cakra.backoffice.selectors import violation_queue
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
-from cakra.enforcement.retention import retention_purge
+from cakra.ops.retention import retention_purge
 from tests.api.helpers import jpeg_bytes
 from tests.factories import VehicleFactory, make_notice, make_violation
 
@@ -243,7 +243,7 @@ def test_an_unlinked_notice_is_no_longer_found_on_the_portal(cases, client):
 
 
 def test_the_purge_runs_daily_from_beat(settings):
-    from cakra.enforcement.tasks import retention_purge_task
+    from cakra.ops.tasks import retention_purge_task
 
     scheduled = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert scheduled[retention_purge_task.name]["schedule"] == 86400.0
