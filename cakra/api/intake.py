@@ -40,17 +40,16 @@ from django.utils import timezone
 from cakra.audit.services import AuditEntry, audit_record, audit_record_many
 from cakra.db import rows_insert, time_ordered_uuid
 from cakra.delivery.issue import notices_issue
+from cakra.enforcement.derive_requests import evidence_derive_enqueue_on_commit
 from cakra.enforcement.errors import ConflictError, DomainError
-from cakra.enforcement.evidence import (
-    InspectedImage,
-    evidence_delete_files,
-    evidence_derive_enqueue_on_commit,
-    evidence_file_name,
-    evidence_inspect,
-    evidence_store_originals_rollback_unsafe,
-)
+from cakra.enforcement.evidence import InspectedImage, evidence_inspect
 from cakra.enforcement.models import Article, Evidence, Violation
 from cakra.enforcement.services import violations_received_validated
+from cakra.enforcement.storage import (
+    evidence_delete_files,
+    evidence_file_name,
+    evidence_store_originals_rollback_unsafe,
+)
 from cakra.registry.models import Vehicle
 from cakra.registry.plates import InvalidPlateError, plate_normalise
 from cakra.registry.selectors import vehicle_find_by_plate
