@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import io
+from datetime import datetime
 from typing import Any
 
 import factory
 from faker import Faker
+from PIL import Image
 
+from cakra.api.intake import EvidenceSubmission, ViolationSubmission, violation_receive
+from cakra.api.models import ApiKey
 from cakra.api.services import apikey_create
 from cakra.backoffice.models import Officer
-from cakra.enforcement.models import Article, Region, Violation
+from cakra.enforcement.models import Article, Notice, Region, Violation
 from cakra.registry.models import Owner, Vehicle
 from cakra.registry.services import owner_create, vehicle_register
 
@@ -104,3 +110,43 @@ def make_violation(*, region: Region, vehicle: Vehicle | None = None, **override
     }
     values.update(overrides)
     return Violation.objects.create(region=region, **values)
+
+
+@functools.cache
+def capture_jpeg(colour: tuple[int, int, int] = (120, 130, 140), size: tuple[int, int] = (80, 60)) -> bytes:
+    """A small, valid JPEG (made once per colour and size): intake reads its header only."""
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def make_submission(*, plate: str, **overrides: Any) -> ViolationSubmission:
+    """A capture as the API would hand it to intake, with one evidence photo."""
+    values: dict[str, Any] = {
+        "capture_id": "CAP-1",
+        "camera_id": "CAM-1",
+        "captured_at": datetime.fromisoformat("2026-11-28T08:05:00+07:00"),
+        "location": "Jl. Jend. Sudirman, Jakarta Pusat",
+        "plate": plate,
+        "article_code": "287(2)",
+        "evidence": (EvidenceSubmission(kind="vehicle", content=capture_jpeg()),),
+    }
+    values.update(overrides)
+    return ViolationSubmission(**values)
+
+
+def make_notice(
+    *, vehicle: Vehicle, region: Region | None = None, api_key: ApiKey | None = None, **overrides: Any
+) -> Notice:
+    """A notice issued the way production issues one without an officer: a
+    pre-validated key's capture of a registered plate through the intake
+    service (evidence stored, violation validated, notice issued, deliveries
+    planned in one transaction). No HTTP, and the photo's pixels are never
+    decoded. ``api_key``: a pre-validated key, or else ``region``'s new one;
+    ``overrides``: the submission's fields (``make_submission``)."""
+    if api_key is None:
+        assert region is not None, "make_notice needs a region or a pre-validated key"
+        api_key = apikey_create(region_code=region.code, name="ETLE back office", pre_validated=True).key
+    assert api_key.pre_validated, "only a pre-validated key issues at intake"
+    result = violation_receive(api_key=api_key, submission=make_submission(plate=vehicle.plate, **overrides))
+    return Notice.objects.select_related("violation", "region", "article").get(violation=result.violation)

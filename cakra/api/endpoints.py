@@ -18,6 +18,13 @@ from ninja.errors import ValidationError
 from cakra.api.auth import ApiKeyAuth
 from cakra.api.body import json_body_read
 from cakra.api.errors import domain_error_detail, validation_error_detail
+from cakra.api.intake import (
+    CHUNK_SIZE,
+    IntakeOutcome,
+    ViolationSubmission,
+    violation_receive,
+    violation_receive_many,
+)
 from cakra.api.models import ApiKey
 from cakra.api.schemas import (
     BatchItemResultOut,
@@ -31,18 +38,12 @@ from cakra.api.schemas import (
     ViolationOut,
     violation_batch_in_openapi,
 )
+from cakra.api.selectors import notice_get_for_region
 from cakra.api.submissions import submission_from_api
 from cakra.delivery.selectors import notice_timeline
 from cakra.enforcement.errors import DomainError, NotFoundError
-from cakra.enforcement.intake import (
-    CHUNK_SIZE,
-    IntakeOutcome,
-    ViolationSubmission,
-    violation_receive,
-    violation_receive_many,
-)
 from cakra.enforcement.models import Notice, Violation
-from cakra.enforcement.selectors import notice_get_for_region, violation_get_for_region
+from cakra.enforcement.selectors import violation_get_for_region
 from cakra.security.denials import access_denied_log
 
 logger = structlog.get_logger(__name__)

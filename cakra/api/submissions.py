@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from cakra.api.intake import EvidenceSubmission, ViolationSubmission
 from cakra.api.schemas import ViolationFieldsIn, ViolationIn
 from cakra.enforcement.evidence import evidence_decode_base64
-from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission
 
 COORDINATE_QUANTUM = Decimal("0.000001")
 

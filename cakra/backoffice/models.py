@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from cakra.security.columns import SealedColumn
 from cakra.security.crypto import key_ring
 
 # The seed length django-otp generates by default (RFC 4226's recommended
@@ -62,6 +65,15 @@ class OfficerTOTPDevice(TOTPDevice):  # type: ignore[misc] # django-otp ships no
 
     class Meta:
         proxy = True
+
+    # Found by key rotation (cakra.security.columns) through the app registry.
+    sealed_columns: ClassVar[tuple[SealedColumn, ...]] = (
+        SealedColumn(
+            field_name="key",
+            bound_to=("user_id",),
+            context_for=lambda values: totp_seed_context(user_id=values[0]),
+        ),
+    )
 
     @property
     def bin_key(self) -> bytes:

@@ -387,15 +387,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
         "options": {"expires": 3000.0},
     },
-    # Personal data past its retention period (cakra.enforcement.retention).
+    # Personal data past its retention period (cakra.ops.retention).
     "retention-purge": {
-        "task": "cakra.enforcement.tasks.retention_purge_task",
+        "task": "cakra.ops.tasks.retention_purge_task",
         "schedule": 86400.0,
         "options": {"expires": 43200.0},
     },
 }
 
-# --- Retention of personal data (UU PDP; cakra.enforcement.retention) --------
+# --- Retention of personal data (UU PDP; cakra.ops.retention) ----------------
 # Days after which personal data is removed while the rows stay for
 # statistics (region, article, day, fine, outcome). The notice lifecycle
 # (paid, heard in court, closed) does not exist yet, so the clock starts at

@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
+from cakra.api.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.api.models import ApiKey
 from cakra.demo.images import capture_jpeg
 from cakra.demo.regions import DEMO_CAMERAS
 from cakra.demo.seed import plate_for
-from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.enforcement.models import Article, Region, Violation
 from cakra.registry.models import Vehicle
 

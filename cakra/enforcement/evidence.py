@@ -7,43 +7,40 @@ header with Pillow's JPEG or PNG parser only, refuses dimensions above a
 pixel cap (decompression bombs) and checks the structure cheaply (JPEG end
 marker, PNG chunk checksums). The original bytes are then kept exactly as
 received, with their SHA-256, for the chain of custody: written straight to
-the disk and flushed before the rows that point at them commit.
+the disk and flushed before the rows that point at them commit
+(``cakra.enforcement.storage``).
 
 What anyone is shown is the derivative (``evidence_derive``, run by a worker
-after commit): decoded, turned upright, converted to RGB, bounded to 1600 px
-and re-encoded as a JPEG that carries no metadata at all: a camera's EXIF,
-GPS position, ICC profile or comments never reach a citizen's browser.
+after commit, asked for through ``cakra.enforcement.derive_requests``):
+decoded, turned upright, converted to RGB, bounded to 1600 px and re-encoded
+as a JPEG that carries no metadata at all: a camera's EXIF, GPS position,
+ICC profile or comments never reach a citizen's browser.
 """
 
 from __future__ import annotations
 
 import binascii
-import errno
-import fcntl
 import hashlib
 import io
-import mmap
-import os
 import struct
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from uuid import UUID
 
 import pybase64
 import structlog
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import FileSystemStorage, Storage
+from django.core.files.storage import Storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
 from cakra.audit.services import audit_record
 from cakra.enforcement.errors import DomainError
 from cakra.enforcement.models import Evidence, Region, evidence_storage
+from cakra.enforcement.storage import evidence_delete_files, evidence_file_name
 
 logger = structlog.get_logger(__name__)
 
@@ -192,205 +189,6 @@ def evidence_inspect(*, content: bytes, field: str) -> InspectedImage:
     )
 
 
-def evidence_file_name(*, kind: str, region_id: int, evidence_id: UUID, extension: str, when: datetime) -> str:
-    """``<kind>/<region>/<yyyy>/<mm>/<dd>/<evidence id>.<ext>``: dated folders keep directories small."""
-    return f"{kind}/{region_id}/{timezone.localtime(when):%Y/%m/%d}/{evidence_id}.{extension}"
-
-
-def evidence_store_originals_rollback_unsafe(*, files: list[tuple[str, bytes]]) -> list[str]:
-    """Write originals to the private storage, durably; return the names actually used.
-
-    Unsafe on rollback: the files stay if the caller's transaction fails, so
-    the caller must pass the result to ``evidence_delete_files`` then. A
-    partial failure here removes what it wrote before raising.
-
-    On the file system (the configured storage), every file's data and every
-    new directory entry is on disk when this returns, before the caller
-    commits the rows that point at them: an original is legal evidence, and
-    once the intake has answered 201 the camera system will not send it
-    again, so a crash must not leave a committed row whose file was still
-    only in the page cache.
-    """
-    storage = evidence_storage()
-    saved: list[str] = []
-    try:
-        if isinstance(storage, FileSystemStorage):
-            _store_durably(storage, files=files, saved=saved)
-        else:  # another backend keeps its own durability promise
-            for name, content in files:
-                saved.append(storage.save(name, ContentFile(content)))
-    except BaseException:
-        evidence_delete_files(names=saved)
-        raise
-    return saved
-
-
-# Files of one call held open between their write and their flush; bounds the
-# descriptors a request holds whatever the batch size.
-_SYNC_GROUP = 32
-_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has fsync only
-_O_DIRECT = getattr(os, "O_DIRECT", 0)
-# Direct I/O wants the memory, the length and the file offset aligned to the
-# device's logical block; a page is a multiple of every common one.
-_DIRECT_ALIGN = mmap.PAGESIZE
-
-
-class _DirectBuffer(threading.local):
-    """Page-aligned memory (an anonymous map) for direct writes, one per
-    thread, grown to the largest original written and then reused."""
-
-    def __init__(self) -> None:
-        self.memory = mmap.mmap(-1, 0x100000)
-
-    def holding(self, content: bytes) -> memoryview:
-        """``content`` zero-padded to the alignment, in this buffer."""
-        size = len(content)
-        padded = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN or _DIRECT_ALIGN
-        if padded > len(self.memory):
-            self.memory.close()
-            self.memory = mmap.mmap(-1, padded)
-        view = memoryview(self.memory)[:padded]
-        view[:size] = content
-        view[size:] = bytes(padded - size)
-        return view
-
-
-_direct_buffer = _DirectBuffer()
-
-
-def _store_durably(storage: FileSystemStorage, *, files: list[tuple[str, bytes]], saved: list[str]) -> None:
-    """Write ``files`` as FileSystemStorage.save would (same paths and permissions), then flush them.
-
-    Each file is written with direct I/O where the file system supports it:
-    from an aligned buffer straight to the disk, not through the page cache.
-    The flush that durability needs anyway then has nothing left to write
-    back but the file's size and extents, and the web process neither
-    copies every photo into the page cache nor makes the kernel write it
-    back later (measured: ~0.14 ms of CPU per 290 KB photo, steady, against
-    0.16 to 0.8 for a buffered write and its flush, depending on how much
-    memory the page cache has to claim). Elsewhere (tmpfs, other systems)
-    the write is an ordinary one; the flush is the same.
-
-    Names are evidence ids (UUIDs): one that exists already is an error
-    (O_EXCL), never a silent rename or overwrite. ``saved`` receives each
-    name as soon as its file exists, for the caller's clean-up.
-    """
-    file_mode = storage.file_permissions_mode
-    touched: set[Path] = set()  # directories whose entries changed
-    known: set[Path] = set()  # directories that exist
-    for start in range(0, len(files), _SYNC_GROUP):
-        descriptors: list[int] = []
-        try:
-            for name, content in files[start : start + _SYNC_GROUP]:
-                path = Path(storage.path(name))  # refuses names outside the storage root
-                if path.parent not in known:
-                    touched.update(_directories_make(path.parent, mode=storage.directory_permissions_mode))
-                    known.add(path.parent)
-                descriptor = os.open(
-                    path,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0),
-                    0o666 if file_mode is None else file_mode,
-                )
-                descriptors.append(descriptor)
-                saved.append(name)
-                touched.add(path.parent)
-                if file_mode is not None:
-                    os.fchmod(descriptor, file_mode)  # exactly the configured mode, whatever the umask
-                _write_all(descriptor, content)
-            for descriptor in descriptors:
-                _fdatasync(descriptor)
-        finally:
-            for descriptor in descriptors:
-                os.close(descriptor)
-    for directory in sorted(touched):
-        _directory_sync(directory)
-
-
-def _write_all(descriptor: int, content: bytes) -> None:
-    """Write ``content`` to the new, empty file ``descriptor``: directly if the file system allows it."""
-    if _O_DIRECT and _direct_set(descriptor, on=True):
-        try:
-            view = _direct_buffer.holding(content)
-            while view:
-                view = view[os.write(descriptor, view) :]
-            os.ftruncate(descriptor, len(content))  # the padding was only for the disk's sake
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            # This file system wants another alignment: write it the ordinary way.
-            _direct_set(descriptor, on=False)
-            os.ftruncate(descriptor, 0)
-            os.lseek(descriptor, 0, os.SEEK_SET)
-        else:
-            return
-    view = memoryview(content)
-    while view:
-        view = view[os.write(descriptor, view) :]
-
-
-def _direct_set(descriptor: int, *, on: bool) -> bool:
-    """Turn direct I/O on or off for ``descriptor``; False where the file system has none."""
-    flags = fcntl.fcntl(descriptor, fcntl.F_GETFL)
-    try:
-        fcntl.fcntl(descriptor, fcntl.F_SETFL, (flags | _O_DIRECT) if on else (flags & ~_O_DIRECT))
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        return False
-    return True
-
-
-def _directories_make(directory: Path, *, mode: int | None) -> set[Path]:
-    """Create ``directory`` and its missing parents with ``mode``; return the parents that got a new entry."""
-    missing: list[Path] = []
-    path = directory
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    changed: set[Path] = set()
-    for path in reversed(missing):
-        try:
-            path.mkdir(0o777 if mode is None else mode)
-        except FileExistsError:  # made concurrently
-            continue
-        if mode is not None:
-            path.chmod(mode)  # as Django's storage does: exactly the configured mode
-        changed.add(path.parent)
-    return changed
-
-
-def _directory_sync(directory: Path) -> None:
-    """Make the directory's new entries durable (the files' own data is flushed separately)."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def evidence_delete_files(*, names: list[str]) -> None:
-    """Best-effort removal of files whose rows never committed."""
-    storage = evidence_storage()
-    for name in names:
-        try:
-            storage.delete(name)
-        except OSError:
-            logger.exception("evidence.file_delete_failed", file=name)
-
-
-def evidence_derive_enqueue_on_commit(*, evidence_id: UUID) -> None:
-    """Derive after the intake commits (ids only).
-
-    ``robust``: the capture is already stored when this runs, so a broker
-    hiccup must not turn its answer into an error; the sweeper
-    (``evidence_derive_sweep_task``) picks up what was never derived.
-    """
-    from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_task  # tasks import this module
-
-    task_id = str(evidence_id)
-    transaction.on_commit(lambda: evidence_derive_task.apply_async(args=(task_id,), queue=EVIDENCE_QUEUE), robust=True)
-
-
 class EvidenceDecodeError(Exception):
     """The original could not be decoded into a derivative (permanent: retrying will not help)."""
 
@@ -427,8 +225,6 @@ def _render_derivative(content: bytes) -> bytes:
 # that does not decode this many times is marked failed and left for an
 # officer instead of costing a worker's CPU on every sweep forever.
 DERIVE_MAX_ATTEMPTS = 3
-# A page view asks for a missing derivative at most this often.
-DERIVE_REQUEST_INTERVAL = timedelta(minutes=5)
 
 
 def _render_checked_derivative(*, evidence: Evidence, content: bytes) -> bytes:
@@ -555,30 +351,6 @@ def evidence_derive_failure_record(*, evidence: Evidence, error: str | None) -> 
     logger.warning(
         "evidence.derive_attempt_failed", evidence_id=str(evidence.pk), error=last_error, failed=bool(marked)
     )
-
-
-def evidence_derive_request(*, evidence: list[Evidence]) -> None:
-    """Ask a worker for the derivatives a page view found missing (never decoding here).
-
-    Derivatives of notices issued without an officer's review are made when
-    first asked for, not at intake: most owners never open the photo. The
-    conditional update lets one view per ``DERIVE_REQUEST_INTERVAL`` enqueue
-    the work, so reloading a page cannot flood the evidence queue; images
-    marked failed are not asked for again.
-    """
-    now = timezone.now()
-    for item in evidence:
-        if item.derivative or item.derive_failed_at is not None:
-            continue
-        if item.derive_requested_at is not None and item.derive_requested_at >= now - DERIVE_REQUEST_INTERVAL:
-            continue  # asked for recently: no query at all on a reload
-        requested = (
-            Evidence.objects.filter(pk=item.pk, derived_at__isnull=True, derive_failed_at__isnull=True)
-            .filter(Q(derive_requested_at__isnull=True) | Q(derive_requested_at__lt=now - DERIVE_REQUEST_INTERVAL))
-            .update(derive_requested_at=now)
-        )
-        if requested:
-            evidence_derive_enqueue_on_commit(evidence_id=item.pk)
 
 
 # --- Orphaned files ----------------------------------------------------------------

@@ -188,7 +188,7 @@ class Notice(models.Model):
     # No index of its own: (region, status, issued_at) leads with it.
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="notices", db_index=False)
     # Null only once the retention schedule has removed the link between the
-    # notice and a person (cakra.enforcement.retention); the notice's region,
+    # notice and a person (cakra.ops.retention); the notice's region,
     # article, fine and dates stay for statistics.
     vehicle = models.ForeignKey(
         "registry.Vehicle", on_delete=models.PROTECT, related_name="notices", null=True, blank=True

@@ -1,8 +1,7 @@
-"""Reads on violations, notices and evidence.
+"""Reads on violations and evidence.
 
-The API's status views load through these functions only: scoped to the
-caller's region, with one "not found" for an unknown id, a malformed id and
-another region's record alike (no enumeration oracle).
+Region-scoped reads answer one "not found" for an unknown id, a malformed id
+and another region's record alike (no enumeration oracle).
 """
 
 from __future__ import annotations
@@ -10,12 +9,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from django.db.models import Prefetch
-
-from cakra.delivery.models import Delivery
 from cakra.enforcement.errors import NotFoundError
-from cakra.enforcement.models import Evidence, Notice, Violation
-from cakra.enforcement.numbers import notice_number_clean
+from cakra.enforcement.models import Evidence, Violation
 from cakra.security.identifiers import ascii_uuid_parse
 
 
@@ -27,21 +22,6 @@ def violation_get_for_region(*, region_id: int, violation_id: str) -> Violation:
     if violation is None:
         raise NotFoundError("violation not found")
     return violation
-
-
-def notice_get_for_region(*, region_id: int, number: str) -> Notice:
-    cleaned = notice_number_clean(number)
-    if not cleaned:
-        raise NotFoundError("notice not found")
-    notice = (
-        Notice.objects.select_related("article")
-        .prefetch_related(Prefetch("deliveries", queryset=Delivery.objects.order_by("step")))
-        .filter(number=cleaned, region_id=region_id)
-        .first()
-    )
-    if notice is None:
-        raise NotFoundError("notice not found")
-    return notice
 
 
 def evidence_ids_awaiting_derivation(

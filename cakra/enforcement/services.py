@@ -1,22 +1,23 @@
-"""Writes on violations and notices: validation, rejection, notice issue.
+"""Writes on violations and notices: decisions, notice construction, the notice's lifecycle.
 
-Every function here runs in one transaction with its audit event, and
-schedules side effects (sending) only after commit.
+Issuing a notice also plans its deliveries, which is delivery's: the one
+function that issues is ``cakra.delivery.issue.notices_issue``, and it calls
+``notices_create`` here. Functions that return audit entries leave the
+append to their caller, so that one issue moves the audit chain's head once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record
-from cakra.backoffice.models import Officer
-from cakra.db import rows_insert
-from cakra.delivery.services import delivery_plans_create
+from cakra.db import rows_insert, update_returning_pks
 from cakra.enforcement.deadlines import confirmation_deadline
 from cakra.enforcement.errors import InvalidStateError, NoRegistryMatchError, NotFoundError
 from cakra.enforcement.models import Notice, Violation
@@ -27,11 +28,21 @@ from cakra.security.crypto import lookup_hash
 MAX_REASON_LENGTH = 1000
 
 
+class Decider(Protocol):
+    """Who decides on a violation: an officer of one region (the back office's user)."""
+
+    @property
+    def pk(self) -> Any: ...
+
+    @property
+    def region_id(self) -> int | None: ...
+
+
 def verification_code_hash(*, number: str, code: str) -> str:
     return lookup_hash(f"{number}:{code.upper()}", purpose="notice-verification-code")
 
 
-def _officer_violation_for_update(*, officer: Officer, violation_id: UUID | str) -> Violation:
+def _officer_violation_for_update(*, officer: Decider, violation_id: UUID | str) -> Violation:
     """The one way an officer's write loads a violation: same answer for
     "doesn't exist" and "another region's"."""
     if officer.region_id is None:
@@ -50,7 +61,7 @@ def _notices_build(
     notices = []
     for violation in violations:
         vehicle_id = violation.vehicle_id
-        assert vehicle_id is not None  # noqa: S101 - notices_issue checked every one
+        assert vehicle_id is not None  # noqa: S101 - notices_create checked every one
         code = verification_code_generate()
         number = notice_number_generate()
         notices.append(
@@ -73,22 +84,21 @@ def _notices_build(
     return notices
 
 
-def notices_issue(
+def notices_create(
     *,
     violations: Sequence[Violation],
     actor_type: str,
     actor_id: str,
     owners: Mapping[UUID, UUID] | None = None,
-    audit_first: Sequence[AuditEntry] = (),
-) -> list[Notice]:
-    """Issue the notices of validated violations, with their delivery plans:
-    one insert per table and one audit append for all of them. Call inside
-    the validating transaction.
+) -> tuple[list[Notice], list[AuditEntry]]:
+    """Insert the notices of validated violations (one insert for all of
+    them): number, verification code, fine and deadline. Returns the notices
+    and their ``notice.issued`` events, for the caller to append with the
+    rest of the issue. Call inside the validating transaction, through
+    ``cakra.delivery.issue.notices_issue``, which also plans the deliveries.
 
     ``owners`` (vehicle id -> owner id), when the caller already read them,
-    saves a query. ``audit_first`` are the caller's own events of the same
-    transaction (the violations received, validated): they are appended
-    together with the notices' in one append, before them.
+    saves a query.
     """
     for violation in violations:
         if violation.vehicle_id is None:
@@ -106,86 +116,58 @@ def notices_issue(
     else:
         msg = "could not allocate unique notice numbers"
         raise RuntimeError(msg)
-    # The plans' events go in the same append as the notices' (and the
-    # caller's): one move of the audit chain's head for the whole issue.
-    delivery_plans_create(
-        notices=notices,
-        audit_first=[
-            *audit_first,
-            *(
-                AuditEntry(
-                    actor_type=actor_type,
-                    actor_id=actor_id,
-                    action="notice.issued",
-                    object_type="notice",
-                    object_id=str(notice.id),
-                    region_code=notice.region.code,
-                    data={
-                        "violation": str(notice.violation_id),
-                        "article": notice.article.code,
-                        "fine": notice.fine_amount,
-                    },
-                )
-                for notice in notices
-            ),
-        ],
-    )
-    return notices
+    entries = [
+        AuditEntry(
+            actor_type=actor_type,
+            actor_id=actor_id,
+            action="notice.issued",
+            object_type="notice",
+            object_id=str(notice.id),
+            region_code=notice.region.code,
+            data={"violation": str(notice.violation_id), "article": notice.article.code, "fine": notice.fine_amount},
+        )
+        for notice in notices
+    ]
+    return notices, entries
 
 
-def notice_issue(*, violation: Violation, actor_type: str, actor_id: str) -> Notice:
-    """Issue the notice for a validated violation. Call inside the validating transaction."""
-    return notices_issue(violations=[violation], actor_type=actor_type, actor_id=actor_id)[0]
-
-
-@transaction.atomic
-def violation_validate(*, officer: Officer, violation_id: UUID | str) -> Notice:
+def violation_mark_validated(*, officer: Decider, violation_id: UUID | str) -> tuple[Violation, list[AuditEntry]]:
+    """An officer's validation: received -> validated with one conditional
+    UPDATE. Returns the violation as updated and its ``violation.validated``
+    event, for the caller to append with the notice's; call inside the
+    transaction that issues the notice (``cakra.backoffice.decisions``)."""
     violation = _officer_violation_for_update(officer=officer, violation_id=violation_id)
-    return _validate(violations=[violation], actor_type="officer", actor_id=str(officer.pk), officer=officer)[0]
+    if violation.status != Violation.Status.RECEIVED:
+        raise InvalidStateError(f"violation is already {violation.status}")
+    now = timezone.now()
+    changed = Violation.objects.filter(pk=violation.pk, status=Violation.Status.RECEIVED).update(
+        status=Violation.Status.VALIDATED, decided_at=now, decided_by_id=officer.pk, pre_validated=False
+    )
+    if changed != 1:
+        raise InvalidStateError("violation was decided concurrently")
+    # What the UPDATE wrote, without reading it back.
+    violation.status, violation.decided_at = Violation.Status.VALIDATED, now
+    violation.decided_by_id, violation.pre_validated = officer.pk, False
+    return violation, _validated_entries(violations=[violation], actor_type="officer", actor_id=str(officer.pk))
 
 
-def violations_validate_pre_validated(*, violations: Sequence[Violation]) -> list[Notice]:
-    """Issue at once for a pre-validated API key; violations without a
-    registry match wait in the officers' queue instead. Call inside the
-    intake transaction."""
-    matched = [violation for violation in violations if violation.vehicle_id is not None]
-    if not matched:
-        return []
-    key_id = str(matched[0].source_key_id or "")
-    return _validate(violations=matched, actor_type="api_key", actor_id=key_id, officer=None)
-
-
-def violation_validate_pre_validated(*, violation: Violation) -> Notice | None:
-    notices = violations_validate_pre_validated(violations=[violation])
-    return notices[0] if notices else None
-
-
-def violations_issue_received_validated(
-    *, violations: Sequence[Violation], owners: Mapping[UUID, UUID], audit_first: Sequence[AuditEntry] = ()
-) -> list[Notice]:
-    """Issue the notices of violations a pre-validated key's intake has just
+def violations_received_validated(*, violations: Sequence[Violation]) -> list[AuditEntry]:
+    """The validation of violations a pre-validated key's intake has just
     inserted already validated, in this transaction (status validated,
-    ``pre_validated``, ``decided_at`` set; each with a registry match).
+    ``pre_validated``, ``decided_at`` set): their ``violation.validated``
+    events, for the intake's one append.
 
-    What ``violations_validate_pre_validated`` does for stored violations,
-    without its conditional UPDATE: nobody else can see, let alone decide,
-    rows this transaction has not committed, and updating every row just
-    inserted would write each violation and all its index entries twice.
-    ``owners``: vehicle id -> owner id; ``audit_first``: the intake's own
-    events, appended with the validations and notices in one append.
+    No UPDATE: nobody else can see, let alone decide, rows this transaction
+    has not committed, and updating every row just inserted would write each
+    violation and all its index entries twice.
     """
     for violation in violations:
         if violation.status != Violation.Status.VALIDATED or not violation.pre_validated or not violation.decided_at:
             raise InvalidStateError(f"violation {violation.pk} was not received validated")
     if not violations:
         return []
-    key_id = str(violations[0].source_key_id or "")
-    return notices_issue(
-        violations=violations,
-        actor_type="api_key",
-        actor_id=key_id,
-        owners=owners,
-        audit_first=[*audit_first, *_validated_entries(violations=violations, actor_type="api_key", actor_id=key_id)],
+    return _validated_entries(
+        violations=violations, actor_type="api_key", actor_id=str(violations[0].source_key_id or "")
     )
 
 
@@ -204,31 +186,22 @@ def _validated_entries(*, violations: Sequence[Violation], actor_type: str, acto
     ]
 
 
-def _validate(
-    *, violations: Sequence[Violation], actor_type: str, actor_id: str, officer: Officer | None
-) -> list[Notice]:
-    for violation in violations:
-        if violation.status != Violation.Status.RECEIVED:
-            raise InvalidStateError(f"violation is already {violation.status}")
-    now = timezone.now()
-    changed = Violation.objects.filter(
-        pk__in=[violation.pk for violation in violations], status=Violation.Status.RECEIVED
-    ).update(status=Violation.Status.VALIDATED, decided_at=now, decided_by=officer, pre_validated=officer is None)
-    if changed != len(violations):
-        raise InvalidStateError("violation was decided concurrently")
-    for violation in violations:  # what the UPDATE wrote, without reading it back
-        violation.status, violation.decided_at = Violation.Status.VALIDATED, now
-        violation.decided_by, violation.pre_validated = officer, officer is None
-    return notices_issue(
-        violations=violations,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        audit_first=_validated_entries(violations=violations, actor_type=actor_type, actor_id=actor_id),
+def notices_mark_notified(*, notice_ids: Collection[Any]) -> list[Any]:
+    """issued -> notified, for notices a provider has accepted a first
+    message of: one conditional UPDATE, so a notice moves once however many
+    of its messages are accepted. Returns the primary keys of the notices
+    this call moved; the caller appends their ``notice.notified`` events
+    (which name the delivery that notified) in its own append. Call inside
+    the transaction that records the send."""
+    if not notice_ids:
+        return []
+    return update_returning_pks(
+        Notice.objects.filter(pk__in=list(notice_ids), status=Notice.Status.ISSUED), status=Notice.Status.NOTIFIED
     )
 
 
 @transaction.atomic
-def violation_reject(*, officer: Officer, violation_id: UUID | str, reason: str) -> Violation:
+def violation_reject(*, officer: Decider, violation_id: UUID | str, reason: str) -> Violation:
     reason = reason.strip()
     if not reason:
         raise InvalidStateError("a reason is required to reject a violation", field="reason")
@@ -236,7 +209,7 @@ def violation_reject(*, officer: Officer, violation_id: UUID | str, reason: str)
         raise InvalidStateError(f"the reason is longer than {MAX_REASON_LENGTH} characters", field="reason")
     violation = _officer_violation_for_update(officer=officer, violation_id=violation_id)
     changed = Violation.objects.filter(pk=violation.pk, status=Violation.Status.RECEIVED).update(
-        status=Violation.Status.REJECTED, decided_at=timezone.now(), decided_by=officer, rejection_reason=reason
+        status=Violation.Status.REJECTED, decided_at=timezone.now(), decided_by_id=officer.pk, rejection_reason=reason
     )
     if changed != 1:
         raise InvalidStateError(f"violation is already {violation.status}")

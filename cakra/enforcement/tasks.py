@@ -9,7 +9,6 @@ from celery import Task, shared_task
 from django.utils import timezone
 
 from cakra.enforcement.evidence import EvidenceDecodeError, evidence_derive, evidence_orphans_sweep
-from cakra.enforcement.retention import retention_purge
 from cakra.enforcement.selectors import evidence_ids_awaiting_derivation
 
 logger = structlog.get_logger(__name__)
@@ -58,9 +57,3 @@ def evidence_derive_sweep_task() -> int:
 def evidence_orphans_sweep_task() -> int:
     """Remove evidence files no row references (left by a crash between writing and committing)."""
     return evidence_orphans_sweep()
-
-
-@shared_task(acks_late=True, ignore_result=True, queue=EVIDENCE_QUEUE)
-def retention_purge_task() -> int:
-    """Daily: remove personal data past its retention period (idempotent; a second run finds nothing)."""
-    return retention_purge().batches

@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from cakra.enforcement.evidence import evidence_derive_request
+from cakra.enforcement.derive_requests import evidence_derive_request
 from cakra.portal.access import grant_add, grant_is_live, grants_clear
 from cakra.portal.forms import LookupForm, notice_number_prefill
 from cakra.portal.language import portal_language

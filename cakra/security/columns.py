@@ -1,9 +1,10 @@
 """Every column that holds values sealed with the field-encryption key ring.
 
-Key rotation (``cakra keys reencrypt`` / ``status``) walks these: each
+Key rotation (``cakra keys reencrypt`` / ``status``) walks these, found
+through Django's app registry: each
 :class:`~cakra.security.fields.EncryptedTextField` of every installed model,
-and the TOTP seeds django-otp keeps in its own table
-(cakra.backoffice.models.OfficerTOTPDevice).
+and the columns of fields this project does not own (the TOTP seeds in
+django-otp's table) that a model declares in ``sealed_columns``.
 """
 
 from __future__ import annotations
@@ -45,22 +46,35 @@ class EncryptedColumn:
         return Ciphertext(token) if self.encrypted_field else token
 
 
-def encrypted_columns() -> list[EncryptedColumn]:
-    from cakra.backoffice.models import OfficerTOTPDevice, totp_seed_context
+@dataclass(frozen=True, kw_only=True)
+class SealedColumn:
+    """A sealed column of a field class the project does not own, declared
+    by the model that seals it: ``sealed_columns: ClassVar[tuple[SealedColumn,
+    ...]]`` on the model (a proxy declares its concrete model's table)."""
 
-    columns = [
-        EncryptedColumn(model=model, field_name=field.name, bound_to=field.bound_to, context_for=field.context_for)
-        for model in apps.get_models()
-        if not model._meta.proxy  # noqa: SLF001 - Django's documented Options API
-        for field in model._meta.concrete_fields  # noqa: SLF001
-        if isinstance(field, EncryptedTextField)
-    ]
-    columns.append(
-        EncryptedColumn(
-            model=OfficerTOTPDevice._meta.concrete_model,  # noqa: SLF001 - django-otp's own table, as stored
-            field_name="key",
-            bound_to=("user_id",),
-            context_for=lambda values: totp_seed_context(user_id=values[0]),
-        )
-    )
-    return sorted(columns, key=lambda column: column.label)
+    field_name: str
+    bound_to: tuple[str, ...]
+    context_for: Callable[[Sequence[object]], str]
+
+
+def encrypted_columns() -> list[EncryptedColumn]:
+    columns: dict[str, EncryptedColumn] = {}
+    for model in apps.get_models():
+        options = model._meta  # noqa: SLF001 - Django's documented Options API
+        found = [
+            EncryptedColumn(model=model, field_name=field.name, bound_to=field.bound_to, context_for=field.context_for)
+            for field in ([] if options.proxy else options.concrete_fields)
+            if isinstance(field, EncryptedTextField)
+        ]
+        concrete = options.concrete_model
+        declared: tuple[SealedColumn, ...] = getattr(model, "sealed_columns", ())
+        found += [
+            EncryptedColumn(
+                model=concrete, field_name=item.field_name, bound_to=item.bound_to, context_for=item.context_for
+            )
+            for item in declared
+            if concrete is not None
+        ]
+        # By label: a proxy and its subclasses would declare the same table's column.
+        columns.update((column.label, column) for column in found)
+    return sorted(columns.values(), key=lambda column: column.label)

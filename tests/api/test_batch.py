@@ -211,7 +211,7 @@ def test_a_whole_batch_sent_twice_is_replayed(client, api_key, vehicle):
 
 
 def test_batches_spanning_several_chunks_keep_order_and_repeats(client, api_key, vehicle, monkeypatch):
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     monkeypatch.setattr(intake, "CHUNK_SIZE", 3)
     _, token = api_key
@@ -428,7 +428,7 @@ def test_a_race_lost_on_the_unique_constraint_falls_back_per_item(client, api_ke
     """A concurrent sender commits a capture id between the look-up and the insert: the chunk is
     redone one by one, the lost capture answers as the winner's replay, the rest are stored, no
     file is left behind."""
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     _, token = api_key
     winner = post(client, token, item("RACE"))
@@ -447,7 +447,7 @@ def test_a_race_lost_on_the_unique_constraint_falls_back_per_item(client, api_ke
 
 
 def test_a_failing_chunk_removes_its_files_and_answers_500(client, api_key, vehicle, monkeypatch):
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     _, token = api_key
     store = StoreSnapshot()

@@ -181,7 +181,7 @@ def _stored(names):
 
 def test_originals_are_stored_byte_for_byte_whatever_their_size(db):
     """Direct writes pad to the disk's block: the file is cut back to exactly the bytes received."""
-    from cakra.enforcement.evidence import evidence_store_originals_rollback_unsafe
+    from cakra.enforcement.storage import evidence_store_originals_rollback_unsafe
 
     contents = [b"\xff\xd8\xff" + bytes(range(256)) * size for size in (0, 1, 16, 4096 // 256 * 3)] + [b"x"]
     files = [(f"tests/sizes/{n}.jpg", content) for n, content in enumerate(contents)]
@@ -199,13 +199,13 @@ def test_originals_are_written_where_direct_io_is_refused(db, monkeypatch, refus
     import fcntl
     import os
 
-    from cakra.enforcement import evidence
+    from cakra.enforcement import storage
 
     if refusal == "no_direct_io":  # what tmpfs answers
         real_fcntl = fcntl.fcntl
 
         def refuse_direct(descriptor, command, arg=0):
-            if command == fcntl.F_SETFL and arg & evidence._O_DIRECT:
+            if command == fcntl.F_SETFL and arg & storage._O_DIRECT:
                 raise OSError(errno.EINVAL, "Invalid argument")
             return real_fcntl(descriptor, command, arg)
 
@@ -214,14 +214,14 @@ def test_originals_are_written_where_direct_io_is_refused(db, monkeypatch, refus
         real_write = os.write
 
         def aligned_elsewhere(descriptor, data):
-            if fcntl.fcntl(descriptor, fcntl.F_GETFL) & evidence._O_DIRECT:
+            if fcntl.fcntl(descriptor, fcntl.F_GETFL) & storage._O_DIRECT:
                 raise OSError(errno.EINVAL, "Invalid argument")
             return real_write(descriptor, data)
 
         monkeypatch.setattr(os, "write", aligned_elsewhere)
     contents = [jpeg_bytes(), b"\xff\xd8\xff" + b"z" * 5000]
 
-    names = evidence.evidence_store_originals_rollback_unsafe(
+    names = storage.evidence_store_originals_rollback_unsafe(
         files=[(f"tests/{refusal}/{n}.jpg", content) for n, content in enumerate(contents)]
     )
 
@@ -229,7 +229,7 @@ def test_originals_are_written_where_direct_io_is_refused(db, monkeypatch, refus
 
 
 def test_an_existing_file_is_never_overwritten(db):
-    from cakra.enforcement.evidence import evidence_store_originals_rollback_unsafe
+    from cakra.enforcement.storage import evidence_store_originals_rollback_unsafe
 
     (name,) = evidence_store_originals_rollback_unsafe(files=[("tests/taken.jpg", b"first")])
     with pytest.raises(FileExistsError):

@@ -169,7 +169,7 @@ def test_a_race_lost_on_the_unique_constraint_answers_as_replay_and_removes_its_
     client, api_key, vehicle, monkeypatch
 ):
     """Two senders of one capture: the constraint decides; the loser leaves nothing behind."""
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     _, token = api_key
     body = payload()
@@ -193,7 +193,7 @@ def test_a_race_lost_on_the_unique_constraint_answers_as_replay_and_removes_its_
 
 
 def test_a_failing_transaction_removes_the_files_it_wrote(client, api_key, vehicle, monkeypatch):
-    from cakra.enforcement import intake
+    from cakra.api import intake
 
     _, token = api_key
     store = StoreSnapshot()
@@ -242,10 +242,10 @@ def test_intake_query_count_is_bounded(client, api_key, vehicle, django_assert_m
 
 
 def test_a_failing_file_write_removes_the_files_already_written(client, api_key, vehicle, monkeypatch):
-    from cakra.enforcement import evidence
+    from cakra.enforcement import storage
 
     _, token = api_key
-    real_write = evidence._write_all
+    real_write = storage._write_all
     writes = []
 
     def disk_full_on_second_file(descriptor, content):
@@ -255,7 +255,7 @@ def test_a_failing_file_write_removes_the_files_already_written(client, api_key,
         real_write(descriptor, content)
 
     store = StoreSnapshot()
-    monkeypatch.setattr(evidence, "_write_all", disk_full_on_second_file)
+    monkeypatch.setattr(storage, "_write_all", disk_full_on_second_file)
     response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("plate", jpeg_bytes())]))
 
     assert response.status_code == 500
@@ -266,7 +266,7 @@ def test_a_failing_file_write_removes_the_files_already_written(client, api_key,
 
 def test_a_failing_flush_to_disk_stores_nothing(client, api_key, vehicle, monkeypatch):
     """The originals must be on disk before their rows commit: a flush that fails is a failed intake."""
-    from cakra.enforcement import evidence
+    from cakra.enforcement import storage
 
     _, token = api_key
     flushed = []
@@ -276,7 +276,7 @@ def test_a_failing_flush_to_disk_stores_nothing(client, api_key, vehicle, monkey
         raise OSError(5, "Input/output error")
 
     store = StoreSnapshot()
-    monkeypatch.setattr(evidence, "_fdatasync", io_error)
+    monkeypatch.setattr(storage, "_fdatasync", io_error)
     response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("plate", jpeg_bytes())]))
 
     assert response.status_code == 500
@@ -288,12 +288,12 @@ def test_stored_originals_are_flushed_with_their_directory(client, api_key, vehi
     """Each original's data and its directory entry are flushed before the answer (crash safety of evidence)."""
     import os
 
-    from cakra.enforcement import evidence
+    from cakra.enforcement import storage
 
     _, token = api_key
     synced_files: list[int] = []
     synced_directories: list[str] = []
-    real_fdatasync, real_directory_sync = evidence._fdatasync, evidence._directory_sync
+    real_fdatasync, real_directory_sync = storage._fdatasync, storage._directory_sync
 
     def fdatasync(descriptor):
         synced_files.append(os.fstat(descriptor).st_ino)
@@ -303,8 +303,8 @@ def test_stored_originals_are_flushed_with_their_directory(client, api_key, vehi
         synced_directories.append(str(directory))
         real_directory_sync(directory)
 
-    monkeypatch.setattr(evidence, "_fdatasync", fdatasync)
-    monkeypatch.setattr(evidence, "_directory_sync", directory_sync)
+    monkeypatch.setattr(storage, "_fdatasync", fdatasync)
+    monkeypatch.setattr(storage, "_directory_sync", directory_sync)
     response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("plate", jpeg_bytes())]))
 
     assert response.status_code == 201

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -14,11 +14,10 @@ from django.utils import timezone
 import cakra.api.receipts as receipts_api
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryReceipt
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from cakra.security.ratelimit import Limit
 from cakra.security.signing import receipt_signature, receipt_signature_header
-from tests.factories import make_violation
+from tests.factories import make_notice
 
 URL = "/api/v1/receipts/email/smtp-sink"
 SECRET = "s3cret-for-the-receipt-webhook-tests-0123456789"
@@ -39,18 +38,14 @@ def _webhooks(settings):
 def delivery(vehicle, pre_validated_key, region):
     """The notice's email delivery, accepted by the relay (sent, with its Message-ID)."""
     key, _token = pre_validated_key
-    violation = make_violation(
-        region=region,
+    notice = make_notice(
         vehicle=vehicle,
+        api_key=key,
         capture_id="CAP-WEBHOOK-1",
-        payload_hash="2" * 64,
         camera_id="CAM-3",
-        captured_at="2026-11-28T10:00:00+07:00",
+        captured_at=datetime.fromisoformat("2026-11-28T10:00:00+07:00"),
         location="Jl. Gatot Subroto, Jakarta Selatan",
-        source_key=key,
     )
-    notice = violation_validate_pre_validated(violation=violation)
-    assert notice is not None
     delivery = notice.deliveries.get(channel="email")
     Delivery.objects.filter(pk=delivery.pk).update(
         status=Delivery.Status.SENT, provider="smtp", provider_reference=REFERENCE, sent_at=timezone.now()

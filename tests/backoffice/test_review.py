@@ -14,11 +14,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
+from cakra.backoffice.decisions import violation_validate
 from cakra.backoffice.models import Officer
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.enforcement.models import Notice, Violation
 from cakra.enforcement.numbers import notice_number_display
-from cakra.enforcement.services import violation_validate
 from cakra.registry.models import ContactPoint
 from tests.factories import VehicleFactory
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.urls import reverse
 
 from cakra.audit.models import AuditEvent
-from cakra.enforcement.services import violation_validate_pre_validated
-from tests.factories import ApiKeyFactory
+from cakra.enforcement.evidence import evidence_derive
+from tests.factories import make_notice
 
 
 def _views():
@@ -41,14 +41,11 @@ def test_a_review_page_without_a_registry_match_records_the_plate_only(officer_c
     assert event.data == {"viewed": ["plate"]}
 
 
-def test_an_evidence_photo_and_a_notice_page_are_recorded_too(
-    officer_client, officer, make_violation, make_evidence, vehicle, region
-):
-    key, _ = ApiKeyFactory.with_token(region=region, pre_validated=True)
-    violation = make_violation(vehicle=vehicle, source_key=key)
-    evidence = make_evidence(violation)
-    notice = violation_validate_pre_validated(violation=violation)
-    assert notice is not None
+def test_an_evidence_photo_and_a_notice_page_are_recorded_too(officer_client, officer, vehicle, region):
+    notice = make_notice(vehicle=vehicle, region=region)
+    violation = notice.violation
+    evidence = violation.evidence.get()
+    assert evidence_derive(evidence_id=evidence.pk)
 
     photo = officer_client.get(reverse("backoffice:evidence", args=[evidence.id]))
     assert b"".join(photo.streaming_content)

@@ -11,9 +11,8 @@ import pytest
 
 from cakra.delivery.channels.health import provider_health_reset_process
 from cakra.delivery.channels.store import REDIS_CACHE_BACKEND
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.simulators.smtp import MailSink
-from tests.factories import make_violation
+from tests.factories import make_notice
 
 
 @pytest.fixture
@@ -62,15 +61,13 @@ def notice(vehicle, pre_validated_key, region):
     only in who validates, and hashing an officer's password costs a third of
     a second per test)."""
     key, _token = pre_validated_key
-    violation = make_violation(
-        region=region,
+    return make_notice(
         vehicle=vehicle,
+        api_key=key,
         capture_id="CAP-EMAIL-1",
         camera_id="CAM-7",
         location="Jl. Jend. Sudirman (depan FX Sudirman), Jakarta Pusat",
-        source_key=key,
     )
-    return violation_validate_pre_validated(violation=violation)
 
 
 @pytest.fixture

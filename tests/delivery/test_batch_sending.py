@@ -18,9 +18,8 @@ from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.delivery.sending import deliveries_claim, deliveries_send
 from cakra.delivery.tasks import delivery_send_batch_task
 from cakra.enforcement.models import Notice
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.simulators.smtp import MailSink
-from tests.factories import VehicleFactory, make_owner, make_violation
+from tests.factories import VehicleFactory, make_notice, make_owner
 
 
 @pytest.fixture
@@ -35,11 +34,7 @@ def email_deliveries(region, pre_validated_key):
         for address in addresses:
             position = next(made)
             vehicle = VehicleFactory.create(plate=f"B {7000 + position} BAT", owner=make_owner(email=address))
-            violation = make_violation(
-                region=region, vehicle=vehicle, capture_id=f"CAP-BATCH-{position}", source_key=key
-            )
-            notice = violation_validate_pre_validated(violation=violation)
-            assert notice is not None
+            notice = make_notice(vehicle=vehicle, api_key=key, capture_id=f"CAP-BATCH-{position}")
             deliveries.append(notice.deliveries.get(channel="email"))
         return deliveries
 

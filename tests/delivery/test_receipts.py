@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
@@ -24,11 +24,10 @@ from cakra.delivery.receipts import (
     receipts_record,
 )
 from cakra.delivery.states import RECEIPT_TRANSITIONS, STATUS_RANK
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send
-from tests.factories import make_violation
+from tests.factories import make_notice
 
 PROVIDER = "smtp"
 REFERENCE = "<3f1c2b9e-receipt-test@korlantas.polri.go.id>"
@@ -67,18 +66,15 @@ def _audit(action):
 
 
 def _issue(*, vehicle, key, region, capture_id):
-    violation = make_violation(
-        region=region,
+    return make_notice(
         vehicle=vehicle,
+        api_key=key,
         capture_id=capture_id,
-        payload_hash="1" * 64,
         camera_id="CAM-9",
-        captured_at="2026-11-28T09:00:00+07:00",
+        captured_at=datetime.fromisoformat("2026-11-28T09:00:00+07:00"),
         location="Jl. M.H. Thamrin, Jakarta Pusat",
         article_code="287(1)",
-        source_key=key,
     )
-    return violation_validate_pre_validated(violation=violation)
 
 
 @pytest.fixture

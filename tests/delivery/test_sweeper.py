@@ -20,6 +20,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from kombu import Queue
 
+from cakra.api.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.audit.models import AuditEvent
 from cakra.config.celery import app as celery_app
 from cakra.delivery.dispatch import RETRY_BACKOFF_MAX_SECONDS, channel_backlogs
@@ -39,15 +40,13 @@ from cakra.delivery.tasks import (
     delivery_sweep_stuck_task,
     delivery_sweep_unconfirmed_task,
 )
-from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.enforcement.models import Notice
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.ops.management.commands.run import WORKER_QUEUES
 from cakra.simulators.smtp import MailSink
 from tests.api.helpers import jpeg_bytes
 from tests.delivery.helpers import send
 from tests.e2e.processes import celery_worker, wait_for
-from tests.factories import ApiKeyFactory, VehicleFactory, make_owner, make_violation
+from tests.factories import ApiKeyFactory, VehicleFactory, make_notice, make_owner
 
 PENDING_LEASE = 300
 SENDING_LEASE = 600
@@ -123,19 +122,15 @@ def events(action, object_id):
 
 
 def issue_notice(*, region, key, vehicle, capture_id):
-    violation = make_violation(
-        region=region,
+    return make_notice(
         vehicle=vehicle,
+        api_key=key,
         capture_id=capture_id,
         camera_id="CAM-7",
         captured_at=timezone.now() - timedelta(hours=3),
         location="Jl. M.H. Thamrin, Jakarta Pusat",
         article_code="287(1)",
-        source_key=key,
     )
-    notice = violation_validate_pre_validated(violation=violation)
-    assert notice is not None
-    return notice
 
 
 @pytest.fixture

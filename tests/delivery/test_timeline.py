@@ -10,6 +10,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from cakra.api.selectors import notice_get_for_region
 from cakra.audit import services as audit_services
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.delivery.channels.base import PermanentProviderError, SendResult
@@ -19,13 +20,11 @@ from cakra.delivery.receipts import ReceiptReport, receipts_record
 from cakra.delivery.selectors import TimelineEntry, deliveries_get_for_send, notice_timeline
 from cakra.delivery.sending import deliveries_claim
 from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
-from cakra.enforcement.selectors import notice_get_for_region
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint
 from tests.api.helpers import get
 from tests.backoffice.conftest import english_client, sign_in
 from tests.delivery.helpers import send
-from tests.factories import make_violation
+from tests.factories import make_notice
 
 EXPECTED_EVENTS = [
     ("notice.issued", ""),
@@ -57,18 +56,15 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
     """
     settings.CAKRA_ENABLED_CHANNELS = ["whatsapp", "email", "post"]
     key, _token = pre_validated_key
-    violation = make_violation(
-        region=region,
+    notice = make_notice(
         vehicle=vehicle,
+        api_key=key,
         capture_id="CAP-TIMELINE",
         camera_id="CAM-9",
         captured_at=timezone.now() - timedelta(hours=5),
         location="Jl. Gatot Subroto, Jakarta Selatan",
         article_code="287(5)",
-        source_key=key,
     )
-    notice = violation_validate_pre_validated(violation=violation)
-    assert notice is not None
     whatsapp, email, post = notice.deliveries.order_by("step")
     assert (whatsapp.channel, email.channel, post.channel) == ("whatsapp", "email", "post")
 

@@ -18,12 +18,12 @@ from django.test import Client
 from django.utils import timezone
 from kombu import Queue
 
+from cakra.backoffice.decisions import violation_validate
 from cakra.config.celery import app as celery_app
 from cakra.delivery.models import Delivery
 from cakra.demo.images import capture_jpeg
 from cakra.enforcement.models import Evidence, Notice, Violation
 from cakra.enforcement.numbers import notice_number_display
-from cakra.enforcement.services import violation_validate
 from cakra.ops.management.commands.run import WORKER_QUEUES
 from cakra.registry.models import ContactPoint
 from cakra.simulators.smtp import MailSink, SinkMessage

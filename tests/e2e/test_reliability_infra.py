@@ -34,11 +34,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from kombu import Queue
 
+from cakra.api.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.audit.models import AuditEvent
 from cakra.config.celery import app as celery_app
 from cakra.delivery.models import Delivery
 from cakra.delivery.tasks import delivery_sweep_stuck_task
-from cakra.enforcement.intake import EvidenceSubmission, ViolationSubmission, violation_receive
 from cakra.enforcement.models import Notice
 from cakra.simulators.smtp import MailSink
 from tests.api.helpers import jpeg_bytes

@@ -8,11 +8,12 @@ import pytest
 from django.db import connection
 
 from cakra.audit.models import AuditEvent
+from cakra.backoffice.decisions import violation_validate
 from cakra.delivery.models import Delivery
 from cakra.enforcement.errors import InvalidStateError, NoRegistryMatchError, NotFoundError
 from cakra.enforcement.models import Article, Violation
 from cakra.enforcement.numbers import notice_number_is_valid
-from cakra.enforcement.services import verification_code_hash, violation_reject, violation_validate
+from cakra.enforcement.services import verification_code_hash, violation_reject
 from cakra.registry.models import ContactPoint, Owner
 from tests import factories
 from tests.factories import OfficerFactory

@@ -14,11 +14,11 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from PIL import Image
 
+from cakra.api.intake import EvidenceSubmission
 from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
-from cakra.enforcement.services import violation_validate
 from cakra.security.sessions import PortalSessionStore
-from tests.factories import VehicleFactory, make_violation
+from tests.factories import VehicleFactory, capture_jpeg, make_notice
 
 CSRF_TOKEN_RE = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
 
@@ -60,12 +60,21 @@ class IssuedNotice:
     derivative: bytes
 
 
-def issue_notice(*, vehicle, officer, region, capture_id: str, derived: bool = True, colour=(200, 30, 30)):
-    violation = make_violation(region=region, vehicle=vehicle, capture_id=capture_id, camera_id="CAM-SUDIRMAN-01")
-    evidence = [add_evidence(violation, position=1, derived=derived, colour=colour)]
-    notice = violation_validate(officer=officer, violation_id=violation.id)
+def issue_notice(*, vehicle, region, capture_id: str, derived: bool = True, colour=(200, 30, 30)):
+    """A notice issued through intake with one photo of ``colour``; ``derived`` runs the worker's
+    derivative service, as a first view would have asked it to."""
+    notice = make_notice(
+        vehicle=vehicle,
+        region=region,
+        capture_id=capture_id,
+        camera_id="CAM-SUDIRMAN-01",
+        evidence=(EvidenceSubmission(kind="vehicle", content=capture_jpeg(colour)),),
+    )
+    evidence = list(notice.violation.evidence.order_by("position"))
     derivative = b""
     if derived:
+        assert evidence_derive(evidence_id=evidence[0].id)
+        evidence[0].refresh_from_db()
         with evidence[0].derivative.open("rb") as handle:
             derivative = handle.read()
     return IssuedNotice(notice=notice, evidence=evidence, derivative=derivative)
@@ -83,14 +92,14 @@ def _static_root_exists():
 @pytest.fixture
 def issued(vehicle, officer, region):
     """Notice A: vehicle B 1234 XYZ, one derived evidence photo."""
-    return issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-A")
+    return issue_notice(vehicle=vehicle, region=region, capture_id="CAP-A")
 
 
 @pytest.fixture
 def other_issued(officer, region):
     """Notice B: another vehicle and owner, its own photo."""
     other_vehicle = VehicleFactory(plate="B 9876 QRS")
-    return issue_notice(vehicle=other_vehicle, officer=officer, region=region, capture_id="CAP-B", colour=(30, 30, 200))
+    return issue_notice(vehicle=other_vehicle, region=region, capture_id="CAP-B", colour=(30, 30, 200))
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def browser_notice(transactional_db, settings, vehicle, officer, region):
     settings.CAKRA_ENABLED_CHANNELS = []  # nothing to send: this test is about the portal
-    return issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-E2E").notice
+    return issue_notice(vehicle=vehicle, region=region, capture_id="CAP-E2E").notice
 
 
 def test_citizen_checks_a_notice_in_a_real_browser(browser_notice, live_server):

@@ -64,7 +64,7 @@ def test_evidence_not_yet_derived_is_asked_of_a_worker_on_first_view(
 
     sent = []
     monkeypatch.setattr(evidence_derive_task, "apply_async", lambda args, queue: sent.append((args, queue)))
-    pending = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-P", derived=False)
+    pending = issue_notice(vehicle=vehicle, region=region, capture_id="CAP-P", derived=False)
     with django_capture_on_commit_callbacks(execute=True):
         body = open_notice(client, pending).content.decode()
     assert "Foto sedang diproses" in body
@@ -86,7 +86,7 @@ def test_evidence_given_up_on_says_not_available(client, vehicle, officer, regio
     from cakra.enforcement.models import Evidence
     from tests.portal.conftest import issue_notice
 
-    broken = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-B", derived=False)
+    broken = issue_notice(vehicle=vehicle, region=region, capture_id="CAP-B", derived=False)
     evidence = broken.evidence[0]
     Evidence.objects.filter(pk=evidence.pk).update(derive_failed_at=timezone.now())
     body = open_notice(client, broken).content.decode()

@@ -17,11 +17,11 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from cakra.api.api import api
+from cakra.backoffice.decisions import violation_validate
 from cakra.backoffice.models import Officer
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.models import Evidence, Notice, Region, Violation
 from cakra.enforcement.numbers import notice_number_generate
-from cakra.enforcement.services import violation_validate
 from cakra.portal.access import GRANTS_KEY
 from cakra.registry.models import Vehicle
 from tests.backoffice.conftest import english_client

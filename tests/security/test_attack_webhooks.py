@@ -17,9 +17,8 @@ from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery, DeliveryReceipt
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.security.signing import receipt_signature_header
-from tests.factories import make_violation
+from tests.factories import make_notice
 
 SECRET_A = "secret-of-provider-a-0123456789-abcdefghij"
 SECRET_B = "secret-of-provider-b-0123456789-klmnopqrst"
@@ -40,9 +39,7 @@ def _two_providers(settings):
 def delivery(vehicle, pre_validated_key, region):
     """An email delivery sent through provider A (provider name "smtp")."""
     key, _token = pre_validated_key
-    violation = make_violation(region=region, vehicle=vehicle, capture_id="CAP-HOOK", source_key=key)
-    notice = violation_validate_pre_validated(violation=violation)
-    assert notice is not None
+    notice = make_notice(vehicle=vehicle, api_key=key, capture_id="CAP-HOOK")
     email = notice.deliveries.get(channel="email")
     Delivery.objects.filter(pk=email.pk).update(
         status=Delivery.Status.SENT, provider="smtp", provider_reference=REFERENCE, sent_at=timezone.now()

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.management import call_command
 
 import cakra
-from cakra.enforcement.csvimport import CSV_COLUMNS
+from cakra.api.csvimport import CSV_COLUMNS
 from cakra.security.csvsafe import csv_cell_neutralise, csv_writer_safe
 from tests.api.helpers import jpeg_bytes, payload
 

@@ -41,7 +41,7 @@ def test_a_portal_view_of_an_underived_photo_never_decodes_it(
 ):
     queued = []
     monkeypatch.setattr(evidence_derive_task, "apply_async", lambda args, queue: queued.append((args, queue)))
-    pending = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-P", derived=False)
+    pending = issue_notice(vehicle=vehicle, region=region, capture_id="CAP-P", derived=False)
     decoder_calls.clear()
 
     found = client.post("/cek/", {"number": pending.notice.number, "plate": "B 1234 XYZ"})

@@ -92,9 +92,7 @@ def test_parallel_wrong_guesses_on_one_number_are_compared_at_most_limit_times(
         "client_daily": (1000, 10**7),
         "number_failures": (failures, 10**7),
     }
-    number = issue_notice(
-        vehicle=vehicle, officer=officer, region=region, capture_id="CAP-RACE", derived=False
-    ).notice.number
+    number = issue_notice(vehicle=vehicle, region=region, capture_id="CAP-RACE", derived=False).notice.number
     compared = []
 
     def counting_lookup(*, number):
@@ -126,7 +124,7 @@ def test_the_owners_successes_are_refunded(store_backend, settings, vehicle, off
         "client_daily": (1000, 10**7),
         "number_failures": (3, 10**7),
     }
-    notice = issue_notice(vehicle=vehicle, officer=officer, region=region, capture_id="CAP-OWN", derived=False).notice
+    notice = issue_notice(vehicle=vehicle, region=region, capture_id="CAP-OWN", derived=False).notice
 
     def look(plate: str, address: str) -> int:
         return Client().post("/cek/", {"number": notice.number, "plate": plate}, REMOTE_ADDR=address).status_code

@@ -19,12 +19,11 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from cakra.backoffice.models import OfficerTOTPDevice
 from cakra.backoffice.services import officer_totp_device_create
 from cakra.enforcement.models import Notice
-from cakra.enforcement.services import violation_validate_pre_validated
 from cakra.registry.models import ContactPoint, Owner, Vehicle
 from cakra.security.crypto import DecryptionError, key_ring
 from cakra.security.fields import UnboundWriteError
 from cakra.security.rebinding import encrypted_values_bind_to_rows
-from tests.factories import OfficerFactory, VehicleFactory, make_owner, make_violation
+from tests.factories import OfficerFactory, VehicleFactory, make_notice, make_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -116,14 +115,7 @@ def test_verification_codes_swapped_between_notices_fail_closed(notice_pair):
 @pytest.fixture
 def notice_pair(pre_validated_key, region):
     key, _token = pre_validated_key
-    return [
-        violation_validate_pre_validated(
-            violation=make_violation(
-                region=region, vehicle=VehicleFactory.create(), capture_id=f"CAP-SWAP-{i}", source_key=key
-            )
-        )
-        for i in range(2)
-    ]
+    return [make_notice(vehicle=VehicleFactory.create(), api_key=key, capture_id=f"CAP-SWAP-{i}") for i in range(2)]
 
 
 def test_values_read_back_for_their_own_row_and_saving_keeps_the_ciphertext():

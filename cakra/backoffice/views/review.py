@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from cakra.backoffice.access import OfficerRequest, decider_required, officer_object_not_found, officer_required
+from cakra.backoffice.decisions import violation_validate
 from cakra.backoffice.forms import RejectForm
 from cakra.backoffice.selectors import (
     QUEUE_PAGE_SIZE,
@@ -28,7 +29,7 @@ from cakra.backoffice.services import officer_can_decide
 from cakra.backoffice.viewlog import Viewed, personal_data_view_record
 from cakra.enforcement.errors import DomainError, NotFoundError
 from cakra.enforcement.numbers import notice_number_display
-from cakra.enforcement.services import violation_reject, violation_validate
+from cakra.enforcement.services import violation_reject
 
 logger = structlog.get_logger(__name__)
 

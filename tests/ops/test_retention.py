@@ -14,11 +14,11 @@ from django.utils import timezone
 from cakra.audit.models import AuditEvent
 from cakra.backoffice.selectors import violation_queue
 from cakra.delivery.models import Delivery, DeliveryReceipt
+from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
-from cakra.enforcement.retention import retention_purge
-from cakra.enforcement.services import violation_validate_pre_validated
+from cakra.ops.retention import retention_purge
 from tests.api.helpers import jpeg_bytes
-from tests.factories import VehicleFactory, make_violation
+from tests.factories import VehicleFactory, make_notice, make_violation
 
 NOTICE_DAYS = 730
 REJECTED_DAYS = 90
@@ -51,11 +51,9 @@ def cases(region, vehicle, pre_validated_key):
     key, _ = pre_validated_key
     notices = []
     for n, plate_vehicle in enumerate((vehicle, VehicleFactory(plate="B 77 QQ"))):
-        violation = _with_evidence(
-            make_violation(region=region, vehicle=plate_vehicle, source_key=key, capture_id=f"RET-{n}")
-        )
-        notice = violation_validate_pre_validated(violation=violation)
-        assert notice is not None
+        notice = make_notice(vehicle=plate_vehicle, api_key=key, capture_id=f"RET-{n}")
+        for evidence in notice.violation.evidence.all():  # what a first view of the photo asks a worker for
+            assert evidence_derive(evidence_id=evidence.pk)
         notices.append(notice)
     delivery = Delivery.objects.filter(notice=notices[0]).first()
     assert delivery is not None
@@ -245,7 +243,7 @@ def test_an_unlinked_notice_is_no_longer_found_on_the_portal(cases, client):
 
 
 def test_the_purge_runs_daily_from_beat(settings):
-    from cakra.enforcement.tasks import retention_purge_task
+    from cakra.ops.tasks import retention_purge_task
 
     scheduled = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert scheduled[retention_purge_task.name]["schedule"] == 86400.0

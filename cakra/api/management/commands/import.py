@@ -19,9 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from tqdm import tqdm
 
-from cakra.api.models import ApiKey
-from cakra.api.selectors import apikey_get_active
-from cakra.enforcement.csvimport import (
+from cakra.api.csvimport import (
     CSV_COLUMNS,
     CsvFileError,
     ImportSummary,
@@ -29,7 +27,9 @@ from cakra.enforcement.csvimport import (
     printable,
     violation_import_csv,
 )
-from cakra.enforcement.intake import CHUNK_SIZE
+from cakra.api.intake import CHUNK_SIZE
+from cakra.api.models import ApiKey
+from cakra.api.selectors import apikey_get_active
 from cakra.security.csvsafe import csv_writer_safe
 
 # ruff: noqa: N999 - the command is "cakra import"; Django names commands after their module

@@ -12,9 +12,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from cakra.api import intake
+from cakra.api.csvimport import CSV_COLUMNS
 from cakra.api.services import apikey_revoke
-from cakra.enforcement import intake
-from cakra.enforcement.csvimport import CSV_COLUMNS
 from cakra.enforcement.models import Evidence, Notice, Violation
 from tests.api.helpers import StoreSnapshot, image_bytes, jpeg_bytes, payload, post
 
@@ -264,7 +264,7 @@ def test_the_file_is_processed_in_chunks(folder, api_key, vehicle, monkeypatch):
         chunks.append(len(kwargs["submissions"]))
         return real(**kwargs)
 
-    monkeypatch.setattr("cakra.enforcement.csvimport.violation_receive_many", recording)
+    monkeypatch.setattr("cakra.api.csvimport.violation_receive_many", recording)
     path = write_csv(folder, [row(f"CHUNK-{n}") for n in range(5)] + [row("BAD", plate="??"), row("CHUNK-5")])
 
     out, _ = run_import(path, key, "--chunk-size", "2")

@@ -32,10 +32,7 @@ import pydantic
 import structlog
 from django.conf import settings
 
-from cakra.api.schemas import ViolationFieldsIn
-from cakra.api.submissions import submission_from_fields
-from cakra.enforcement.errors import ConflictError, DomainError
-from cakra.enforcement.intake import (
+from cakra.api.intake import (
     CHUNK_SIZE,
     EVIDENCE_KINDS,
     MAX_EVIDENCE_ITEMS,
@@ -43,6 +40,9 @@ from cakra.enforcement.intake import (
     ViolationSubmission,
     violation_receive_many,
 )
+from cakra.api.schemas import ViolationFieldsIn
+from cakra.api.submissions import submission_from_fields
+from cakra.enforcement.errors import ConflictError, DomainError
 
 if TYPE_CHECKING:
     from cakra.api.models import ApiKey

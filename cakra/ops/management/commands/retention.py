@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cakra.enforcement.retention import RetentionCounts, retention_due_counts, retention_purge
+from cakra.ops.retention import RetentionCounts, retention_due_counts, retention_purge
 
 
 def _line(counts: RetentionCounts) -> str:

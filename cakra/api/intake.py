@@ -39,17 +39,17 @@ from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record, audit_record_many
 from cakra.db import rows_insert, time_ordered_uuid
+from cakra.delivery.issue import notices_issue
+from cakra.enforcement.derive_requests import evidence_derive_enqueue_on_commit
 from cakra.enforcement.errors import ConflictError, DomainError
-from cakra.enforcement.evidence import (
-    InspectedImage,
+from cakra.enforcement.evidence import InspectedImage, evidence_inspect
+from cakra.enforcement.models import Article, Evidence, Violation
+from cakra.enforcement.services import violations_received_validated
+from cakra.enforcement.storage import (
     evidence_delete_files,
-    evidence_derive_enqueue_on_commit,
     evidence_file_name,
-    evidence_inspect,
     evidence_store_originals_rollback_unsafe,
 )
-from cakra.enforcement.models import Article, Evidence, Violation
-from cakra.enforcement.services import violations_issue_received_validated
 from cakra.registry.models import Vehicle
 from cakra.registry.plates import InvalidPlateError, plate_normalise
 from cakra.registry.selectors import vehicle_find_by_plate
@@ -531,7 +531,13 @@ def _create_rows(*, api_key: ApiKey, planned: list[_Planned]) -> list[Violation]
     validated = [violation for violation in violations if violation.status == Violation.Status.VALIDATED]
     if validated:
         owners = {plan.vehicle_id: plan.owner_id for plan in planned if plan.vehicle_id and plan.owner_id}
-        violations_issue_received_validated(violations=validated, owners=owners, audit_first=entries)
+        notices_issue(
+            violations=validated,
+            actor_type="api_key",
+            actor_id=str(api_key.pk),
+            owners=owners,
+            audit_first=[*entries, *violations_received_validated(violations=validated)],
+        )
     elif len(entries) == 1:
         audit_record(**asdict(entries[0]))  # the single route: the plain append of one event
     else:
