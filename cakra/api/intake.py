@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from cakra.audit.services import AuditEntry, audit_record, audit_record_many
 from cakra.db import rows_insert, time_ordered_uuid
-from cakra.delivery.issue import notices_issue
+from cakra.delivery.services import notices_issue
 from cakra.enforcement.derive_requests import evidence_derive_enqueue_on_commit
 from cakra.enforcement.errors import ConflictError, DomainError
 from cakra.enforcement.evidence import InspectedImage, evidence_inspect

@@ -2,7 +2,7 @@
 
 Validating issues the notice in the same transaction: enforcement moves the
 violation from received to validated (one conditional UPDATE, so two
-officers cannot both validate it), then ``cakra.delivery.issue`` issues the
+officers cannot both validate it), then ``cakra.delivery.services`` issues the
 notice and plans its deliveries, with the validation's event in the issue's
 one audit append. Rejecting issues nothing: it is enforcement's alone
 (``cakra.enforcement.services.violation_reject``).
@@ -15,7 +15,7 @@ from uuid import UUID
 from django.db import transaction
 
 from cakra.backoffice.models import Officer
-from cakra.delivery.issue import notices_issue
+from cakra.delivery.services import notices_issue
 from cakra.enforcement.models import Notice
 from cakra.enforcement.services import violation_mark_validated
 

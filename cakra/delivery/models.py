@@ -48,7 +48,7 @@ class Delivery(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices)
     step = models.PositiveSmallIntegerField(help_text="Position in the notice's delivery plan, from 1.")
     # Null only once the retention schedule has removed which address a
-    # notice went to (cakra.enforcement.retention).
+    # notice went to (cakra.ops.retention).
     contact_point = models.ForeignKey(
         "registry.ContactPoint", on_delete=models.PROTECT, related_name="+", null=True, blank=True
     )

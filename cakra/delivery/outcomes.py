@@ -44,7 +44,7 @@ from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.delivery.selectors import DeliveryForSend
 from cakra.delivery.states import delivery_transition_many
-from cakra.enforcement.models import Notice
+from cakra.enforcement.services import notices_mark_notified
 
 logger = structlog.get_logger(__name__)
 
@@ -253,26 +253,19 @@ def _outcome_entry(row: _Row, *, provider: str) -> AuditEntry:
 
 
 def _notified_entries(sent_notices: dict[Any, DeliveryForSend]) -> list[AuditEntry]:
-    """Notices moving from issued to notified on their first accepted message."""
-    if not sent_notices:
-        return []
-    moved = update_returning_pks(
-        Notice.objects.filter(pk__in=list(sent_notices), status=Notice.Status.ISSUED), status=Notice.Status.NOTIFIED
-    )
-    entries = []
-    for notice_id in moved:
-        delivery = sent_notices[notice_id]
-        entries.append(
-            AuditEntry(
-                actor_type="system",
-                action="notice.notified",
-                object_type="notice",
-                object_id=delivery.notice_reference,
-                region_code=delivery.region_code,
-                data={"delivery": delivery.reference, "channel": delivery.channel},
-            )
+    """Notices moving from issued to notified on their first accepted message
+    (enforcement's move), with the events naming the delivery that did it."""
+    return [
+        AuditEntry(
+            actor_type="system",
+            action="notice.notified",
+            object_type="notice",
+            object_id=sent_notices[notice_id].notice_reference,
+            region_code=sent_notices[notice_id].region_code,
+            data={"delivery": sent_notices[notice_id].reference, "channel": sent_notices[notice_id].channel},
         )
-    return entries
+        for notice_id in notices_mark_notified(notice_ids=list(sent_notices))
+    ]
 
 
 def _retry_groups(

@@ -1,4 +1,12 @@
-"""Writes on deliveries: the plans of new notices, and their first triggers.
+"""Writes on deliveries: issuing notices with their plans, and the plans' first triggers.
+
+:func:`notices_issue` is the one way a notice comes to exist, for an
+officer's validation and a pre-validated key's intake alike: it is written in
+the transaction that validates its violation, enforcement builds the notices
+(number, verification code, fine, deadline), this module plans their
+deliveries, and the whole issue (the caller's events, the notices', the
+plans') is one append to the audit chain, so the chain's head moves once per
+issue.
 
 Sending lives in :mod:`cakra.delivery.sending`, recording its outcomes in
 :mod:`cakra.delivery.outcomes`; publishing in :mod:`cakra.delivery.dispatch`.
@@ -6,7 +14,7 @@ Sending lives in :mod:`cakra.delivery.sending`, recording its outcomes in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 import structlog
@@ -16,7 +24,8 @@ from cakra.audit.services import AuditEntry, audit_record_many
 from cakra.db import rows_insert
 from cakra.delivery.dispatch import deliveries_enqueue_on_commit
 from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
-from cakra.enforcement.models import Notice
+from cakra.enforcement.models import Notice, Violation
+from cakra.enforcement.services import notices_create
 from cakra.registry.models import ContactPoint
 
 logger = structlog.get_logger(__name__)
@@ -77,3 +86,25 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
     audit_record_many(entries)
     deliveries_enqueue_on_commit(triggers=[(str(delivery.id), delivery.channel) for delivery in first_steps])
     return deliveries
+
+
+def notices_issue(
+    *,
+    violations: Sequence[Violation],
+    actor_type: str,
+    actor_id: str,
+    owners: Mapping[UUID, UUID] | None = None,
+    audit_first: Sequence[AuditEntry] = (),
+) -> list[Notice]:
+    """Issue the notices of validated violations, with their delivery plans:
+    one insert per table and one audit append for all of them, the first
+    steps sent after commit. Call inside the validating transaction.
+
+    ``owners`` (vehicle id -> owner id), when the caller already read them,
+    saves a query. ``audit_first`` are the caller's own events of the same
+    transaction (the violations received, validated): they go in the same
+    append, before the notices'.
+    """
+    notices, issued = notices_create(violations=violations, actor_type=actor_type, actor_id=actor_id, owners=owners)
+    delivery_plans_create(notices=notices, audit_first=[*audit_first, *issued])
+    return notices

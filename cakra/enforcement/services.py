@@ -1,7 +1,7 @@
 """Writes on violations and notices: decisions, notice construction, the notice's lifecycle.
 
 Issuing a notice also plans its deliveries, which is delivery's: the one
-function that issues is ``cakra.delivery.issue.notices_issue``, and it calls
+function that issues is ``cakra.delivery.services.notices_issue``, and it calls
 ``notices_create`` here. Functions that return audit entries leave the
 append to their caller, so that one issue moves the audit chain's head once.
 """
@@ -95,7 +95,7 @@ def notices_create(
     them): number, verification code, fine and deadline. Returns the notices
     and their ``notice.issued`` events, for the caller to append with the
     rest of the issue. Call inside the validating transaction, through
-    ``cakra.delivery.issue.notices_issue``, which also plans the deliveries.
+    ``cakra.delivery.services.notices_issue``, which also plans the deliveries.
 
     ``owners`` (vehicle id -> owner id), when the caller already read them,
     saves a query.
