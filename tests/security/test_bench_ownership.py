@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cakra.ops.bench_ownership import BenchOwnershipError, bench_database_create, bench_database_drop
+from cakra.ops.bench.ownership import BenchOwnershipError, bench_database_create, bench_database_drop
 
 POSTGRES_URL = os.environ.get("DATABASE_URL", "")
 needs_postgres = pytest.mark.skipif(

@@ -6,7 +6,7 @@ that ``DATABASE_URL`` names, and refuses one that exists but was not made
 by the bench; on SQLite, point ``CAKRA_DATA_DIR`` at a folder of its own
 (``make bench-embedded`` does) and the bench deletes the database file and
 the evidence it wrote. Only what carries the bench's marker is ever removed
-(cakra.ops.bench_ownership). It refuses to run on a database that holds
+(cakra.ops.bench.ownership). It refuses to run on a database that holds
 any other region's data.
 """
 
@@ -22,14 +22,16 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from cakra.ops.bench import REGION_CODE, BenchConfig, bench_run
-from cakra.ops.bench_ownership import (
+from cakra.enforcement.models import Region
+from cakra.ops.bench.config import REGION_CODE, BenchConfig
+from cakra.ops.bench.ownership import (
     BenchOwnershipError,
     bench_database_create,
     bench_database_drop,
     bench_files_claim,
     bench_files_remove,
 )
+from cakra.ops.bench.run import bench_run
 
 
 class Command(BaseCommand):
@@ -62,8 +64,6 @@ class Command(BaseCommand):
         except BenchOwnershipError as exc:
             raise CommandError(str(exc)) from None
         call_command("migrate", verbosity=0, interactive=False)
-        from cakra.enforcement.models import Region
-
         if Region.objects.exclude(code=REGION_CODE).exists():
             msg = "this database holds other data; run the bench on a database of its own (see make bench)"
             raise CommandError(msg)
@@ -91,7 +91,7 @@ class Command(BaseCommand):
         self.stderr.flush()
 
     def _remove_data(self, *, sqlite_database: Path | None, created: bool) -> None:
-        """Only what this run's markers prove the bench made (cakra.ops.bench_ownership)."""
+        """Only what this run's markers prove the bench made (cakra.ops.bench.ownership)."""
         settings_dict = dict(connection.settings_dict)
         connection.close()
         bench_files_remove(sqlite_database=sqlite_database, evidence_root=Path(settings.EVIDENCE_ROOT))
