@@ -1,5 +1,5 @@
-"""What the bench counts as duplicated (cakra.ops.bench.measurement), from what the SMTP sink
-really received (cakra.ops.bench.channels.email); which channels the bench drives."""
+"""What the bench counts as lost and duplicated (cakra.ops.bench.measurement), from what the
+SMTP sink really received (cakra.ops.bench.channels.email)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cakra.ops.bench.channels.email import (
     maildir_received,
     message_delivery_id,
 )
-from cakra.ops.bench.measurement import copies_beyond_first
+from cakra.ops.bench.measurement import copies_beyond_first, deliveries_tally
 from cakra.simulators.smtp_sink import MailSink
 
 
@@ -31,8 +31,8 @@ def _notice_email(delivery_id: str, n: int) -> OutboundMessage:
     )
 
 
-def test_copies_a_recipient_received_again_are_duplicates(settings, tmp_path):
-    once, thrice, twice = (str(uuid.uuid4()) for _ in range(3))
+def test_copies_a_recipient_received_again_are_duplicates_and_accepted_but_missing_are_lost(settings, tmp_path):
+    once, thrice, twice, never = (str(uuid.uuid4()) for _ in range(4))
     with MailSink(
         maildir=tmp_path / "mail",
         dkim_private_key=settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"],
@@ -52,6 +52,16 @@ def test_copies_a_recipient_received_again_are_duplicates(settings, tmp_path):
 
     assert received == {once: 1, thrice: 3, twice: 2}
     assert copies_beyond_first(received) == 3
+    # The database says four deliveries were accepted, one of them never
+    # arrived; one notice of five never got a final outcome.
+    tally = deliveries_tally(expected=5, final=4, succeeded=[once, thrice, twice, never], received=received)
+    assert (tally.duplicates, tally.duplicated) == (3, 2)
+    assert (tally.unfinished, tally.unreceived, tally.lost) == (1, 1, 2)
+
+
+def test_a_clean_run_counts_nothing():
+    tally = deliveries_tally(expected=2, final=2, succeeded=["a", "b"], received={"a": 1, "b": 1})
+    assert (tally.lost, tally.duplicates, tally.duplicated) == (0, 0, 0)
 
 
 def test_the_delivery_id_is_read_back_from_the_message_id():

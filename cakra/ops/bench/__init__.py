@@ -12,6 +12,7 @@ own process only drives the intake, watches the database and samples memory.
 - ``ceiling``: a bare client's rate against a simulator;
 - ``driver``: the intake posted over HTTP;
 - ``measurement``: when a delivery is final, latency, lost and duplicated messages;
+- ``faults``: kills, a broker restart and terminated connections, on a seeded schedule;
 - ``run``: the phases in order; it names no channel.
 - ``channels``: one module per channel (seeding, simulator, ceiling, what it received).
 

@@ -22,6 +22,9 @@ ARTICLES = ["287(1)", "287(2)", "287(5)", "289", "291", "283"]
 # Tries of one batch when the connection fails (the web server restarting a worker).
 CONNECT_ATTEMPTS = 5
 HTTP_OK = 200
+HTTP_SERVER_ERROR = 500
+# Longest pause between two tries of a batch the server failed.
+SERVER_ERROR_PAUSE_MAX = 5.0
 
 
 def intake_batches(*, notices: int, batch_size: int, fragments: list[bytes], run_id: str) -> Iterator[list[bytes]]:
@@ -56,9 +59,10 @@ class _BatchPoster:
     """Posts batch bodies from several threads, one kept-alive connection per
     thread, and adds up the API's answers."""
 
-    def __init__(self, *, port: int, token: str) -> None:
+    def __init__(self, *, port: int, token: str, server_error_retries: int) -> None:
         self.port = port
         self.token = token
+        self.server_error_retries = server_error_retries
         self.totals: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.local = threading.local()
@@ -97,6 +101,13 @@ class _BatchPoster:
             "Content-Length": str(sum(len(part) for part in body)),
         }
         answer = self.exchange(body, headers)
+        retries = 0
+        while answer is not None and answer[0] >= HTTP_SERVER_ERROR and retries < self.server_error_retries:
+            retries += 1
+            with self.lock:
+                self.totals["batch_retried"] += 1
+            time.sleep(min(SERVER_ERROR_PAUSE_MAX, 0.5 * retries))
+            answer = self.exchange(body, headers)
         with self.lock:
             if answer is None:
                 self.totals["batch_failed"] += 1
@@ -111,10 +122,18 @@ class _BatchPoster:
             self.totals["rejected"] += result.get("rejected", 0)
 
 
-def intake_run(*, config: BenchConfig, port: int, token: str, pool: list[bytes], run_id: str) -> Counter[str]:
-    """Post every batch of the run; the totals of the API's answers."""
+def intake_run(
+    *, config: BenchConfig, port: int, token: str, pool: list[bytes], run_id: str, server_error_retries: int = 0
+) -> Counter[str]:
+    """Post every batch of the run; the totals of the API's answers.
+
+    ``server_error_retries``: how many times a batch the server failed (5xx)
+    is posted again, as a back office would under faults; a replayed batch
+    answers with the captures it already holds (``replayed``). Without it a
+    failed batch is counted and left.
+    """
     fragments = photo_fragments(pool)
-    poster = _BatchPoster(port=port, token=token)
+    poster = _BatchPoster(port=port, token=token, server_error_retries=server_error_retries)
     # At most two batches per thread exist at a time, and a batch holds only
     # its items' own fields (the photos' text is shared): the driver's memory
     # does not grow with --notices.

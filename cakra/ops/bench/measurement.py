@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
@@ -10,6 +11,8 @@ from django.db.models import Count, Q, QuerySet
 from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.enforcement.models import Notice, Region
 from cakra.ops.bench.config import FINAL_STATUSES
+
+SUCCEEDED_STATUSES = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.READ)
 
 
 def final_filter(*, confirms: Mapping[str, bool]) -> Q:
@@ -70,6 +73,41 @@ def deliveries_sent_twice(notices: QuerySet[Notice]) -> int:
     )
 
 
+def deliveries_succeeded(notices: QuerySet[Notice]) -> set[str]:
+    """Ids of the deliveries recorded as accepted by their provider (sent, delivered or read)."""
+    return {
+        str(pk)
+        for pk in Delivery.objects.filter(notice__in=notices, status__in=SUCCEEDED_STATUSES).values_list(
+            "id", flat=True
+        )
+    }
+
+
 def copies_beyond_first(received: Mapping[str, int]) -> int:
     """Messages received again for a delivery already received: what a recipient sees twice."""
     return sum(copies - 1 for copies in received.values() if copies > 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryTally:
+    """Lost and duplicated deliveries, from the database's record and what the simulators received."""
+
+    unfinished: int  # notices without a final outcome by the deadline
+    unreceived: int  # recorded as accepted, yet never received by the simulator
+    duplicates: int  # copies received beyond the first of each delivery
+    duplicated: int  # deliveries received more than once
+
+    @property
+    def lost(self) -> int:
+        return self.unfinished + self.unreceived
+
+
+def deliveries_tally(
+    *, expected: int, final: int, succeeded: Iterable[str], received: Mapping[str, int]
+) -> DeliveryTally:
+    return DeliveryTally(
+        unfinished=max(0, expected - final),
+        unreceived=sum(1 for delivery_id in set(succeeded) if received.get(delivery_id, 0) < 1),
+        duplicates=copies_beyond_first(received),
+        duplicated=sum(1 for copies in received.values() if copies > 1),
+    )

@@ -1,7 +1,7 @@
 """The system under test as child processes: started, watched (CPU, memory) and stopped.
 
-Web (gunicorn), the Celery worker and every channel's simulator run as
-real processes, each in a
+Web (gunicorn), the Celery worker, the scheduler when the run needs the
+sweeper, and every channel's simulator run as real processes, each in a
 session of its own; this module also reads what they cost from ``/proc``.
 """
 
@@ -169,8 +169,11 @@ def processes_start(
     workdir: Path,
     api_key_prefix: str,
     simulators: Sequence[Simulator],
+    scheduler: bool = False,
+    env_extra: Mapping[str, str] | None = None,
 ) -> ProcessGroup:
-    """Start the simulators, the web server and the worker; return once each of them takes work."""
+    """Start the simulators, the web server and the worker (and the scheduler,
+    when the run needs the sweeper); return once each of them takes work."""
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -184,6 +187,7 @@ def processes_start(
     }
     for simulator in simulators:
         env.update(simulator.env)
+    env.update(env_extra or {})
     if not env["DATABASE_URL"]:
         env.pop("DATABASE_URL")
     python = sys.executable
@@ -208,6 +212,10 @@ def processes_start(
             "--loglevel", "WARNING",
         ],
     }  # fmt: skip
+    if scheduler:
+        commands["scheduler"] = [
+            *celery, "beat", "--loglevel", "WARNING", "--schedule", str(workdir / "celerybeat-schedule"),
+        ]  # fmt: skip
     group = ProcessGroup()
     for name, command in commands.items():
         log_path = workdir / f"{name}.log"
