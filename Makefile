@@ -12,7 +12,7 @@ AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/7
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgres messages venv system-deps browser demo bench bench-embedded clean
+.PHONY: run test lint test-sqlite test-postgres messages venv system-deps browser demo bench bench-embedded bench-faults clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@py=$$(scripts/find-python) || exit 1; \
@@ -69,6 +69,9 @@ BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/cakra_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_NOTICES ?= 100000
 BENCH_EMBEDDED_NOTICES ?= 10000
+BENCH_FAULT_NOTICES ?= 20000
+# e.g. --faults-seed 2, or --no-faults-broker on a machine whose broker serves others.
+BENCH_FAULT_OPTIONS ?=
 
 BENCH_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/cakra_bench
 
@@ -80,6 +83,16 @@ bench: messages
 	@rabbitmqctl -q set_permissions -p cakra_bench guest ".*" ".*" ".*"
 	CAKRA_DATA_DIR=var/bench DATABASE_URL=$(BENCH_PG_URL) CELERY_BROKER_URL=$(BENCH_AMQP_URL) REDIS_URL=$(BENCH_REDIS_URL) \
 	  $(BIN)/cakra bench --notices $(BENCH_NOTICES) --create-database
+
+# The pipeline under faults (cakra.ops.bench.faults): pool processes killed,
+# RabbitMQ restarted once (rabbitmqctl stop_app/start_app: every vhost of this
+# broker goes down for ~10 s), the bench database's connections terminated.
+bench-faults: messages
+	@scripts/services-up
+	@rabbitmqctl -q add_vhost cakra_bench 2>/dev/null || true
+	@rabbitmqctl -q set_permissions -p cakra_bench guest ".*" ".*" ".*"
+	CAKRA_DATA_DIR=var/bench DATABASE_URL=$(BENCH_PG_URL) CELERY_BROKER_URL=$(BENCH_AMQP_URL) REDIS_URL=$(BENCH_REDIS_URL) \
+	  $(BIN)/cakra bench --notices $(BENCH_FAULT_NOTICES) --create-database --faults $(BENCH_FAULT_OPTIONS)
 
 bench-embedded: messages
 	rm -rf var/bench-embedded

@@ -1,11 +1,11 @@
-"""The bench analyzes tables as autovacuum would (cakra.ops.bench.autoanalyze_as_autovacuum)."""
+"""The bench analyzes tables as autovacuum would (cakra.ops.bench.statistics.autoanalyze_as_autovacuum)."""
 
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 
-from cakra.ops.bench import autoanalyze_as_autovacuum
+from cakra.ops.bench.statistics import autoanalyze_as_autovacuum
 from cakra.registry.models import Owner
 
 pytestmark = pytest.mark.django_db(transaction=True)

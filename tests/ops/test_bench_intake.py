@@ -7,7 +7,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cakra.ops.bench import ARTICLES, BenchConfig, intake_batches, intake_run, photo_fragments, plate_for_index
+from cakra.ops.bench.config import BenchConfig
+from cakra.ops.bench.driver import ARTICLES, intake_batches, intake_run
+from cakra.ops.bench.photos import photo_fragments
+from cakra.ops.bench.seeding import plate_for_index
 
 POOL = [b"\xff\xd8\xff photo one", b"\xff\xd8\xff photo two /+=", b"\x00\xff\xfe"]
 

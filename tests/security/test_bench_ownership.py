@@ -14,7 +14,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from cakra.ops.bench_ownership import BenchOwnershipError, bench_database_create, bench_database_drop
+from cakra.ops.bench.ownership import (
+    BenchOwnershipError,
+    bench_database_connections_terminate,
+    bench_database_create,
+    bench_database_drop,
+)
 
 POSTGRES_URL = os.environ.get("DATABASE_URL", "")
 needs_postgres = pytest.mark.skipif(
@@ -95,6 +100,36 @@ def test_the_bench_drops_only_a_database_carrying_its_marker(foreign_database):
         psycopg.connect(
             host=own["HOST"] or "127.0.0.1", port=own["PORT"] or 5432, user=own["USER"] or None, dbname=own["NAME"]
         )
+
+
+def _connect(settings_dict) -> psycopg.Connection:
+    return psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+        user=settings_dict["USER"] or None,
+        dbname=settings_dict["NAME"],
+        autocommit=True,
+    )
+
+
+@needs_postgres
+def test_the_bench_terminates_connections_of_its_own_database_only(foreign_database):
+    """``--faults`` cuts every connection to the bench's database, never another's."""
+    settings_dict, _url = foreign_database
+    own = {**settings_dict, "NAME": settings_dict["NAME"] + "_bench"}
+    bench_database_create(settings_dict=own)
+    try:
+        with _connect(own) as bench_side, _connect(settings_dict) as other_side:
+            assert bench_database_connections_terminate(settings_dict=own) >= 1
+            with pytest.raises(psycopg.OperationalError):
+                bench_side.execute("SELECT 1")
+            assert other_side.execute("SELECT note FROM citizens_ledger").fetchall() == [("someone else's data",)]
+
+            with pytest.raises(BenchOwnershipError):
+                bench_database_connections_terminate(settings_dict=settings_dict)
+            assert other_side.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        bench_database_drop(settings_dict=own)
 
 
 def test_bench_refuses_an_existing_sqlite_database_and_evidence_it_did_not_write(tmp_path):

@@ -6,13 +6,22 @@ that ``DATABASE_URL`` names, and refuses one that exists but was not made
 by the bench; on SQLite, point ``CAKRA_DATA_DIR`` at a folder of its own
 (``make bench-embedded`` does) and the bench deletes the database file and
 the evidence it wrote. Only what carries the bench's marker is ever removed
-(cakra.ops.bench_ownership). It refuses to run on a database that holds
+(cakra.ops.bench.ownership). It refuses to run on a database that holds
 any other region's data.
+
+``--faults`` runs the pipeline with the scheduler and injects faults while
+it runs (cakra.ops.bench.faults): pool processes of the worker killed, the
+broker restarted once (``--no-faults-broker`` leaves it alone: the broker
+is the machine's, shared with anything else running on it), the bench
+database's connections terminated once. PostgreSQL + RabbitMQ, with
+``--create-database`` only.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -22,14 +31,19 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from cakra.ops.bench import REGION_CODE, BenchConfig, bench_run
-from cakra.ops.bench_ownership import (
+from cakra.enforcement.models import Region
+from cakra.ops.bench.config import REGION_CODE, BenchConfig
+from cakra.ops.bench.faults import FaultPlan
+from cakra.ops.bench.ownership import (
     BenchOwnershipError,
     bench_database_create,
     bench_database_drop,
     bench_files_claim,
     bench_files_remove,
 )
+from cakra.ops.bench.run import bench_run
+
+DEFAULT_FAULTS = FaultPlan()
 
 
 class Command(BaseCommand):
@@ -44,6 +58,40 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=0.0, help="seconds; 0 scales with --notices")
         parser.add_argument("--create-database", action="store_true", help="PostgreSQL: create, then drop")
         parser.add_argument("--keep", action="store_true", help="keep the bench data and logs afterwards")
+        faults = parser.add_argument_group("faults (PostgreSQL + RabbitMQ, with --create-database)")
+        faults.add_argument("--faults", action="store_true", help="inject faults while the pipeline runs")
+        faults.add_argument("--faults-seed", type=int, default=DEFAULT_FAULTS.seed, help="draws the fault schedule")
+        faults.add_argument("--faults-kills", type=int, default=DEFAULT_FAULTS.kills, help="pool processes to kill")
+        faults.add_argument(
+            "--faults-interval",
+            type=float,
+            default=DEFAULT_FAULTS.kill_interval_seconds,
+            help="mean seconds between two kills",
+        )
+        faults.add_argument(
+            "--faults-broker",
+            action=argparse.BooleanOptionalAction,
+            default=DEFAULT_FAULTS.broker,
+            help="restart RabbitMQ once (rabbitmqctl stop_app / start_app: every user of the broker sees it)",
+        )
+        faults.add_argument(
+            "--faults-broker-down",
+            type=float,
+            default=DEFAULT_FAULTS.broker_down_seconds,
+            help="seconds between stop_app and start_app",
+        )
+        faults.add_argument(
+            "--faults-database",
+            action=argparse.BooleanOptionalAction,
+            default=DEFAULT_FAULTS.database,
+            help="terminate every connection to the bench database once",
+        )
+        faults.add_argument(
+            "--faults-lease",
+            type=float,
+            default=DEFAULT_FAULTS.lease_seconds,
+            help="the sweeper's pending and sending leases for the run, in seconds",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.PRODUCTION:
@@ -54,6 +102,7 @@ class Command(BaseCommand):
         if options["create_database"] and not postgres:
             msg = "--create-database is for PostgreSQL; on SQLite set CAKRA_DATA_DIR to a folder of its own"
             raise CommandError(msg)
+        faults = self._fault_plan(options, postgres=postgres)
         try:
             # Claimed before anything is created or changed: a refusal leaves everything as it was.
             bench_files_claim(sqlite_database=sqlite_database, evidence_root=Path(settings.EVIDENCE_ROOT))
@@ -62,8 +111,6 @@ class Command(BaseCommand):
         except BenchOwnershipError as exc:
             raise CommandError(str(exc)) from None
         call_command("migrate", verbosity=0, interactive=False)
-        from cakra.enforcement.models import Region
-
         if Region.objects.exclude(code=REGION_CODE).exists():
             msg = "this database holds other data; run the bench on a database of its own (see make bench)"
             raise CommandError(msg)
@@ -77,21 +124,44 @@ class Command(BaseCommand):
             keep=options["keep"],
         )
         # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the child
-        # processes are stopped and the bench data removed on the way out.
+        # processes are stopped, a stopped broker started again and the bench
+        # data removed on the way out.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            result = bench_run(config, log=self._log)
+            result = bench_run(config, log=self._log, faults=faults)
         finally:
             if not options["keep"]:
                 self._remove_data(sqlite_database=sqlite_database, created=options["create_database"])
         self.stdout.write(json.dumps(result))
+
+    def _fault_plan(self, options: dict[str, Any], *, postgres: bool) -> FaultPlan | None:
+        if not options["faults"]:
+            return None
+        if not (postgres and options["create_database"]):
+            msg = "--faults needs PostgreSQL and --create-database (it terminates the bench database's connections)"
+            raise CommandError(msg)
+        if not settings.CELERY_BROKER_URL.startswith(("amqp:", "amqps:", "pyamqp:")):
+            msg = "--faults needs RabbitMQ (CELERY_BROKER_URL amqp://…)"
+            raise CommandError(msg)
+        if options["faults_broker"] and shutil.which("rabbitmqctl") is None:
+            msg = "--faults-broker needs rabbitmqctl on PATH (or --no-faults-broker)"
+            raise CommandError(msg)
+        return FaultPlan(
+            seed=options["faults_seed"],
+            kills=options["faults_kills"],
+            kill_interval_seconds=options["faults_interval"],
+            broker=options["faults_broker"],
+            broker_down_seconds=options["faults_broker_down"],
+            database=options["faults_database"],
+            lease_seconds=options["faults_lease"],
+        )
 
     def _log(self, text: str) -> None:
         self.stderr.write(text)
         self.stderr.flush()
 
     def _remove_data(self, *, sqlite_database: Path | None, created: bool) -> None:
-        """Only what this run's markers prove the bench made (cakra.ops.bench_ownership)."""
+        """Only what this run's markers prove the bench made (cakra.ops.bench.ownership)."""
         settings_dict = dict(connection.settings_dict)
         connection.close()
         bench_files_remove(sqlite_database=sqlite_database, evidence_root=Path(settings.EVIDENCE_ROOT))

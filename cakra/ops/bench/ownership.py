@@ -8,6 +8,8 @@ real notices, so nothing is dropped or deleted on the strength of a name:
   marks it with ``COMMENT ON DATABASE ... IS 'cakra_bench_owned'``; it drops
   a database only if it carries that comment. An existing database without
   it is refused, and nothing is dropped.
+- Faults (``--faults``) terminate the connections of a PostgreSQL database
+  only if it carries that comment, and only those of that database.
 - SQLite and evidence files: a marker file beside the database file and one
   in the evidence folder, written when the bench finds them absent or empty;
   an existing database file or non-empty evidence folder without its marker
@@ -85,6 +87,24 @@ def bench_database_drop(*, settings_dict: dict[str, Any]) -> None:
             msg = f"database {database!r} was not created by cakra bench; it was not dropped"
             raise BenchOwnershipError(msg)
         admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def bench_database_connections_terminate(*, settings_dict: dict[str, Any]) -> int:
+    """Terminate every connection to the bench's PostgreSQL database (a fault
+    the bench injects); how many there were. Refused for a database without
+    the bench's marker; connections to any other database are never touched."""
+    database = str(settings_dict["NAME"])
+    with _admin_connection(settings_dict) as admin:
+        _, marked = _database_marker(admin, database)
+        if not marked:
+            msg = f"database {database!r} was not created by cakra bench; its connections were left alone"
+            raise BenchOwnershipError(msg)
+        row = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [database],
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _marker_file(path: Path) -> Path:

@@ -1,0 +1,29 @@
+"""The channels the bench knows, one module each (the interface: ``base.py``).
+
+A new channel joins with its module and one entry in ``BENCH_CHANNELS``;
+the bench uses the ones ``CAKRA_ENABLED_CHANNELS`` enables, in that order.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from cakra.ops.bench.channels.base import BenchChannel
+from cakra.ops.bench.channels.email import EmailChannel
+
+BENCH_CHANNELS: tuple[BenchChannel, ...] = (EmailChannel(),)
+
+
+def bench_channels() -> list[BenchChannel]:
+    """The bench's plug-ins of the enabled channels, in the enabled order.
+
+    An enabled channel without one would get deliveries that nothing in the
+    bench receives or counts: refused rather than measured wrong.
+    """
+    known = {channel.name: channel for channel in BENCH_CHANNELS}
+    enabled = list(settings.CAKRA_ENABLED_CHANNELS)
+    missing = [name for name in enabled if name not in known]
+    if missing:
+        msg = f"cakra bench has no plug-in for the enabled channel(s) {', '.join(missing)} (cakra/ops/bench/channels)"
+        raise RuntimeError(msg)
+    return [known[name] for name in enabled]

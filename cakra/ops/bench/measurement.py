@@ -1,0 +1,113 @@
+"""What the run is judged by: when deliveries are final, latency, and what the simulators received."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Q, QuerySet
+
+from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.enforcement.models import Notice, Region
+from cakra.ops.bench.config import FINAL_STATUSES
+
+SUCCEEDED_STATUSES = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.READ)
+
+
+def final_filter(*, confirms: Mapping[str, bool]) -> Q:
+    """Deliveries that are done: confirmed (or failed for good), or only sent
+    on a channel whose simulator reports no receipts (``confirms`` by channel)."""
+    unconfirmed = sorted(channel for channel, confirming in confirms.items() if not confirming)
+    if not unconfirmed:
+        return Q(status__in=list(FINAL_STATUSES))
+    if len(unconfirmed) == len(confirms):
+        return Q(status__in=[*FINAL_STATUSES, Delivery.Status.SENT])
+    return Q(status__in=list(FINAL_STATUSES)) | Q(status=Delivery.Status.SENT, channel__in=unconfirmed)
+
+
+def final_count(*, region: Region, since: datetime, final: Q, expected: int) -> int:
+    """Deliveries of notices issued since ``since`` that reached a final state.
+
+    Polled each second, so counted on the (status, updated_at) index alone:
+    the exact count joins every delivery to its notice, a cost that grows
+    with the run and was charged to the pipeline's database CPU.
+    Deliveries of other work in the same database can only make the cheap
+    count high, so the exact one confirms it before the run is declared over.
+    """
+    done = Delivery.objects.filter(updated_at__gte=since).filter(final).count()
+    if done < expected:
+        return done
+    return Delivery.objects.filter(notice__region=region, notice__issued_at__gte=since).filter(final).count()
+
+
+def latencies_ms(notices: QuerySet[Notice], *, confirms: Mapping[str, bool]) -> list[float]:
+    """Notice issued → delivery confirmed (``delivered_at`` where the simulator
+    reports receipts, else ``sent_at``), for every delivery that got there."""
+    rows = Delivery.objects.filter(notice__in=notices).values_list(
+        "channel", "notice__issued_at", "delivered_at", "sent_at"
+    )
+    latencies = []
+    for channel, issued, delivered, sent in rows:
+        confirmed = delivered if confirms.get(channel, False) else sent
+        if confirmed is not None:
+            latencies.append((confirmed - issued).total_seconds() * 1000)
+    return latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def deliveries_sent_twice(notices: QuerySet[Notice]) -> int:
+    """Deliveries with more than one successful attempt recorded."""
+    return (
+        DeliveryAttempt.objects.filter(delivery__notice__in=notices, outcome=DeliveryAttempt.Outcome.SENT)
+        .values("delivery")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
+
+
+def deliveries_succeeded(notices: QuerySet[Notice]) -> set[str]:
+    """Ids of the deliveries recorded as accepted by their provider (sent, delivered or read)."""
+    return {
+        str(pk)
+        for pk in Delivery.objects.filter(notice__in=notices, status__in=SUCCEEDED_STATUSES).values_list(
+            "id", flat=True
+        )
+    }
+
+
+def copies_beyond_first(received: Mapping[str, int]) -> int:
+    """Messages received again for a delivery already received: what a recipient sees twice."""
+    return sum(copies - 1 for copies in received.values() if copies > 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryTally:
+    """Lost and duplicated deliveries, from the database's record and what the simulators received."""
+
+    unfinished: int  # notices without a final outcome by the deadline
+    unreceived: int  # recorded as accepted, yet never received by the simulator
+    duplicates: int  # copies received beyond the first of each delivery
+    duplicated: int  # deliveries received more than once
+
+    @property
+    def lost(self) -> int:
+        return self.unfinished + self.unreceived
+
+
+def deliveries_tally(
+    *, expected: int, final: int, succeeded: Iterable[str], received: Mapping[str, int]
+) -> DeliveryTally:
+    return DeliveryTally(
+        unfinished=max(0, expected - final),
+        unreceived=sum(1 for delivery_id in set(succeeded) if received.get(delivery_id, 0) < 1),
+        duplicates=copies_beyond_first(received),
+        duplicated=sum(1 for copies in received.values() if copies > 1),
+    )
