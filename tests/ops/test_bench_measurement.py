@@ -18,7 +18,8 @@ from cakra.ops.bench.channels.email import (
     message_delivery_id,
 )
 from cakra.ops.bench.measurement import copies_beyond_first, deliveries_tally
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
+from tests.delivery.helpers import send_one
 
 
 def _notice_email(delivery_id: str, n: int) -> OutboundMessage:
@@ -44,8 +45,8 @@ def test_copies_a_recipient_received_again_are_duplicates_and_accepted_but_missi
         # As after a kill: a chunk's messages sent, then sent again once the
         # sweeper took the chunk back; one of them a third time.
         for delivery_id, n in [(once, 0), (thrice, 1), (twice, 2), (thrice, 1), (twice, 2), (thrice, 1)]:
-            adapter.send(_notice_email(delivery_id, n))
-        adapter.send(ceiling_message(1))  # the bare client's: another domain, never counted
+            send_one(adapter, _notice_email(delivery_id, n))
+        send_one(adapter, ceiling_message(1))  # the bare client's: another domain, never counted
         adapter.close()
 
     received = maildir_received(tmp_path / "mail")

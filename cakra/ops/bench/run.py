@@ -30,8 +30,8 @@ from django.utils import timezone
 
 from cakra.audit.models import AuditEvent
 from cakra.audit.selectors import audit_verify_chain
+from cakra.delivery.dispatch import RETRY_BACKOFF_MAX_SECONDS
 from cakra.delivery.models import Delivery
-from cakra.delivery.tasks import RETRY_BACKOFF_MAX_SECONDS
 from cakra.enforcement.models import Notice, Region
 from cakra.ops.bench.channels import bench_channels
 from cakra.ops.bench.channels.base import BenchChannel, ChannelRun, RunPlace
