@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+from django.apps import apps
 from django.db import connection
 
 from cakra.audit.services import audit_chain_heads_ensure
@@ -27,7 +28,6 @@ DB_FIXTURES = {"db", "transactional_db", "live_server"}
 def _reference_data_ensure() -> None:
     """Rows the migrations seed (articles, the audit chain head). A
     transactional test ends by emptying every table, so put them back."""
-    from django.apps import apps
 
     load_articles = importlib.import_module("cakra.enforcement.migrations.0002_articles").load_articles
     if not Article.objects.exists():

@@ -38,7 +38,7 @@ from cakra.api.intake import (
     MAX_EVIDENCE_ITEMS,
     EvidenceSubmission,
     ViolationSubmission,
-    violation_receive_many,
+    violations_receive,
 )
 from cakra.api.schemas import ViolationFieldsIn
 from cakra.api.submissions import submission_from_fields
@@ -271,7 +271,7 @@ class _Chunks:
         if not self.pending and not self.refused:
             return
         submissions = [submission for _, submission in self.pending]
-        outcomes = violation_receive_many(api_key=self.api_key, submissions=submissions) if submissions else []
+        outcomes = violations_receive(api_key=self.api_key, submissions=submissions) if submissions else []
         for (line, submission), outcome in zip(self.pending, outcomes, strict=True):
             if outcome.result is None:
                 assert outcome.error is not None  # noqa: S101 - an outcome is a result or an error

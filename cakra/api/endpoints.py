@@ -23,7 +23,7 @@ from cakra.api.intake import (
     IntakeOutcome,
     ViolationSubmission,
     violation_receive,
-    violation_receive_many,
+    violations_receive,
 )
 from cakra.api.models import ApiKey
 from cakra.api.schemas import (
@@ -203,7 +203,7 @@ def _batch_chunk(*, key: ApiKey, items: list[Any], start: int, stop: int) -> lis
         except DomainError as exc:  # evidence that is not base64
             status, detail = domain_error_detail(exc, prefix=prefix)
             answered[index] = BatchItemResultOut(index=index, status=status, violation=None, error=detail)
-    outcomes = violation_receive_many(api_key=key, submissions=[submission for _, submission in pending])
+    outcomes = violations_receive(api_key=key, submissions=[submission for _, submission in pending])
     for (index, _), outcome in zip(pending, outcomes, strict=True):
         answered[index] = _batch_result(index=index, outcome=outcome)
     return [answered[index] for index in range(start, stop)]

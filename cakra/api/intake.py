@@ -12,7 +12,7 @@ and files written for a transaction that fails are removed again.
 Two entry points share every check and every write:
 
 - ``violation_receive``: one capture (``POST /api/v1/violations``, the demo).
-- ``violation_receive_many``: many captures (``POST /api/v1/violations/batch``,
+- ``violations_receive``: many captures (``POST /api/v1/violations/batch``,
   ``cakra import violations``). Each submission is answered on its own, as if
   the single route had been called for each in order, but the per-request
   costs are paid once per chunk: one query for the articles, one for the
@@ -37,7 +37,7 @@ from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from cakra.audit.services import AuditEntry, audit_record, audit_record_many
+from cakra.audit.services import AuditEntry, audit_event_record, audit_events_record
 from cakra.db import rows_insert, time_ordered_uuid
 from cakra.delivery.services import notices_issue
 from cakra.enforcement.derive_requests import evidence_derive_enqueue_on_commit
@@ -64,7 +64,7 @@ logger = structlog.get_logger(__name__)
 
 EVIDENCE_KINDS = ("vehicle", "plate", "context")
 MAX_EVIDENCE_ITEMS = 4
-# Violations written per transaction by violation_receive_many. A chunk pays
+# Violations written per transaction by violations_receive. A chunk pays
 # the fixed costs (look-ups, ~16 statements through the ORM, one directory
 # flush, the commit's WAL flush: ~9 ms of CPU, measured) once for all its
 # violations, while its decoded images sit in memory until its files are
@@ -267,7 +267,7 @@ def _receive_checked(*, api_key: ApiKey, checked: _Checked) -> IntakeResult:
     return IntakeResult(violation=violation, created=True)
 
 
-def violation_receive_many(*, api_key: ApiKey, submissions: Sequence[ViolationSubmission]) -> list[IntakeOutcome]:
+def violations_receive(*, api_key: ApiKey, submissions: Sequence[ViolationSubmission]) -> list[IntakeOutcome]:
     """Answer each submission as ``violation_receive`` would, in order; one outcome per submission.
 
     A refused submission (bad image, unknown article, conflict) stores
@@ -539,10 +539,10 @@ def _create_rows(*, api_key: ApiKey, planned: list[_Planned]) -> list[Violation]
             audit_first=[*entries, *violations_received_validated(violations=validated)],
         )
     elif len(entries) == 1:
-        audit_record(**asdict(entries[0]))  # the single route: the plain append of one event
+        audit_event_record(**asdict(entries[0]))  # the single route: the plain append of one event
     else:
         # A chunk: one lock of the chain head, one insert and one head update for all of them.
-        audit_record_many(entries)
+        audit_events_record(entries)
     for violation, plan in zip(violations, planned, strict=True):
         if violation.status == Violation.Status.VALIDATED:
             continue

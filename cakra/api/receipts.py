@@ -134,7 +134,7 @@ def _webhook(provider: str, channel: str) -> Mapping[str, Any] | None:
         return None
     if len(config.get("SECRET", "")) < MIN_SECRET_LENGTH:
         # A short or empty secret is a configuration error, never an open door.
-        logger.error("receipt_webhook_secret_too_short", provider=provider)
+        logger.error("receipt_webhook.secret_too_short", provider=provider)
         return None
     return config
 
@@ -355,7 +355,7 @@ def receipt_email_report(request: HttpRequest, provider: str) -> HttpResponse:
     )
     counts = Counter(outcome.result for outcome in outcomes)
     logger.info(
-        "receipt_webhook_batch",
+        "receipt_webhook.batch",
         provider=provider,
         received=len(events),
         **{result.value: counts[result] for result in ReceiptResult},

@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from cakra.api.models import ApiKey
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.enforcement.errors import NotFoundError
 from cakra.enforcement.models import Region
 from cakra.security.crypto import constant_time_equals
@@ -42,7 +42,7 @@ def apikey_create(*, region_code: str, name: str, pre_validated: bool = False, a
     key = ApiKey.objects.create(
         region=region, name=name, prefix=prefix, secret_hash=_secret_hash(secret), pre_validated=pre_validated
     )
-    audit_record(
+    audit_event_record(
         actor_type="system",
         actor_id=actor,
         action="apikey.created",
@@ -60,7 +60,7 @@ def apikey_revoke(*, prefix: str, actor: str = "cli") -> ApiKey:
     if changed != 1:
         raise NotFoundError("no active API key with that prefix", field="prefix")
     key = ApiKey.objects.select_related("region").get(prefix=prefix)
-    audit_record(
+    audit_event_record(
         actor_type="system",
         actor_id=actor,
         action="apikey.revoked",

@@ -61,7 +61,7 @@ def _locked_head(chain: int) -> AuditChainHead:
 class _KnownHeads(threading.local):
     """The head of each chain as this thread last wrote it: (seq, hash) by
     (database alias, chain). Only a guess, checked by the database on every
-    use (see audit_record_many): a transaction that rolled back, or another
+    use (see audit_events_record): a transaction that rolled back, or another
     process on the same chain, just makes the guess fail."""
 
     def __init__(self) -> None:
@@ -113,7 +113,7 @@ def _linked(chain: int, seq: int, prev_hash: str, entries: list[AuditEntry]) -> 
     return events
 
 
-def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
+def audit_events_record(entries: list[AuditEntry]) -> list[AuditEvent]:
     """Append events to this process's chain: one head update and one insert.
 
     Must run inside the caller's transaction, so the events commit or roll
@@ -154,7 +154,7 @@ def audit_record_many(entries: list[AuditEntry]) -> list[AuditEvent]:
     return events
 
 
-def audit_record(
+def audit_event_record(
     *,
     actor_type: str,
     actor_id: str = "",
@@ -164,7 +164,7 @@ def audit_record(
     region_code: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event (see audit_record_many)."""
+    """Append one event (see audit_events_record)."""
     entry = AuditEntry(
         actor_type=actor_type,
         actor_id=actor_id,
@@ -174,4 +174,4 @@ def audit_record(
         region_code=region_code,
         data=data or {},
     )
-    return audit_record_many([entry])[0]
+    return audit_events_record([entry])[0]

@@ -34,7 +34,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.backoffice.models import TOTP_SEED_BYTES, Officer, OfficerTOTPDevice, totp_seed_seal
 from cakra.backoffice.selectors import officer_get_by_username
 from cakra.backoffice.throttle import (
@@ -90,7 +90,7 @@ def _region_code(officer: Officer | None) -> str:
 
 def _officer_own_event(*, officer: Officer, action: str, data: dict[str, object] | None = None) -> None:
     """An audit event of something the officer did to their own account."""
-    audit_record(
+    audit_event_record(
         actor_type="officer",
         actor_id=str(officer.pk),
         action=action,
@@ -103,7 +103,7 @@ def _officer_own_event(*, officer: Officer, action: str, data: dict[str, object]
 
 def _audit_login_failed(*, officer: Officer | None, stage: str, reason: str) -> None:
     # Never the attempted username (it may be a mistyped password) nor anything typed.
-    audit_record(
+    audit_event_record(
         actor_type="officer",
         actor_id=str(officer.pk) if officer else "",
         action="officer.login_failed",
@@ -121,7 +121,7 @@ def _officer_failure_record(*, officer: Officer, attempt: SignInAttempt, stage: 
         _audit_login_failed(officer=officer, stage=stage, reason=reason)
         if failure.alert_raised:
             policy = sign_in_throttle_policy()
-            audit_record(
+            audit_event_record(
                 actor_type="system",
                 actor_id="sign-in-throttle",
                 action="officer.sign_in_alert",
@@ -341,7 +341,7 @@ def officer_create(
             raise ConflictError("an officer with this username already exists", field="username")
         officer.save()
         enrolment_code = officer_enrolment_code_issue(officer=officer)
-        audit_record(
+        audit_event_record(
             actor_type="system",
             actor_id=actor_id,
             action="officer.created",
@@ -372,7 +372,7 @@ def officer_otp_reset(*, username: str, actor_id: str = "cli") -> OtpReset:
     officer = officer_get_by_username(username=username)
     removed, _ = OfficerTOTPDevice.objects.filter(user=officer).delete()
     enrolment_code = officer_enrolment_code_issue(officer=officer)
-    audit_record(
+    audit_event_record(
         actor_type="system",
         actor_id=actor_id,
         action="officer.otp_reset",
@@ -390,7 +390,7 @@ def officer_unlock(*, username: str, actor_id: str = "cli") -> bool:
     addresses may try again at once. Returns whether anything was counted."""
     officer = officer_get_by_username(username=username)
     had_failures = sign_in_throttle_clear(officer=officer)
-    audit_record(
+    audit_event_record(
         actor_type="system",
         actor_id=actor_id,
         action="officer.unlocked",
@@ -452,7 +452,7 @@ def _officer_active_set(*, officer: Officer, active: bool, actor_type: str, acto
         changed = bool(Officer.objects.filter(pk=officer.pk, is_active=not active).update(is_active=active))
         # Also when it was inactive already: no session of an inactive officer may live.
         ended = 0 if active else _officer_sessions_end(officer_id=officer.pk)
-        audit_record(
+        audit_event_record(
             actor_type=actor_type,
             actor_id=actor_id,
             action="officer.reactivated" if active else "officer.deactivated",

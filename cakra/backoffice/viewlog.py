@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from django.db import transaction
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.backoffice.models import Officer
 
 ACTION = "personal_data.viewed"
@@ -38,7 +38,7 @@ def personal_data_view_record(
     """Append the audit event of one page view; ``related`` adds ids (e.g. the violation of a photo)."""
     region_code = officer.region.code if officer.region is not None else ""
     with transaction.atomic():
-        audit_record(
+        audit_event_record(
             actor_type="officer",
             actor_id=str(officer.pk),
             action=ACTION,

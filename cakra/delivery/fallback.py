@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.delivery.dispatch import deliveries_enqueue_on_commit
 from cakra.delivery.models import Delivery
 
@@ -34,7 +34,7 @@ def delivery_fallback_advance(*, delivery: Delivery, reason: str) -> Delivery | 
     )
     notice = delivery.notice
     if following is None:
-        audit_record(
+        audit_event_record(
             actor_type="system",
             action="delivery.plan_exhausted",
             object_type="notice",
@@ -49,7 +49,7 @@ def delivery_fallback_advance(*, delivery: Delivery, reason: str) -> Delivery | 
     if activated != 1:
         return None
     following.status = Delivery.Status.PENDING
-    audit_record(
+    audit_event_record(
         actor_type="system",
         action="delivery.fallback",
         object_type="notice",

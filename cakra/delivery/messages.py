@@ -41,6 +41,7 @@ from django.utils.dates import MONTHS, WEEKDAYS
 from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
 from cakra.delivery.models import Channel
 from cakra.delivery.selectors import DeliveryForSend, NoticeForMessage
+from cakra.enforcement.fines import rupiah
 from cakra.enforcement.numbers import notice_number_display
 from cakra.security.freetext import location_for_display
 
@@ -57,11 +58,6 @@ class RenderedEmail:
     subject: str
     text: str
     html: str
-
-
-def rupiah(amount: int) -> str:
-    """Rupiah as Indonesians write it: ``Rp500.000``."""
-    return f"Rp{amount:,}".replace(",", ".")
 
 
 def notice_lookup_url(*, number: str) -> str:

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import Case, CharField, F, Value, When
 from django.utils import timezone
 
-from cakra.audit.services import AuditEntry, audit_record_many
+from cakra.audit.services import AuditEntry, audit_events_record
 from cakra.db import rows_insert, update_returning_pks
 from cakra.delivery.channels.base import (
     BATCH_HALTING_ERRORS,
@@ -149,7 +149,7 @@ def deliveries_record_outcomes(
             failed_for_good.append(row)
     entries.extend(_notified_entries(sent_notices))
     # One audit append for every event of the chunk.
-    audit_record_many(entries)
+    audit_events_record(entries)
     if failed_for_good:
         _fallbacks_advance(failed_for_good)
     recorded.outcomes["released"] += len(released_ids)

@@ -99,7 +99,7 @@ def sender_token_acquire(provider: Provider, *, patience: float | None = None, c
             )
         except STORE_ERRORS as exc:
             logger.warning(
-                "rate_limit_store_unavailable", sender_identity=provider.sender_identity, error=type(exc).__name__
+                "rate_limit.store_unavailable", sender_identity=provider.sender_identity, error=type(exc).__name__
             )
             raise RateLimitedError(
                 wait=policy["STORE_DOWN_WAIT_SECONDS"], subject=provider.sender_identity, message=STORE_DOWN_MESSAGE
@@ -128,7 +128,7 @@ def sender_back_off(provider: Provider, *, retry_after: float | None) -> float:
     except STORE_ERRORS as exc:
         # The delivery is retried after retry_after anyway; only the other
         # workers miss the warning, and they will hear it from the provider.
-        logger.warning("rate_limit_hold_failed", sender_identity=provider.sender_identity, error=type(exc).__name__)
+        logger.warning("rate_limit.hold_failed", sender_identity=provider.sender_identity, error=type(exc).__name__)
     else:
-        logger.info("sender_identity_held", sender_identity=provider.sender_identity, seconds=seconds)
+        logger.info("sender_identity.held", sender_identity=provider.sender_identity, seconds=seconds)
     return seconds

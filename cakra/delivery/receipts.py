@@ -41,7 +41,7 @@ from django.db.models import CharField, Model
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from cakra.audit.services import AuditEntry, audit_record_many
+from cakra.audit.services import AuditEntry, audit_events_record
 from cakra.db import rows_insert
 from cakra.delivery.fallback import delivery_fallback_advance
 from cakra.delivery.models import Delivery, DeliveryReceipt
@@ -315,7 +315,7 @@ def _record_chunk(*, provider: str, reports: list[ReceiptReport]) -> list[Receip
         # another request stored one of them after we looked. Everything
         # above rolls back with this chunk.
         raise _DuplicateReceiptError from exc
-    audit_record_many(entries)
+    audit_events_record(entries)
     if failed:  # bounces are few: only they need the whole delivery, for fallback
         bounced = Delivery.objects.select_related("notice__region").in_bulk([pk for _, pk, _ in failed])
         for position, pk, reason in failed:

@@ -20,7 +20,7 @@ from uuid import UUID
 import structlog
 from django.conf import settings
 
-from cakra.audit.services import AuditEntry, audit_record_many
+from cakra.audit.services import AuditEntry, audit_events_record
 from cakra.db import rows_insert
 from cakra.delivery.dispatch import deliveries_enqueue_on_commit
 from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
@@ -83,7 +83,7 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
             )
         )
     rows_insert(deliveries)
-    audit_record_many(entries)
+    audit_events_record(entries)
     deliveries_enqueue_on_commit(triggers=[(str(delivery.id), delivery.channel) for delivery in first_steps])
     return deliveries
 

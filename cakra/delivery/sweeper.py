@@ -3,7 +3,7 @@
 Two scheduled services (Celery beat runs them through ``cakra.delivery.tasks``;
 their triggers are published through :mod:`cakra.delivery.dispatch`):
 
-:func:`delivery_sweep_stuck` finds deliveries whose trigger was lost and sends
+:func:`delivery.sweep_stuck` finds deliveries whose trigger was lost and sends
 the trigger again:
 
 - ``pending`` untouched for longer than the pending lease: the message that
@@ -29,7 +29,7 @@ channel's queue holds a backlog (``MAX_BACKLOG``): under a burst they are
 most likely still waiting in the queue, not lost, and re-enqueueing them
 would only add duplicates to the queue that is already behind.
 
-:func:`delivery_sweep_unconfirmed` times out a ``sent`` delivery that the
+:func:`delivery.sweep_unconfirmed` times out a ``sent`` delivery that the
 provider never confirmed (no ``delivered``/``read`` receipt) within its
 region's ``digital_cutoff_hours``: sent → failed_permanent with
 ``last_error="not confirmed by cut-off"``, audit event ``delivery.timed_out``,
@@ -58,7 +58,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.delivery.dispatch import (
     RETRY_BACKOFF_MAX_SECONDS,
     channel_backlogs,
@@ -219,7 +219,7 @@ def _expire_sending_leases(*, older_than: datetime, now: datetime, batch_size: i
                 )
                 rows = [row for row in rows if row[0] in changed]
             for delivery_id, channel, notice_id, region_code, attempt in rows:
-                audit_record(
+                audit_event_record(
                     actor_type="system",
                     action="delivery.lease_expired",
                     object_type="delivery",
@@ -240,7 +240,7 @@ def _expire_sending_leases(*, older_than: datetime, now: datetime, batch_size: i
     return done
 
 
-def delivery_sweep_stuck(*, now: datetime | None = None) -> StuckSweepReport:
+def deliveries_sweep_stuck(*, now: datetime | None = None) -> StuckSweepReport:
     """Re-enqueue pending, sending and failed_temporary deliveries whose trigger was lost.
 
     Bounded and idempotent: each kind handles at most ``BATCH_SIZE`` rows,
@@ -274,7 +274,7 @@ def delivery_sweep_stuck(*, now: datetime | None = None) -> StuckSweepReport:
         batch_size=config.batch_size,
     )
     if report.pending_requeued or report.sending_expired or report.retries_requeued or report.backlogged:
-        logger.info("delivery_sweep_stuck", **report.as_dict())
+        logger.info("delivery.sweep_stuck", **report.as_dict())
     return report
 
 
@@ -295,7 +295,7 @@ def _time_out(*, deliveries: list[Delivery], now: datetime) -> list[Delivery]:
     for delivery in deliveries:
         notice = delivery.notice
         hours = notice.region.digital_cutoff_hours
-        audit_record(
+        audit_event_record(
             actor_type="system",
             action="delivery.timed_out",
             object_type="delivery",
@@ -315,7 +315,7 @@ def _time_out(*, deliveries: list[Delivery], now: datetime) -> list[Delivery]:
     return deliveries
 
 
-def delivery_sweep_unconfirmed(*, now: datetime | None = None) -> int:
+def deliveries_sweep_unconfirmed(*, now: datetime | None = None) -> int:
     """Time out sent deliveries not confirmed within their region's cut-off and fall back.
 
     Only channels in ``CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS`` are timed out; a
@@ -361,5 +361,5 @@ def delivery_sweep_unconfirmed(*, now: datetime | None = None) -> int:
             if len(deliveries) < size:
                 break
     if done:
-        logger.info("delivery_sweep_unconfirmed", timed_out=done)
+        logger.info("delivery.sweep_unconfirmed", timed_out=done)
     return done

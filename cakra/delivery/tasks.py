@@ -13,7 +13,7 @@ from celery import Task, shared_task
 
 from cakra.delivery.dispatch import SEND_TASK, SWEEP_STUCK_TASK, SWEEP_UNCONFIRMED_TASK
 from cakra.delivery.sending import deliveries_send_and_schedule
-from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
+from cakra.delivery.sweeper import deliveries_sweep_stuck, deliveries_sweep_unconfirmed
 
 
 @shared_task(name=SEND_TASK, bind=True, acks_late=True, ignore_result=True)
@@ -40,10 +40,10 @@ def delivery_send_batch_task(self: Task[[list[str]], None], delivery_ids: list[s
 @shared_task(name=SWEEP_STUCK_TASK, acks_late=True, ignore_result=True)
 def delivery_sweep_stuck_task() -> dict[str, Any]:
     """Re-enqueue deliveries whose trigger was lost (pending, sending, failed_temporary)."""
-    return delivery_sweep_stuck().as_dict()
+    return deliveries_sweep_stuck().as_dict()
 
 
 @shared_task(name=SWEEP_UNCONFIRMED_TASK, acks_late=True, ignore_result=True)
 def delivery_sweep_unconfirmed_task() -> int:
     """Time out sent deliveries not confirmed by their region's cut-off and fall back."""
-    return delivery_sweep_unconfirmed()
+    return deliveries_sweep_unconfirmed()

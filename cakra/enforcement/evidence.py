@@ -37,7 +37,7 @@ from django.db.models import F
 from django.utils import timezone
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.enforcement.errors import DomainError
 from cakra.enforcement.models import Evidence, Region, evidence_storage
 from cakra.enforcement.storage import evidence_delete_files, evidence_file_name
@@ -275,7 +275,7 @@ def evidence_derive(*, evidence_id: UUID | str) -> bool:
                 derivative=saved, derivative_sha256=digest, derived_at=timezone.now(), derive_last_error=""
             )
             if changed:
-                audit_record(
+                audit_event_record(
                     actor_type="system",
                     action="evidence.derived",
                     object_type="evidence",
@@ -336,7 +336,7 @@ def evidence_derive_failure_record(*, evidence: Evidence, error: str | None) -> 
             derive_attempts__gte=DERIVE_MAX_ATTEMPTS,
         ).update(derive_failed_at=timezone.now())
         if marked:
-            audit_record(
+            audit_event_record(
                 actor_type="system",
                 action="evidence.derive_failed",
                 object_type="evidence",
@@ -391,7 +391,7 @@ def evidence_orphans_sweep(*, now: datetime | None = None, days: int = ORPHAN_DA
                 if not orphans:
                     continue
                 with transaction.atomic():
-                    audit_record(
+                    audit_event_record(
                         actor_type="system",
                         action="evidence.orphans_removed",
                         object_type="evidence_folder",

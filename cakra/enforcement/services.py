@@ -16,7 +16,7 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cakra.audit.services import AuditEntry, audit_record
+from cakra.audit.services import AuditEntry, audit_event_record
 from cakra.db import rows_insert, update_returning_pks
 from cakra.enforcement.deadlines import confirmation_deadline
 from cakra.enforcement.errors import InvalidStateError, NoRegistryMatchError, NotFoundError
@@ -213,7 +213,7 @@ def violation_reject(*, officer: Decider, violation_id: UUID | str, reason: str)
     )
     if changed != 1:
         raise InvalidStateError(f"violation is already {violation.status}")
-    audit_record(
+    audit_event_record(
         actor_type="officer",
         actor_id=str(officer.pk),
         action="violation.rejected",

@@ -44,7 +44,7 @@ from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
 
@@ -124,7 +124,7 @@ def _purge_batch(*, rule: str, violation_ids: list[Any], now: datetime) -> Reten
             .update(detail="")
         )
         counts.batches = 1
-        audit_record(
+        audit_event_record(
             actor_type="system",
             action="retention.purged",
             object_type="retention_batch",

@@ -16,6 +16,7 @@ from django.utils import formats, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 
+from cakra.enforcement.fines import rupiah
 from cakra.enforcement.models import Evidence, Notice
 from cakra.enforcement.numbers import notice_number_display
 from cakra.registry.models import Vehicle
@@ -49,11 +50,6 @@ def vehicle_type_label(vehicle_type: str) -> str:
         Vehicle.Type.BUS: _("Bus"),
     }
     return labels.get(vehicle_type, vehicle_type)
-
-
-def rupiah(amount: int) -> str:
-    """``Rp500.000`` in Indonesian, ``Rp500,000`` in English."""
-    return "Rp" + formats.number_format(amount, decimal_pos=0, force_grouping=True)
 
 
 def local_datetime(value: datetime, *, zone_name: str) -> str:
@@ -119,7 +115,7 @@ def notice_page_context(*, notice: Notice, evidence: list[Evidence]) -> dict[str
         "article_code": article.code,
         "article_law": article.law,
         "article_title": article.title_en if english else article.title_id,
-        "fine": rupiah(notice.fine_amount),
+        "fine": rupiah(notice.fine_amount, english=translation.get_language().startswith("en")),
         "confirm_by": long_date(notice.confirm_by),
         "vehicle_plate": vehicle.plate,
         "vehicle_type": vehicle_type_label(vehicle.vehicle_type),

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from cakra.api import intake
+from cakra.api.services import apikey_revoke
 from cakra.audit.models import AuditEvent
 from cakra.enforcement.models import Evidence, Notice, Violation
 from tests.api.helpers import (
@@ -211,7 +217,6 @@ def test_a_whole_batch_sent_twice_is_replayed(client, api_key, vehicle):
 
 
 def test_batches_spanning_several_chunks_keep_order_and_repeats(client, api_key, vehicle, monkeypatch):
-    from cakra.api import intake
 
     monkeypatch.setattr(intake, "CHUNK_SIZE", 3)
     _, token = api_key
@@ -281,8 +286,6 @@ def test_each_answer_is_what_the_status_route_then_reads(client, region, vehicle
 
 def test_a_pre_validated_capture_is_stored_validated_in_one_write(client, pre_validated_key, vehicle):
     """No UPDATE of the rows just inserted; its audit trail is the same: received, validated, notice issued, planned."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     _, token = pre_validated_key
     with CaptureQueriesContext(connection) as queries:
@@ -345,7 +348,6 @@ def test_bad_keys_are_refused_as_on_the_single_route(client, api_key, authorizat
 
 
 def test_a_revoked_key_is_refused(client, api_key):
-    from cakra.api.services import apikey_revoke
 
     key, token = api_key
     apikey_revoke(prefix=key.prefix)
@@ -428,7 +430,6 @@ def test_a_race_lost_on_the_unique_constraint_falls_back_per_item(client, api_ke
     """A concurrent sender commits a capture id between the look-up and the insert: the chunk is
     redone one by one, the lost capture answers as the winner's replay, the rest are stored, no
     file is left behind."""
-    from cakra.api import intake
 
     _, token = api_key
     winner = post(client, token, item("RACE"))
@@ -447,7 +448,6 @@ def test_a_race_lost_on_the_unique_constraint_falls_back_per_item(client, api_ke
 
 
 def test_a_failing_chunk_removes_its_files_and_answers_500(client, api_key, vehicle, monkeypatch):
-    from cakra.api import intake
 
     _, token = api_key
     store = StoreSnapshot()
@@ -455,7 +455,7 @@ def test_a_failing_chunk_removes_its_files_and_answers_500(client, api_key, vehi
     def audit_down(entries):
         raise RuntimeError("audit chain unavailable")
 
-    monkeypatch.setattr(intake, "audit_record_many", audit_down)
+    monkeypatch.setattr(intake, "audit_events_record", audit_down)
     response = post_batch(client, token, {"violations": [item(1), item(2)]})
 
     assert_error(response, 500, "internal_error")
@@ -468,8 +468,6 @@ def _batch_body(start, count):
 
 def test_query_count_does_not_grow_with_the_items(client, api_key, vehicle, django_assert_max_num_queries):
     """No N+1: articles, replays, registry matches, inserts and audit events are one statement per chunk."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     _, token = api_key
     post_batch(client, token, _batch_body(0, 1))  # first use records last_used_at
@@ -491,8 +489,6 @@ def test_pre_validated_query_count_does_not_grow_with_the_items(
     client, pre_validated_key, vehicle, django_assert_max_num_queries
 ):
     """With a pre-validated key, issuing the notices is per chunk too: nothing grows per item."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     _, token = pre_validated_key
     post_batch(client, token, _batch_body(0, 1))
@@ -556,10 +552,6 @@ def test_two_senders_of_the_same_batch_store_each_capture_once(api_key, vehicle,
     """Concurrent requests (real transactions, a connection each): the unique constraint decides,
     the loser's items answer as replays, nobody deadlocks, no capture is stored twice. (Tasks run
     in-process: real commits enqueue the derivations, which must not reach a shared broker.)"""
-    import threading
-
-    from django.db import connection
-    from django.test import Client
 
     _, token = api_key
     body = json.dumps({"violations": [item(n) for n in range(12)]})

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
 import os
+import time
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.files.base import ContentFile
+from django.utils import timezone
 from PIL import Image
 
 from cakra.audit.models import AuditEvent
+from cakra.enforcement import storage
 from cakra.enforcement.evidence import (
     EvidenceDimensionsError,
     EvidenceError,
@@ -18,9 +25,16 @@ from cakra.enforcement.evidence import (
     EvidenceUnsupportedTypeError,
     evidence_derive,
     evidence_inspect,
+    evidence_orphans_sweep,
 )
-from cakra.enforcement.models import Evidence
-from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_sweep_task, evidence_derive_task
+from cakra.enforcement.models import Evidence, Violation
+from cakra.enforcement.storage import evidence_store_originals_rollback_unsafe
+from cakra.enforcement.tasks import (
+    EVIDENCE_QUEUE,
+    evidence_derive_sweep_task,
+    evidence_derive_task,
+    evidence_orphans_sweep_task,
+)
 from tests.api.helpers import evidence_files, jpeg_bytes, payload, png_bomb, post
 
 
@@ -155,11 +169,6 @@ def test_unknown_evidence_id_is_ignored(db):
 
 
 def test_sweeper_re_enqueues_only_old_underived_evidence(client, api_key, vehicle, monkeypatch):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from cakra.enforcement.models import Violation
 
     _, token = api_key
     (lost,) = _received(client, token, [("vehicle", jpeg_bytes())], capture_id="CAP-LOST")
@@ -174,14 +183,12 @@ def test_sweeper_re_enqueues_only_old_underived_evidence(client, api_key, vehicl
 
 
 def _stored(names):
-    from django.conf import settings
 
     return [(settings.EVIDENCE_ROOT / name).read_bytes() for name in names]
 
 
 def test_originals_are_stored_byte_for_byte_whatever_their_size(db):
     """Direct writes pad to the disk's block: the file is cut back to exactly the bytes received."""
-    from cakra.enforcement.storage import evidence_store_originals_rollback_unsafe
 
     contents = [b"\xff\xd8\xff" + bytes(range(256)) * size for size in (0, 1, 16, 4096 // 256 * 3)] + [b"x"]
     files = [(f"tests/sizes/{n}.jpg", content) for n, content in enumerate(contents)]
@@ -195,11 +202,6 @@ def test_originals_are_stored_byte_for_byte_whatever_their_size(db):
 @pytest.mark.parametrize("refusal", ["no_direct_io", "other_alignment"])
 def test_originals_are_written_where_direct_io_is_refused(db, monkeypatch, refusal):
     """A file system without direct I/O (tmpfs, some network mounts) or with another alignment: ordinary writes."""
-    import errno
-    import fcntl
-    import os
-
-    from cakra.enforcement import storage
 
     if refusal == "no_direct_io":  # what tmpfs answers
         real_fcntl = fcntl.fcntl
@@ -229,7 +231,6 @@ def test_originals_are_written_where_direct_io_is_refused(db, monkeypatch, refus
 
 
 def test_an_existing_file_is_never_overwritten(db):
-    from cakra.enforcement.storage import evidence_store_originals_rollback_unsafe
 
     (name,) = evidence_store_originals_rollback_unsafe(files=[("tests/taken.jpg", b"first")])
     with pytest.raises(FileExistsError):
@@ -246,10 +247,6 @@ ORPHAN_ID = "0c0ffee0-0000-4000-8000-00000000000"  # + one digit
 
 def _orphan(name, *, age_hours):
     """A file in the evidence storage that no row references, ``age_hours`` old."""
-    import os
-    import time
-
-    from django.conf import settings
 
     path = settings.EVIDENCE_ROOT / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,11 +257,6 @@ def _orphan(name, *, age_hours):
 
 
 def test_the_orphan_sweep_removes_unreferenced_old_files_and_nothing_else(client, api_key, vehicle, region):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from cakra.enforcement.evidence import evidence_orphans_sweep
 
     _, token = api_key
     (kept,) = _received(client, token, [("vehicle", jpeg_bytes())])
@@ -295,7 +287,6 @@ def test_the_orphan_sweep_removes_unreferenced_old_files_and_nothing_else(client
 
 
 def test_the_orphan_sweep_is_scheduled(settings):
-    from cakra.enforcement.tasks import evidence_orphans_sweep_task
 
     entries = [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()]
     assert evidence_orphans_sweep_task.name in entries

@@ -258,13 +258,13 @@ def test_a_pre_validated_key_issues_notices(folder, pre_validated_key, vehicle, 
 def test_the_file_is_processed_in_chunks(folder, api_key, vehicle, monkeypatch):
     key, _ = api_key
     chunks = []
-    real = intake.violation_receive_many
+    real = intake.violations_receive
 
     def recording(**kwargs):
         chunks.append(len(kwargs["submissions"]))
         return real(**kwargs)
 
-    monkeypatch.setattr("cakra.api.csvimport.violation_receive_many", recording)
+    monkeypatch.setattr("cakra.api.csvimport.violations_receive", recording)
     path = write_csv(folder, [row(f"CHUNK-{n}") for n in range(5)] + [row("BAD", plate="??"), row("CHUNK-5")])
 
     out, _ = run_import(path, key, "--chunk-size", "2")

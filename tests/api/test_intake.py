@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import stat
 from pathlib import Path
 
 from django.conf import settings
 from PIL import Image
 
+from cakra.api import intake
 from cakra.audit.models import AuditEvent
 from cakra.delivery.models import Delivery
+from cakra.enforcement import storage
 from cakra.enforcement.models import Evidence, Notice, Violation
 from tests.api.helpers import (
     CAMERA_NOTE,
@@ -169,7 +172,6 @@ def test_a_race_lost_on_the_unique_constraint_answers_as_replay_and_removes_its_
     client, api_key, vehicle, monkeypatch
 ):
     """Two senders of one capture: the constraint decides; the loser leaves nothing behind."""
-    from cakra.api import intake
 
     _, token = api_key
     body = payload()
@@ -193,7 +195,6 @@ def test_a_race_lost_on_the_unique_constraint_answers_as_replay_and_removes_its_
 
 
 def test_a_failing_transaction_removes_the_files_it_wrote(client, api_key, vehicle, monkeypatch):
-    from cakra.api import intake
 
     _, token = api_key
     store = StoreSnapshot()
@@ -201,7 +202,7 @@ def test_a_failing_transaction_removes_the_files_it_wrote(client, api_key, vehic
     def audit_down(**kwargs):
         raise RuntimeError("audit chain unavailable")
 
-    monkeypatch.setattr(intake, "audit_record", audit_down)
+    monkeypatch.setattr(intake, "audit_event_record", audit_down)
     response = post(client, token, payload(images=[("vehicle", jpeg_bytes()), ("context", jpeg_bytes())]))
 
     assert response.status_code == 500
@@ -242,7 +243,6 @@ def test_intake_query_count_is_bounded(client, api_key, vehicle, django_assert_m
 
 
 def test_a_failing_file_write_removes_the_files_already_written(client, api_key, vehicle, monkeypatch):
-    from cakra.enforcement import storage
 
     _, token = api_key
     real_write = storage._write_all
@@ -266,7 +266,6 @@ def test_a_failing_file_write_removes_the_files_already_written(client, api_key,
 
 def test_a_failing_flush_to_disk_stores_nothing(client, api_key, vehicle, monkeypatch):
     """The originals must be on disk before their rows commit: a flush that fails is a failed intake."""
-    from cakra.enforcement import storage
 
     _, token = api_key
     flushed = []
@@ -286,9 +285,6 @@ def test_a_failing_flush_to_disk_stores_nothing(client, api_key, vehicle, monkey
 
 def test_stored_originals_are_flushed_with_their_directory(client, api_key, vehicle, monkeypatch):
     """Each original's data and its directory entry are flushed before the answer (crash safety of evidence)."""
-    import os
-
-    from cakra.enforcement import storage
 
     _, token = api_key
     synced_files: list[int] = []

@@ -8,11 +8,13 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
+from cakra.audit import services
 from cakra.audit.hashing import HASHED_FIELDS
 from cakra.audit.models import AuditChainHead, AuditEvent
 from cakra.audit.selectors import AnchorError, audit_anchor, audit_verify_anchor, audit_verify_chain
-from cakra.audit.services import audit_record
+from cakra.audit.services import AuditEntry, audit_chain_of_this_process, audit_event_record, audit_events_record
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.django_db
 def _record_events(count: int) -> None:
     for n in range(count):
         with transaction.atomic():
-            audit_record(
+            audit_event_record(
                 actor_type="system",
                 action="test.event",
                 object_type="thing",
@@ -55,7 +57,7 @@ def test_events_link_to_their_predecessor():
 @pytest.mark.django_db(transaction=True)
 def test_audit_record_refuses_to_run_outside_a_transaction():
     with pytest.raises(RuntimeError):
-        audit_record(actor_type="system", action="x", object_type="y", object_id="1")
+        audit_event_record(actor_type="system", action="x", object_type="y", object_id="1")
 
 
 def test_the_application_cannot_change_or_delete_an_event():
@@ -123,7 +125,6 @@ def test_verify_fails_when_a_hash_is_recomputed_without_relinking():
 
 
 def test_each_writer_process_appends_to_its_own_chain_and_all_verify(monkeypatch):
-    from cakra.audit import services
 
     for chain in (0, 5, 5, 11, 0):
         monkeypatch.setattr(services, "audit_chain_of_this_process", lambda chain=chain: chain)
@@ -136,7 +137,6 @@ def test_each_writer_process_appends_to_its_own_chain_and_all_verify(monkeypatch
 
 
 def test_a_broken_link_names_its_chain(monkeypatch):
-    from cakra.audit import services
 
     for chain in (3, 7):
         monkeypatch.setattr(services, "audit_chain_of_this_process", lambda chain=chain: chain)
@@ -151,10 +151,9 @@ def test_a_broken_link_names_its_chain(monkeypatch):
 
 
 def test_a_batch_of_events_is_one_linked_run():
-    from cakra.audit.services import AuditEntry, audit_record_many
 
     with transaction.atomic():
-        events = audit_record_many(
+        events = audit_events_record(
             [AuditEntry(actor_type="system", action="batch", object_type="thing", object_id=str(n)) for n in range(4)]
         )
     assert [e.seq for e in events] == [1, 2, 3, 4]
@@ -164,12 +163,11 @@ def test_a_batch_of_events_is_one_linked_run():
 
 def _append(n: int) -> None:
     with transaction.atomic():
-        audit_record(actor_type="system", action="test.event", object_type="thing", object_id=str(n))
+        audit_event_record(actor_type="system", action="test.event", object_type="thing", object_id=str(n))
 
 
 def test_a_writer_that_knows_the_head_moves_it_without_reading_it():
     """The usual append (a process on its own chain): one head update and one insert."""
-    from django.test.utils import CaptureQueriesContext
 
     _append(1)
     with CaptureQueriesContext(connection) as queries:
@@ -184,7 +182,7 @@ def test_an_append_rolled_back_leaves_no_gap():
 
     def failing_change() -> None:
         with transaction.atomic():
-            audit_record(actor_type="system", action="test.event", object_type="thing", object_id="lost")
+            audit_event_record(actor_type="system", action="test.event", object_type="thing", object_id="lost")
             raise RuntimeError("the change being recorded failed")
 
     _append(1)
@@ -197,7 +195,6 @@ def test_an_append_rolled_back_leaves_no_gap():
 
 def test_another_writer_on_the_same_chain_is_never_overwritten():
     """Two processes whose pids share a chain: each one's guess of the head goes stale when the other appends."""
-    from cakra.audit import services
 
     _append(1)
     my_guess = dict(services._known_heads.heads)
@@ -214,10 +211,9 @@ def test_another_writer_on_the_same_chain_is_never_overwritten():
 
 
 def test_returned_events_are_the_stored_rows():
-    from cakra.audit.services import AuditEntry, audit_record_many
 
     with transaction.atomic():
-        events = audit_record_many(
+        events = audit_events_record(
             [
                 AuditEntry(actor_type="system", action="batch", object_type="thing", object_id=str(n), data={"n": n})
                 for n in range(3)
@@ -244,7 +240,6 @@ def test_returned_events_are_the_stored_rows():
 def _cut_off_newest_and_rewrite_the_head(keep: int) -> None:
     """What an attacker with write access to the database could do: remove the
     newest events and make the head row agree, so the chain alone looks intact."""
-    from cakra.audit.services import audit_chain_of_this_process
 
     _disable_triggers()
     chain = audit_chain_of_this_process()  # where _record_events wrote

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import make_password as real_make_password
+from django.contrib.staticfiles import finders
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +26,7 @@ from cakra.backoffice.services import officer_otp_reset
 from cakra.backoffice.throttle import sign_in_client_key
 from cakra.backoffice.views.login import LOGIN_RATE_LIMIT
 from cakra.security.ratelimit import hit
-from tests.backoffice.conftest import english_client, totp_code
+from tests.backoffice.conftest import english_client, sign_in, totp_code
 from tests.factories import OFFICER_PASSWORD
 
 LOGIN = reverse("backoffice:login")
@@ -184,7 +186,6 @@ def test_a_code_typed_with_a_space_is_accepted(client, officer, otp_device):
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(client, officer, monkeypatch):
     hashed = []
-    from django.contrib.auth.hashers import make_password as real_make_password
 
     def counting_make_password(password, *args, **kwargs):
         hashed.append(True)
@@ -384,7 +385,6 @@ def test_logout_is_post_only_and_ends_the_session(officer_client, officer):
 
 
 def test_logout_requires_csrf(csrf_client, officer, otp_device):
-    from tests.backoffice.conftest import sign_in
 
     sign_in(csrf_client, officer, otp_device)
     assert csrf_client.post(reverse("backoffice:logout")).status_code == 403
@@ -411,7 +411,6 @@ def test_login_pages_follow_the_content_security_policy(client, officer):
 
 
 def test_the_stylesheet_is_a_static_file():
-    from django.contrib.staticfiles import finders
 
     assert finders.find("backoffice/backoffice.css")
 

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import sync_playwright
 
 from cakra.backoffice.services import officer_totp_device_create
 from tests.backoffice.conftest import english_client, sign_in
@@ -23,7 +24,6 @@ def session_cookie(transactional_db, officer) -> str:
 
 
 def test_the_password_fields_reveal_and_rate_what_is_typed(session_cookie, live_server):
-    from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM), "install the Debian package 'chromium'"
     problems: list[str] = []

@@ -20,6 +20,7 @@ from cakra.delivery.models import Delivery, DeliveryAttempt
 from cakra.enforcement.models import Notice, Violation
 from cakra.enforcement.numbers import notice_number_display
 from cakra.registry.models import ContactPoint
+from tests.backoffice.conftest import sign_in
 from tests.factories import VehicleFactory
 
 QUEUE = reverse("backoffice:queue")
@@ -294,7 +295,6 @@ def test_decisions_are_post_only(officer_client, make_violation):
 
 
 def test_decisions_require_the_csrf_token(csrf_client, officer, otp_device, make_violation, vehicle):
-    from tests.backoffice.conftest import sign_in
 
     sign_in(csrf_client, officer, otp_device)
     violation = make_violation(vehicle=vehicle)

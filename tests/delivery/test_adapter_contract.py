@@ -43,7 +43,7 @@ from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
 from cakra.delivery.routing import provider_choose
 from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
-from cakra.delivery.sweeper import delivery_sweep_stuck
+from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
@@ -400,7 +400,7 @@ def test_a_message_accepted_before_a_crash_is_recorded_not_sent_again(
     assert noted
     # After the lease the sweeper gives the delivery back, and it is sent "again".
     later = timezone.now() + timedelta(seconds=settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1)
-    assert delivery_sweep_stuck(now=later).sending_expired == 1
+    assert deliveries_sweep_stuck(now=later).sending_expired == 1
 
     report = deliveries_send(delivery_ids=[str(delivery.id)])
 

@@ -24,7 +24,7 @@ from cakra.delivery.channels.base import (
     ThrottledProviderError,
 )
 from cakra.delivery.channels.dkim import OVERSIGNED_HEADERS, SIGNED_HEADERS, OpenSSLSigner, dkim_key_load
-from cakra.delivery.channels.email import SmtpEmailAdapter, smtp_reply_error
+from cakra.delivery.channels.email import SmtpEmailAdapter, _smtp_data, smtp_reply_error
 from cakra.delivery.models import DeliveryAttempt
 from cakra.simulators.smtp import SimulatedDkimDns
 from tests.delivery.helpers import send_one
@@ -343,7 +343,6 @@ def _as_bytes(payload):
     ],
 )
 def test_smtp_data_is_what_smtplib_would_send(data):
-    from cakra.delivery.channels.email import _smtp_data
 
     # smtplib fixes line ends only for text (bytes go as they are); we always do.
     fixed = smtplib._fix_eols(data.decode("latin-1")).encode("latin-1")  # type: ignore[attr-defined]

@@ -32,8 +32,8 @@ from cakra.delivery.sending import deliveries_attempt, deliveries_claim
 from cakra.delivery.sweeper import (
     LEASE_EXPIRED,
     NOT_CONFIRMED,
-    delivery_sweep_stuck,
-    delivery_sweep_unconfirmed,
+    deliveries_sweep_stuck,
+    deliveries_sweep_unconfirmed,
 )
 from cakra.delivery.tasks import (
     delivery_send_batch_task,
@@ -160,12 +160,12 @@ def test_a_delivery_left_sending_by_a_killed_worker_is_sent_after_the_lease(
     assert deliveries_claim(delivery_ids=[delivery.pk]) == [delivery.pk]
 
     with django_capture_on_commit_callbacks(execute=True):
-        within_lease = delivery_sweep_stuck(now=later(SENDING_LEASE - 5))
+        within_lease = deliveries_sweep_stuck(now=later(SENDING_LEASE - 5))
     assert within_lease.sending_expired == 0
     assert published("email") == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        report = delivery_sweep_stuck(now=later(SENDING_LEASE + 1))
+        report = deliveries_sweep_stuck(now=later(SENDING_LEASE + 1))
 
     assert report.sending_expired == 1
     delivery.refresh_from_db()
@@ -201,7 +201,7 @@ def test_a_live_send_that_outlasts_the_lease_is_kept_as_an_attempt_only(
     loaded = deliveries_get_for_send(delivery_ids=[delivery.pk])
     results, _released = deliveries_attempt(loaded, provider=provider_choose("email"))
     with django_capture_on_commit_callbacks(execute=True):
-        delivery_sweep_stuck(now=later(SENDING_LEASE + 1))
+        deliveries_sweep_stuck(now=later(SENDING_LEASE + 1))
 
     recorded = deliveries_record_outcomes(deliveries=loaded, results=results, provider="smtp")
     assert recorded.statuses == {}  # nothing applied: the delivery had left "sending"
@@ -223,11 +223,11 @@ def test_a_lost_pending_trigger_is_published_again_and_the_notice_is_sent(
     assert delivery.status == Delivery.Status.PENDING
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert delivery_sweep_stuck(now=later(PENDING_LEASE - 5)).pending_requeued == 0
+        assert deliveries_sweep_stuck(now=later(PENDING_LEASE - 5)).pending_requeued == 0
     assert published("email") == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        report = delivery_sweep_stuck(now=later(PENDING_LEASE + 1))
+        report = deliveries_sweep_stuck(now=later(PENDING_LEASE + 1))
 
     assert report.pending_requeued == 1
     messages = published("email", expect=1)
@@ -242,14 +242,14 @@ def test_a_lost_pending_trigger_is_published_again_and_the_notice_is_sent(
 def test_a_sweep_does_not_publish_the_same_row_again_within_the_lease(delivery, django_capture_on_commit_callbacks):
     moment = later(PENDING_LEASE + 1)
     with django_capture_on_commit_callbacks(execute=True):
-        first = delivery_sweep_stuck(now=moment)
-        second = delivery_sweep_stuck(now=moment + timedelta(seconds=PENDING_LEASE - 5))
+        first = deliveries_sweep_stuck(now=moment)
+        second = deliveries_sweep_stuck(now=moment + timedelta(seconds=PENDING_LEASE - 5))
 
     assert (first.pending_requeued, second.pending_requeued) == (1, 0)
     assert len(published("email", expect=1)) == 1
     # Once its lease has passed again, a still-pending delivery is published again.
     with django_capture_on_commit_callbacks(execute=True):
-        third = delivery_sweep_stuck(now=moment + timedelta(seconds=PENDING_LEASE + 1))
+        third = deliveries_sweep_stuck(now=moment + timedelta(seconds=PENDING_LEASE + 1))
     assert third.pending_requeued == 1
 
 
@@ -272,7 +272,7 @@ def test_sweeps_are_bounded_oldest_first_and_cover_everything_over_several_runs(
     runs = []
     for expected in (3, 3, 1, 0):
         with django_capture_on_commit_callbacks(execute=True):
-            assert delivery_sweep_stuck(now=moment).pending_requeued == expected
+            assert deliveries_sweep_stuck(now=moment).pending_requeued == expected
         runs.append(
             {delivery_id for _task, args in published("email", expect=min(expected, 1)) for delivery_id in args[0]}
         )
@@ -284,7 +284,7 @@ def test_a_cancelled_notice_is_not_sent_again(delivery, django_capture_on_commit
     Notice.objects.filter(pk=delivery.notice_id).update(status=Notice.Status.CANCELLED)
 
     with django_capture_on_commit_callbacks(execute=True):
-        report = delivery_sweep_stuck(now=later(PENDING_LEASE + 1))
+        report = deliveries_sweep_stuck(now=later(PENDING_LEASE + 1))
 
     assert report.pending_requeued == 0
     assert published("email") == []
@@ -301,13 +301,13 @@ def test_pending_deliveries_wait_while_their_queue_has_a_backlog(
     wait_for_backlog("email", 3)
 
     with django_capture_on_commit_callbacks(execute=True):
-        report = delivery_sweep_stuck(now=later(PENDING_LEASE + 1))
+        report = deliveries_sweep_stuck(now=later(PENDING_LEASE + 1))
     assert report.backlogged == ["email"]
     assert report.pending_requeued == 0
 
     purge("email")
     with django_capture_on_commit_callbacks(execute=True):
-        report = delivery_sweep_stuck(now=later(PENDING_LEASE + 1))
+        report = deliveries_sweep_stuck(now=later(PENDING_LEASE + 1))
     assert report.backlogged == []
     assert report.pending_requeued == 1
     assert published("email", expect=1) == [(delivery_send_batch_task.name, ([str(delivery.id)],))]
@@ -333,12 +333,12 @@ def test_a_lost_retry_is_published_again_after_the_longest_backoff(
     email_relay(PORT=mail_sink.smtp_port)  # the relay is back; the retry message was lost
 
     with django_capture_on_commit_callbacks(execute=True):
-        waiting = delivery_sweep_stuck(now=later(RETRY_LEASE - 5))
+        waiting = deliveries_sweep_stuck(now=later(RETRY_LEASE - 5))
     assert waiting.retries_requeued == 0
     assert published("email") == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        report = delivery_sweep_stuck(now=later(RETRY_LEASE + 1))
+        report = deliveries_sweep_stuck(now=later(RETRY_LEASE + 1))
 
     assert report.retries_requeued == 1
     run_as_worker(published("email", expect=1))
@@ -369,12 +369,12 @@ def test_a_sent_delivery_not_confirmed_by_the_cut_off_fails_and_the_plan_moves_o
     sent(email)
     cutoff = region.digital_cutoff_hours * 3600
 
-    assert delivery_sweep_unconfirmed(now=later(cutoff - 60)) == 0
+    assert deliveries_sweep_unconfirmed(now=later(cutoff - 60)) == 0
     email.refresh_from_db()
     assert email.status == Delivery.Status.SENT
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert delivery_sweep_unconfirmed(now=later(cutoff + 1)) == 1
+        assert deliveries_sweep_unconfirmed(now=later(cutoff + 1)) == 1
 
     email.refresh_from_db()
     post.refresh_from_db()
@@ -397,8 +397,8 @@ def test_the_timeout_is_idempotent(mail_sink, two_step_notice, region):
     email = sent(two_step_notice.deliveries.get(step=1))
     moment = later(region.digital_cutoff_hours * 3600 + 1)
 
-    assert delivery_sweep_unconfirmed(now=moment) == 1
-    assert delivery_sweep_unconfirmed(now=moment) == 0
+    assert deliveries_sweep_unconfirmed(now=moment) == 1
+    assert deliveries_sweep_unconfirmed(now=moment) == 0
 
     assert len(events("delivery.timed_out", email.id)) == 1
     assert len(events("delivery.fallback", two_step_notice.id)) == 1
@@ -409,7 +409,7 @@ def test_confirmed_deliveries_are_left_alone(mail_sink, two_step_notice, region,
     email = sent(two_step_notice.deliveries.get(step=1))
     Delivery.objects.filter(pk=email.pk).update(status=confirmed, delivered_at=timezone.now())
 
-    assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 * 10)) == 0
+    assert deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 * 10)) == 0
 
     email.refresh_from_db()
     assert email.status == confirmed
@@ -420,7 +420,7 @@ def test_channels_without_the_timeout_are_left_alone(settings, mail_sink, two_st
     settings.CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS = ["whatsapp", "sms"]
     email = sent(two_step_notice.deliveries.get(step=1))
 
-    assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 * 10)) == 0
+    assert deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 * 10)) == 0
     email.refresh_from_db()
     assert email.status == Delivery.Status.SENT
 
@@ -430,7 +430,7 @@ def test_a_region_with_no_cut_off_never_times_out(mail_sink, two_step_notice, re
     region.digital_cutoff_hours = 0
     region.save(update_fields=["digital_cutoff_hours"])
 
-    assert delivery_sweep_unconfirmed(now=later(3600 * 24 * 30)) == 0
+    assert deliveries_sweep_unconfirmed(now=later(3600 * 24 * 30)) == 0
     email.refresh_from_db()
     assert email.status == Delivery.Status.SENT
 
@@ -439,7 +439,7 @@ def test_a_notice_the_owner_already_confirmed_is_not_sent_again(mail_sink, two_s
     email = sent(two_step_notice.deliveries.get(step=1))
     Notice.objects.filter(pk=two_step_notice.pk).update(status=Notice.Status.CONFIRMED)
 
-    assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 0
+    assert deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 0
     email.refresh_from_db()
     assert email.status == Delivery.Status.SENT
 
@@ -460,13 +460,13 @@ def test_each_region_has_its_own_cut_off(settings, mail_sink, region, other_regi
     )
     metro_email, jabar_email = (sent(notice.deliveries.get(step=1)) for notice in (metro, jabar))
 
-    assert delivery_sweep_unconfirmed(now=later(13 * 3600)) == 1
+    assert deliveries_sweep_unconfirmed(now=later(13 * 3600)) == 1
 
     metro_email.refresh_from_db()
     jabar_email.refresh_from_db()
     assert (metro_email.status, jabar_email.status) == (Delivery.Status.SENT, Delivery.Status.FAILED_PERMANENT)
     assert jabar.deliveries.get(step=2).status == Delivery.Status.PENDING
-    assert delivery_sweep_unconfirmed(now=later(49 * 3600)) == 1
+    assert deliveries_sweep_unconfirmed(now=later(49 * 3600)) == 1
     metro_email.refresh_from_db()
     assert metro_email.status == Delivery.Status.FAILED_PERMANENT
 
@@ -474,7 +474,7 @@ def test_each_region_has_its_own_cut_off(settings, mail_sink, region, other_regi
 def test_the_last_step_timing_out_records_the_plan_as_exhausted(mail_sink, delivery, region):
     email = sent(delivery)  # the default plan here is email only
 
-    assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 1
+    assert deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 1
 
     [exhausted] = events("delivery.plan_exhausted", email.notice_id)
     assert exhausted.data["last_delivery"] == str(email.id)
@@ -489,7 +489,7 @@ def test_the_timeout_is_bounded_per_run(settings, mail_sink, region, pre_validat
         sent(issue_notice(region=region, key=key, vehicle=vehicle, capture_id=f"CAP-B{number}").deliveries.get())
     moment = later(region.digital_cutoff_hours * 3600 + 1)
 
-    assert [delivery_sweep_unconfirmed(now=moment) for _ in range(3)] == [2, 1, 0]
+    assert [deliveries_sweep_unconfirmed(now=moment) for _ in range(3)] == [2, 1, 0]
 
 
 def test_the_beat_task_runs_the_timeout(mail_sink, delivery, region):
@@ -551,10 +551,10 @@ def test_counts_add_up_across_sent_timed_out_confirmed_and_lost_notices(
     assert deliveries_claim(delivery_ids=[killed.pk]) == [killed.pk]
 
     with django_capture_on_commit_callbacks(execute=True):
-        delivery_sweep_stuck(now=later(SENDING_LEASE + 1))
+        deliveries_sweep_stuck(now=later(SENDING_LEASE + 1))
     run_as_worker(published("email", expect=2))
     with django_capture_on_commit_callbacks(execute=True):
-        assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 4
+        assert deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 4
 
     assert_every_notice_accounted_for(notices)
     # The two killed or lost ones were sent by the recovery, then (never

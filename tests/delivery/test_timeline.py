@@ -19,7 +19,7 @@ from cakra.delivery.outcomes import deliveries_record_outcomes
 from cakra.delivery.receipts import ReceiptReport, receipts_record
 from cakra.delivery.selectors import TimelineEntry, deliveries_get_for_send, notice_timeline
 from cakra.delivery.sending import deliveries_claim
-from cakra.delivery.sweeper import delivery_sweep_stuck, delivery_sweep_unconfirmed
+from cakra.delivery.sweeper import deliveries_sweep_stuck, deliveries_sweep_unconfirmed
 from cakra.registry.models import ContactPoint
 from tests.api.helpers import get
 from tests.backoffice.conftest import english_client, sign_in
@@ -81,7 +81,7 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
     )
 
     assert deliveries_claim(delivery_ids=[email.pk]) == [email.pk]  # this worker dies
-    delivery_sweep_stuck(now=later(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1))
+    deliveries_sweep_stuck(now=later(settings.CAKRA_SWEEPER["SENDING_LEASE_SECONDS"] + 1))
     send(email)
     email.refresh_from_db()
     receipts_record(
@@ -96,7 +96,7 @@ def journey(settings, mail_sink, region, vehicle, pre_validated_key):
             )
         ],
     )[0]
-    assert delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 1
+    assert deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1)) == 1
     post.refresh_from_db()
     assert post.status == Delivery.Status.PENDING
     return notice
@@ -137,7 +137,7 @@ def test_every_step_and_every_fallback_is_on_the_timeline_in_order(journey, regi
 
 def test_the_plan_running_out_is_on_the_timeline(mail_sink, delivery, region):
     send(delivery)  # an email-only plan
-    delivery_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1))
+    deliveries_sweep_unconfirmed(now=later(region.digital_cutoff_hours * 3600 + 1))
 
     last = notice_timeline(notice=delivery.notice)[-1]
 
@@ -211,7 +211,9 @@ def test_events_recorded_by_different_processes_are_in_time_order(mail_sink, del
     monkeypatch.setattr(audit_services, "audit_chain_of_this_process", lambda: 7)
     with transaction.atomic():
         for n in range(50):  # chain 7 is busy elsewhere
-            audit_services.audit_record(actor_type="system", action="test.other", object_type="test", object_id=str(n))
+            audit_services.audit_event_record(
+                actor_type="system", action="test.other", object_type="test", object_id=str(n)
+            )
     send(delivery)  # recorded on chain 7, with a high sequence number
     delivery.refresh_from_db()
     monkeypatch.setattr(audit_services, "audit_chain_of_this_process", lambda: 1)

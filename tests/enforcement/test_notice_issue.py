@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 
 import pytest
@@ -12,7 +13,13 @@ from cakra.backoffice.decisions import violation_validate
 from cakra.delivery.models import Delivery
 from cakra.enforcement.errors import InvalidStateError, NoRegistryMatchError, NotFoundError
 from cakra.enforcement.models import Article, Violation
-from cakra.enforcement.numbers import notice_number_is_valid
+from cakra.enforcement.numbers import (
+    CODE_ALPHABET,
+    CODE_LENGTH,
+    notice_number_generate,
+    notice_number_is_valid,
+    verification_code_generate,
+)
 from cakra.enforcement.services import verification_code_hash, violation_reject
 from cakra.registry.models import ContactPoint, Owner
 from tests import factories
@@ -116,9 +123,6 @@ def test_rejection_needs_a_reason_and_keeps_it_out_of_the_audit_trail(vehicle, o
 
 def test_numbers_and_codes_have_their_shape_and_use_every_symbol():
     """One random draw each: 16 digits (no leading zero, valid check digits), 8 characters of Crockford's base32."""
-    from collections import Counter
-
-    from cakra.enforcement.numbers import CODE_ALPHABET, CODE_LENGTH, notice_number_generate, verification_code_generate
 
     numbers = [notice_number_generate() for _ in range(2000)]
     codes = [verification_code_generate() for _ in range(2000)]

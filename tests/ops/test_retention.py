@@ -17,6 +17,7 @@ from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.evidence import evidence_derive
 from cakra.enforcement.models import Evidence, Notice, Violation, evidence_storage
 from cakra.ops.retention import retention_purge
+from cakra.ops.tasks import retention_purge_task
 from tests.api.helpers import jpeg_bytes
 from tests.factories import VehicleFactory, make_notice, make_violation
 
@@ -243,7 +244,6 @@ def test_an_unlinked_notice_is_no_longer_found_on_the_portal(cases, client):
 
 
 def test_the_purge_runs_daily_from_beat(settings):
-    from cakra.ops.tasks import retention_purge_task
 
     scheduled = {entry["task"]: entry for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert scheduled[retention_purge_task.name]["schedule"] == 86400.0

@@ -84,7 +84,6 @@ def issue_notice(*, vehicle, region, capture_id: str, derived: bool = True, colo
 def _static_root_exists():
     """WhiteNoise warns (an error here) when STATIC_ROOT is missing; the
     embedded default serves from the apps, so an empty directory is enough."""
-    from django.conf import settings
 
     Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 

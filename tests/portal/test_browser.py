@@ -10,6 +10,7 @@ import re
 import shutil
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from tests.portal.conftest import issue_notice
 
@@ -35,7 +36,6 @@ def browser_notice(transactional_db, settings, vehicle, officer, region):
 
 
 def test_citizen_checks_a_notice_in_a_real_browser(browser_notice, live_server):
-    from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM), "install the Debian package 'chromium'"
     notice = browser_notice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from tests.factories import RegionFactory
 
@@ -82,7 +83,6 @@ def test_language_switch_stays_on_this_site(client):
 
 
 def test_language_switch_is_csrf_protected():
-    from django.test import Client
 
     response = Client(enforce_csrf_checks=True).post("/i18n/setlang/", {"language": "en", "next": "/"})
     assert response.status_code == 403

@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 
+from django.utils import timezone
+
+from cakra.enforcement.models import Evidence
 from cakra.enforcement.numbers import notice_number_display
+from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_task
 from cakra.registry.models import ContactPoint, Owner
-from tests.portal.conftest import add_evidence
+from tests.portal.conftest import add_evidence, issue_notice
 
 IMG_SRC_RE = re.compile(r'<img src="([^"]+)"')
 
@@ -59,8 +63,6 @@ def test_evidence_image_serves_the_derivative_jpeg(client, issued):
 def test_evidence_not_yet_derived_is_asked_of_a_worker_on_first_view(
     client, vehicle, officer, region, django_capture_on_commit_callbacks, monkeypatch
 ):
-    from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_task
-    from tests.portal.conftest import issue_notice
 
     sent = []
     monkeypatch.setattr(evidence_derive_task, "apply_async", lambda args, queue: sent.append((args, queue)))
@@ -81,10 +83,6 @@ def test_evidence_not_yet_derived_is_asked_of_a_worker_on_first_view(
 
 
 def test_evidence_given_up_on_says_not_available(client, vehicle, officer, region):
-    from django.utils import timezone
-
-    from cakra.enforcement.models import Evidence
-    from tests.portal.conftest import issue_notice
 
     broken = issue_notice(vehicle=vehicle, region=region, capture_id="CAP-B", derived=False)
     evidence = broken.evidence[0]

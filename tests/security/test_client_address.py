@@ -4,6 +4,7 @@ proxy networks, walking X-Forwarded-For from the right."""
 from __future__ import annotations
 
 import pytest
+from django.core import checks
 from django.core.checks import Error, Warning  # noqa: A004 - Django's name for it
 from django.test import RequestFactory
 
@@ -134,7 +135,6 @@ def test_the_deploy_check_refuses_settings_that_cannot_be_right(settings, networ
 
 
 def test_the_check_is_registered_as_a_deploy_check(settings):
-    from django.core import checks
 
     settings.PRODUCTION = True
     settings.CAKRA_TRUSTED_PROXY_NETWORKS = None

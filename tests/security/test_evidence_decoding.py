@@ -17,6 +17,7 @@ from cakra.audit.models import AuditEvent
 from cakra.enforcement.evidence import DERIVE_MAX_ATTEMPTS
 from cakra.enforcement.models import Evidence, Violation, evidence_storage
 from cakra.enforcement.tasks import EVIDENCE_QUEUE, evidence_derive_sweep_task, evidence_derive_task
+from tests.factories import make_violation
 from tests.portal.conftest import issue_notice
 
 
@@ -79,7 +80,6 @@ def _corrupt_evidence(violation: Violation) -> Evidence:
 def test_a_corrupt_original_is_decoded_at_most_the_allowed_times_over_repeated_sweeps(
     vehicle, officer, region, decoder_calls, monkeypatch
 ):
-    from tests.factories import make_violation
 
     violation = make_violation(region=region, vehicle=vehicle, capture_id="CAP-BAD", camera_id="CAM-SUDIRMAN-01")
     Violation.objects.filter(pk=violation.pk).update(received_at=timezone.now() - timedelta(hours=1))

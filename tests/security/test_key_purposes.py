@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from cakra.audit.hashing import HASHED_FIELDS
 from cakra.audit.models import AuditChainHead, AuditEvent
 from cakra.audit.selectors import AnchorError, audit_anchor, audit_verify_anchor
-from cakra.audit.services import audit_record
+from cakra.audit.services import audit_event_record
 from cakra.security.crypto import audit_anchor_key, audit_chain_key, lookup_hash, purpose_key
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +47,9 @@ def test_each_purpose_has_a_key_of_its_own():
 def _record_events(count: int) -> None:
     for n in range(count):
         with transaction.atomic():
-            audit_record(actor_type="system", action="test.event", object_type="thing", object_id=str(n), data={"n": n})
+            audit_event_record(
+                actor_type="system", action="test.event", object_type="thing", object_id=str(n), data={"n": n}
+            )
 
 
 def _rewrite_chain(digest: Callable[[bytes], str]) -> None:

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.test import Client
 
 from cakra.config.access_log import request_text_mask, structlog_mask_processor
 from tests.security.production import DOMAIN, production_environment
@@ -200,7 +201,6 @@ def test_a_static_file_carries_the_security_headers(client, settings):
     ids=["page-404", "api-404", "api-401", "csrf-failure"],
 )
 def test_error_answers_carry_the_security_headers(method, path, status):
-    from django.test import Client
 
     response = getattr(Client(enforce_csrf_checks=True), method)(path)
     assert response.status_code == status

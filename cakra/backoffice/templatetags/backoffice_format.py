@@ -7,6 +7,7 @@ from django.utils.functional import Promise as StrPromise
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
+from cakra.enforcement import fines
 from cakra.enforcement.models import Article
 from cakra.enforcement.numbers import notice_number_display
 
@@ -16,9 +17,7 @@ register = template.Library()
 @register.filter
 def rupiah(amount: int | None) -> str:
     """``500000`` → ``Rp500.000`` (Indonesian grouping with dots, whatever the UI language)."""
-    if amount is None:
-        return ""
-    return "Rp" + f"{int(amount):,}".replace(",", ".")
+    return "" if amount is None else fines.rupiah(amount)
 
 
 @register.filter

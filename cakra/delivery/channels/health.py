@@ -137,7 +137,7 @@ def _sync(names: Iterable[str], policy: Mapping[str, float]) -> None:
             {_key(*entry): count for entry, count in pending.items()}, ttl=ttl, read=[_key(*key) for key in keys]
         )
     except Exception as exc:  # noqa: BLE001 - health is advisory: a store outage must not stop sending
-        logger.warning("provider_health_sync_failed", error=type(exc).__name__)
+        logger.warning("provider.health_sync_failed", error=type(exc).__name__)
         with _process.lock:
             _process.pending.update(pending)  # kept for the next sync
             _process.synced_at = time.monotonic()

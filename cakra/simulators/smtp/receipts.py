@@ -141,10 +141,10 @@ class ReceiptReporter:
         """Queue the events for a message the sink just stored under ``key``."""
         reference = message_reference(raw)
         if not reference:
-            logger.info("sink_receipt_skipped_no_message_id", key=key)
+            logger.info("sink.receipt_skipped_no_message_id", key=key)
             return
         if not REPORTABLE_REFERENCE.fullmatch(reference):
-            logger.info("sink_receipt_skipped_bad_message_id", key=key)
+            logger.info("sink.receipt_skipped_bad_message_id", key=key)
             return
         # Derived from the stored message's key: a report posted twice carries
         # the same event id, as a real provider's retry would.
@@ -211,7 +211,7 @@ class ReceiptReporter:
         self._threads = []
         left = self.pending()
         if left:
-            logger.warning("sink_receipts_unsent_at_stop", events=left)
+            logger.warning("sink.receipts_unsent_at_stop", events=left)
 
     # --- the posting thread ----------------------------------------------------------
     def _next_batch(self) -> list[_PendingEvent] | None:
@@ -250,7 +250,7 @@ class ReceiptReporter:
             try:
                 verdict, answer = self._post(batch)
             except Exception as exc:  # noqa: BLE001 - the posting thread must outlive any surprise
-                logger.error("sink_receipts_post_crashed", error=type(exc).__name__)  # noqa: TRY400 - the type is enough
+                logger.error("sink.receipts_post_crashed", error=type(exc).__name__)  # noqa: TRY400 - the type is enough
                 verdict, answer = "retry", {}
             with self._condition:
                 self._in_flight -= len(batch)
@@ -283,7 +283,7 @@ class ReceiptReporter:
                 continue
             if pending.unknown_tries >= UNKNOWN_REFERENCE_TRIES:
                 tally["unknown_given_up"] += 1
-                logger.info("sink_receipt_given_up", event_id=pending.payload["event_id"])
+                logger.info("sink.receipt_given_up", event_id=pending.payload["event_id"])
                 continue
             pending.unknown_tries += 1
             pending.due = time.monotonic() + min(REPORT_BACKOFF_MAX_SECONDS, 2.0 ** (pending.unknown_tries - 1))
@@ -312,13 +312,13 @@ class ReceiptReporter:
             if status == 404 and len(batch) == 1:  # noqa: PLR2004 - a single unknown reference
                 return "ok", {"results": [{"event_id": batch[0].payload["event_id"], "outcome": "unknown_reference"}]}
             if status >= 500 or status == 429:  # noqa: PLR2004
-                logger.warning("sink_receipts_post_failed", status=status, events=len(batch))
+                logger.warning("sink.receipts_post_failed", status=status, events=len(batch))
                 return "retry", {}
-            logger.error("sink_receipts_post_rejected", status=status, events=len(batch))  # noqa: TRY400 - no traceback wanted
+            logger.error("sink.receipts_post_rejected", status=status, events=len(batch))  # noqa: TRY400 - no traceback wanted
             return "rejected", {}
         except (OSError, ValueError) as exc:
             # Refused, reset, timed out, or an answer that is not JSON.
-            logger.warning("sink_receipts_post_failed", error=type(exc).__name__, events=len(batch))
+            logger.warning("sink.receipts_post_failed", error=type(exc).__name__, events=len(batch))
             return "retry", {}
         with self._condition:
             self.counts["posts"] += 1

@@ -126,7 +126,7 @@ class MailSink:
         try:
             key = self._store.store(raw)
         except OSError as exc:  # e.g. the disk is full: a relay answers "try later"
-            logger.error("sink_store_failed", error=type(exc).__name__)  # noqa: TRY400 - the type is enough
+            logger.error("sink.store_failed", error=type(exc).__name__)  # noqa: TRY400 - the type is enough
             return b"451 4.3.0 Error: message not stored, try again later"
         if self.receipts is not None:
             self.receipts.report_stored(key=key, raw=raw, recipients=recipients)
