@@ -6,6 +6,7 @@ from __future__ import annotations
 # The data dir of a test run (dev secrets, SQLite test database, evidence,
 # broker, sink) is chosen in cakra.config.test_settings.
 import importlib
+from collections.abc import Iterator
 
 import pytest
 from django.apps import apps
@@ -15,6 +16,7 @@ from cakra.audit.services import audit_chain_heads_ensure
 from cakra.audit.triggers import audit_triggers_install, audit_triggers_remove
 from cakra.config.celery import app as celery_app
 from cakra.enforcement.models import Article
+from tests.clock import ManualClock, frozen_clock
 from tests.factories import (
     ApiKeyFactory,
     OfficerFactory,
@@ -28,7 +30,6 @@ DB_FIXTURES = {"db", "transactional_db", "live_server"}
 def _reference_data_ensure() -> None:
     """Rows the migrations seed (articles, the audit chain head). A
     transactional test ends by emptying every table, so put them back."""
-
     load_articles = importlib.import_module("cakra.enforcement.migrations.0002_articles").load_articles
     if not Article.objects.exists():
         load_articles(apps, None)
@@ -54,6 +55,15 @@ def _database_baseline(request):
     yield
     if transactional:
         audit_triggers_remove(connection)
+
+
+@pytest.fixture
+def clock() -> Iterator[ManualClock]:
+    """Time windows (rate limits, quotas and leases, provider health, the
+    sweeper's leases) stand still for the test until it moves them:
+    ``clock.advance(1.05)`` instead of sleeping through the window."""
+    with frozen_clock() as manual:
+        yield manual
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ process shares, so they hold across all of them:
   its slot for good.
 
 The store is Redis when the default cache is Redis (production: one Lua
-script each, clocked by Redis), and otherwise two small tables
-(``ApiKeyLoad``, ``ApiKeyLease``): admission is one conditional ``UPDATE``
-of the key's bucket row, whose lock serialises the key's admissions, and
-one ``INSERT … SELECT`` that adds a lease only while fewer than the cap are
-unexpired, in one short transaction; the release is one ``DELETE``. (The
-cache API would need several statements per step on the database cache.)
-There the web processes' clocks decide, so hosts sharing a database keep
-their clocks in sync (NTP), as they must for sessions and audit times.
+script each), and otherwise two small tables (``ApiKeyLoad``,
+``ApiKeyLease``): admission is one conditional ``UPDATE`` of the key's
+bucket row, whose lock serialises the key's admissions, and one ``INSERT …
+SELECT`` that adds a lease only while fewer than the cap are unexpired, in
+one short transaction; the release is one ``DELETE``. (The cache API would
+need several statements per step on the database cache.) On both the web
+processes' clocks decide (:mod:`cakra.clock`), so hosts sharing a store
+keep their clocks in sync (NTP), as they must for sessions and audit times.
 
 Admission runs right after the key is authenticated (``ApiKeyAuth``), so a
 quota is only ever spent by its own key: bad tokens have their own limit per
@@ -34,7 +34,6 @@ intake must not stop with the cache.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.http import HttpRequest, HttpResponse
 
+from cakra import clock
 from cakra.api.models import ApiKey, ApiKeyLease, ApiKeyLoad
 from cakra.delivery.channels.store import MICROSECONDS, STORE_ERRORS, RedisStore, shared_store
 from cakra.security.ratelimit import RateLimitedError
@@ -93,7 +93,7 @@ def _refused(*, key: ApiKey, limit: str, retry_after: float) -> RateLimitedError
 
 
 def _now_us() -> int:
-    return int(time.time() * MICROSECONDS)
+    return int(clock.time() * MICROSECONDS)
 
 
 def _interval_us(quota: ApiKeyQuota) -> int:

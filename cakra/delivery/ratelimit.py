@@ -37,13 +37,13 @@ window, the rate) of its identity.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
 from django.conf import settings
 
+from cakra import clock
 from cakra.delivery.channels.registry import Provider
 from cakra.delivery.channels.store import STORE_ERRORS, shared_store
 from cakra.security.ratelimit import RateLimitedError
@@ -90,7 +90,7 @@ def sender_token_acquire(provider: Provider, *, patience: float | None = None, c
     further away than that."""
     policy = rate_limit_policy()
     patience = policy["PATIENCE_SECONDS"] if patience is None else patience
-    deadline = time.monotonic() + patience
+    deadline = clock.monotonic() + patience
     store = shared_store()
     while True:
         try:
@@ -106,12 +106,12 @@ def sender_token_acquire(provider: Provider, *, patience: float | None = None, c
             ) from None
         if wait <= 0:
             return
-        if time.monotonic() + wait > deadline:
+        if clock.monotonic() + wait > deadline:
             raise RateLimitedError(wait=wait, subject=provider.sender_identity, message=RATE_LIMITED_MESSAGE)
         # A little jitter (up to one emission interval, at most 20 ms) so that
         # the processes refused together do not all come back in the same instant.
         jitter = random.uniform(0, min(1 / provider.rate_per_second, MAX_SLEEP_JITTER_SECONDS))  # noqa: S311
-        time.sleep(wait + jitter)
+        clock.sleep(wait + jitter)
 
 
 def sender_back_off(provider: Provider, *, retry_after: float | None) -> float:

@@ -44,7 +44,7 @@ import itertools
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from cakra import clock
 from cakra.db import update_returning_pks
 from cakra.delivery.channels import Provider, adapter_for_provider
 from cakra.delivery.channels.base import OutboundMessage, RetryableProviderError, SendResult, exception_site
@@ -104,9 +105,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[list[Any]]:
         yield chunk
 
 
-def deliveries_send_and_schedule(
-    *, delivery_ids: Sequence[str], queue: str = "", sleep: Callable[[float], None] = time.sleep
-) -> SendReport:
+def deliveries_send_and_schedule(*, delivery_ids: Sequence[str], queue: str = "") -> SendReport:
     """Send a batch, then publish what must be sent again later: the send task's service.
 
     Retries and rate-limit waits become new send messages with their
@@ -115,7 +114,7 @@ def deliveries_send_and_schedule(
     attempts, and the count that decides the last try is each delivery's
     own, in the database. When tasks run inline (eager mode) there is no
     broker to hold a countdown, so they are sent again here at once; only a
-    rate-limit wait is slept (``sleep``). Returns the report of the last send.
+    rate-limit wait is slept (on :mod:`cakra.clock`). Returns the report of the last send.
     """
     pending = list(delivery_ids)
     while True:
@@ -135,7 +134,7 @@ def deliveries_send_and_schedule(
         if not publishing_inline():
             deliveries_publish([(queue or channel, ids, countdown) for channel, ids, countdown in later])
             return report
-        sleep(wait)
+        clock.sleep(wait)
         pending = [delivery_id for _, ids, _ in later for delivery_id in ids]
 
 

@@ -56,8 +56,8 @@ import structlog
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.utils import timezone
 
+from cakra import clock
 from cakra.audit.services import audit_event_record
 from cakra.delivery.dispatch import (
     RETRY_BACKOFF_MAX_SECONDS,
@@ -249,7 +249,7 @@ def deliveries_sweep_stuck(*, now: datetime | None = None) -> StuckSweepReport:
     publishes its triggers, before the next one starts.
     """
     config = SweeperSettings.load()
-    now = now or timezone.now()
+    now = now or clock.now()
     report = StuckSweepReport()
 
     # Asking the broker costs a round trip: only when something looks stuck.
@@ -329,7 +329,7 @@ def deliveries_sweep_unconfirmed(*, now: datetime | None = None) -> int:
     if not channels:
         return 0
     config = SweeperSettings.load()
-    now = now or timezone.now()
+    now = now or clock.now()
     # Few distinct windows exist (most regions keep the default): one index
     # range scan per window rather than one per region.
     windows = sorted(

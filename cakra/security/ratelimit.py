@@ -39,7 +39,6 @@ from __future__ import annotations
 import abc
 import functools
 import math
-import time
 from dataclasses import dataclass
 
 import redis
@@ -48,6 +47,7 @@ from django.db import connections, router
 from django.db.models import F
 from django.utils.crypto import salted_hmac
 
+from cakra import clock
 from cakra.security.models import RateLimitCounter
 from cakra.security.proxies import client_address
 
@@ -193,7 +193,7 @@ def counter_store() -> CounterStore:
 
 
 def _now() -> int:
-    return int(time.time())
+    return int(clock.time())
 
 
 # Django's labelled derivation from SECRET_KEY: this HMAC key serves only

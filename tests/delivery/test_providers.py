@@ -4,7 +4,6 @@ the start-up check, priorities, and GOV.UK Notify-style failover by health."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 
 import pytest
@@ -265,7 +264,9 @@ def test_a_retry_goes_to_the_other_provider(two_relays, delivery, mail_sink):
     assert len(mail_sink.messages()) == 1
 
 
-def test_a_failing_provider_loses_priority_for_every_worker_then_recovers(settings, two_relays, delivery, mail_sink):
+def test_a_failing_provider_loses_priority_for_every_worker_then_recovers(
+    settings, two_relays, delivery, mail_sink, clock
+):
     primary, backup = two_relays
     settings.CAKRA_PROVIDER_HEALTH = {
         **settings.CAKRA_PROVIDER_HEALTH,
@@ -282,7 +283,7 @@ def test_a_failing_provider_loses_priority_for_every_worker_then_recovers(settin
     delivery.refresh_from_db()
     assert (delivery.status, delivery.provider) == (Delivery.Status.SENT, backup)
 
-    time.sleep(1.05)  # the failures age out of the window
+    clock.advance(1.05)  # the failures age out of the window
 
     assert provider_choose("email").name == primary
 

@@ -46,13 +46,6 @@ def _new_store(store_backend, settings):
     return CacheStore("default")
 
 
-def _early_in_a_second():
-    """The database store counts whole seconds: start a sequence early in one,
-    so that it does not straddle two windows."""
-    if time.time() % 1 > 0.5:
-        time.sleep(1 - time.time() % 1 + 0.01)
-
-
 @pytest.fixture
 def identity(unique_name, store_backend, settings):
     name = unique_name("smtp:relay")
@@ -61,9 +54,10 @@ def identity(unique_name, store_backend, settings):
 
 
 @pytest.fixture
-def limited_relay(settings, mail_sink, identity, provider_state):
+def limited_relay(settings, mail_sink, identity, provider_state, clock):
     """The default email provider, limited to one message a second (no burst),
-    waiting no longer than zero seconds in the worker."""
+    waiting no longer than zero seconds in the worker; its second stands still
+    until the test (or a wait slept in the worker) moves the clock."""
     entry = settings.CAKRA_PROVIDERS["smtp"]
     settings.CAKRA_PROVIDERS = {
         "smtp": {**entry, "SENDER_IDENTITY": identity, "RATE_PER_SECOND": 1, "BURST": 1},
@@ -75,23 +69,24 @@ def limited_relay(settings, mail_sink, identity, provider_state):
 # --- The shared bucket ------------------------------------------------------------
 
 
-def test_a_burst_is_granted_then_the_next_token_waits(db, settings, store_backend, identity):
+def test_a_burst_is_granted_then_the_next_token_waits(db, settings, store_backend, identity, clock):
     store = shared_store()
-    _early_in_a_second()
+    clock.advance_to_window_start(1)  # the database store's windows: the burst is taken early in one
 
     granted = [store.take(identity=identity, rate=3, burst=3) for _ in range(3)]
     wait = store.take(identity=identity, rate=3, burst=3)
 
     assert granted == [0.0, 0.0, 0.0]
     assert 0 < wait <= 1.0
-    time.sleep(wait + 0.01)
+    clock.advance(wait - 0.005)
+    assert store.take(identity=identity, rate=3, burst=3) > 0  # not a moment before the wait is over
+    clock.advance(0.015)
     assert store.take(identity=identity, rate=3, burst=3) == 0.0
 
 
-def test_identities_do_not_share_a_bucket(db, store_backend, unique_name):
+def test_identities_do_not_share_a_bucket(db, store_backend, unique_name, clock):
     store = shared_store()
     first, second = unique_name("sms:POLRI"), unique_name("sms:ETLE")
-    _early_in_a_second()
 
     assert store.take(identity=first, rate=1, burst=1) == 0.0
     assert store.take(identity=first, rate=1, burst=1) > 0
@@ -132,7 +127,7 @@ def test_workers_racing_for_one_identity_never_exceed_its_limit(transactional_db
         assert len(grants) <= rate * windows
 
 
-def test_a_hold_stops_every_worker_until_it_expires(db, settings, store_backend, identity):
+def test_a_hold_stops_every_worker_until_it_expires(db, settings, store_backend, identity, clock):
     this_worker, other_worker = shared_store(), _new_store(store_backend, settings)
 
     this_worker.hold(identity=identity, seconds=0.6, rate=20, burst=20)
@@ -140,15 +135,17 @@ def test_a_hold_stops_every_worker_until_it_expires(db, settings, store_backend,
     wait = other_worker.take(identity=identity, rate=20, burst=20)
 
     assert 0.4 < wait <= 0.6
-    time.sleep(wait + 0.1)
+    clock.advance(wait - 0.05)
+    assert other_worker.take(identity=identity, rate=20, burst=20) > 0  # still held
+    clock.advance(0.15)
     assert other_worker.take(identity=identity, rate=20, burst=20) == 0.0
 
 
-def test_after_a_hold_sending_resumes_at_the_identitys_pace(db, settings, store_backend, identity):
+def test_after_a_hold_sending_resumes_at_the_identitys_pace(db, settings, store_backend, identity, clock):
     store = shared_store()
-    _early_in_a_second()
+    clock.advance_to_window_start(1)  # the database store's windows: the hold ends early in one
     store.hold(identity=identity, seconds=0.2, rate=20, burst=20)
-    time.sleep(0.2 + 0.06)
+    clock.advance(0.2 + 0.06)
 
     granted = sum(store.take(identity=identity, rate=20, burst=20) == 0.0 for _ in range(40))
 
@@ -161,16 +158,16 @@ def test_after_a_hold_sending_resumes_at_the_identitys_pace(db, settings, store_
 # --- Taking a token for a send ---------------------------------------------------
 
 
-def test_a_short_wait_is_slept_in_the_worker_and_a_long_one_raises(db, store_backend, identity):
+def test_a_short_wait_is_slept_in_the_worker_and_a_long_one_raises(db, store_backend, identity, clock):
     provider = _provider(identity, rate=1, burst=1)
     sender_token_acquire(provider, patience=0)
 
     with pytest.raises(RateLimitedError) as raised:
         sender_token_acquire(provider, patience=0)
     assert 0 < raised.value.wait <= 1.0
-    started = time.monotonic()
+    started = clock.monotonic()
     sender_token_acquire(provider, patience=2.0)
-    assert time.monotonic() - started <= 1.5
+    assert raised.value.wait <= clock.monotonic() - started <= 1.5  # the wait was slept, here
 
 
 def test_an_unreachable_store_defers_the_send_instead_of_sending_blind(db, settings, closed_port):

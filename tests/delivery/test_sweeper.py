@@ -44,6 +44,7 @@ from cakra.enforcement.models import Notice
 from cakra.ops.management.commands.run import WORKER_QUEUES
 from cakra.simulators.smtp import MailSink
 from tests.api.helpers import jpeg_bytes
+from tests.clock import frozen_clock
 from tests.delivery.helpers import send
 from tests.e2e.processes import celery_worker, wait_for
 from tests.factories import ApiKeyFactory, VehicleFactory, make_notice, make_owner
@@ -623,8 +624,10 @@ def test_a_worker_killed_mid_batch_loses_no_notice_and_sends_each_once(settings,
         # (its trigger lost with the dead worker's prefetch, on the embedded
         # broker) and the delivery it was sending.
         settings.CAKRA_SWEEPER = {**settings.CAKRA_SWEEPER, "PENDING_LEASE_SECONDS": 1, "SENDING_LEASE_SECONDS": 1}
-        time.sleep(1.2)
-        sweep = delivery_sweep_stuck_task.apply()
+        # Frozen here, not for the whole test: the dead worker wrote its rows on real time.
+        with frozen_clock() as clock:
+            clock.advance(1.2)
+            sweep = delivery_sweep_stuck_task.apply()
         assert sweep.successful(), sweep.traceback
         report = sweep.result
         assert isinstance(report, dict)

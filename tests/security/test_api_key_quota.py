@@ -166,7 +166,7 @@ STORES = ["database", *(["redis"] if REDIS_TEST_URL else [])]
 
 
 @pytest.mark.parametrize("store_backend", STORES)
-def test_a_slot_held_by_a_crashed_process_ends_with_its_lease(settings, api_key, store_backend):
+def test_a_slot_held_by_a_crashed_process_ends_with_its_lease(settings, api_key, store_backend, clock):
     if store_backend == "redis":
         settings.CACHES = {"default": {"BACKEND": REDIS_CACHE_BACKEND, "LOCATION": REDIS_TEST_URL}}
     settings.CAKRA_API_KEY_LIMITS = {**limits(rate=0, burst=0, in_flight=2), "LEASE_SECONDS": 0.2}
@@ -177,7 +177,10 @@ def test_a_slot_held_by_a_crashed_process_ends_with_its_lease(settings, api_key,
     with pytest.raises(RateLimitedError):
         api_key_request_admit(request=HttpRequest(), key=key)
 
-    time.sleep(0.3)  # their leases end
+    clock.advance(0.15)
+    with pytest.raises(RateLimitedError):  # their leases still run
+        api_key_request_admit(request=HttpRequest(), key=key)
+    clock.advance(0.15)  # their leases end
     served = HttpRequest()
     api_key_request_admit(request=served, key=key)
     api_key_request_release(request=served)

@@ -20,7 +20,6 @@ from django.test import Client
 
 import cakra.portal.lookup as portal_lookup
 from cakra.portal.selectors import notice_match_lookup
-from cakra.security import ratelimit
 from cakra.security.models import RateLimitCounter
 from cakra.security.ratelimit import Limit, counters_purge, hit, refund, reserve
 from tests.portal.conftest import issue_notice
@@ -136,26 +135,28 @@ def test_the_owners_successes_are_refunded(store_backend, settings, vehicle, off
     assert look("B 1234 XYZ", "203.0.113.5") == 429
 
 
-def test_a_refund_never_credits_the_next_window(store_backend, scope, monkeypatch):
+def test_a_refund_never_credits_the_next_window(store_backend, scope, clock):
     limit = Limit(scope=scope, count=1, seconds=100)
-    monkeypatch.setattr(ratelimit, "_now", lambda: 1_000_050)
+    clock.advance_to_window_start(100)
+    clock.advance(50)
     reservation = reserve(limit, "subject")
     assert reservation.within_limit
 
-    monkeypatch.setattr(ratelimit, "_now", lambda: 1_000_150)  # the next window
+    clock.advance(100)  # the next window
     assert hit(limit, "subject")
     refund(reservation)  # belongs to the window that ended
 
     assert not hit(limit, "subject")
 
 
-def test_ended_windows_are_purged_and_live_ones_kept(settings, scope, monkeypatch):
+def test_ended_windows_are_purged_and_live_ones_kept(settings, scope, clock):
     settings.REDIS_URL = ""
-    monkeypatch.setattr(ratelimit, "_now", lambda: 1_000_050)
+    clock.advance_to_window_start(1000)  # the start of a 1000 s window, and of a 100 s one
+    clock.advance(50)
     hit(Limit(scope=scope, count=1, seconds=100), "ended")
     hit(Limit(scope=scope, count=1, seconds=1000), "live")
 
-    monkeypatch.setattr(ratelimit, "_now", lambda: 1_000_101)
+    clock.advance(51)  # the 100 s window has ended, the 1000 s one has not
 
     assert counters_purge() == 1
     assert RateLimitCounter.objects.count() == 1

@@ -32,7 +32,6 @@ per send, and a provider's failures are visible to all workers within about
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 
+from cakra import clock
 from cakra.delivery.channels.store import KEY_PREFIX, shared_store
 
 logger = structlog.get_logger(__name__)
@@ -110,7 +110,7 @@ class _ProcessHealth:
         self.pending: Counter[tuple[str, int, str]] = Counter()
         self.shared: dict[tuple[str, int, str], int] = {}
         self.known: frozenset[str] = frozenset()
-        self.synced_at = float("-inf")  # time.monotonic() of the last sync
+        self.synced_at = float("-inf")  # clock.monotonic() of the last sync
 
     def reset(self) -> None:
         with self.lock:
@@ -129,7 +129,7 @@ def _sync(names: Iterable[str], policy: Mapping[str, float]) -> None:
         pending = _process.pending
         _process.pending = Counter()
         names = frozenset(names) | _process.known
-    buckets = _buckets(time.time(), policy)
+    buckets = _buckets(clock.time(), policy)
     keys = [(name, bucket, kind) for name in sorted(names) for bucket in buckets for kind in (ATTEMPTS, ERRORS)]
     ttl = int(policy["WINDOW_SECONDS"] + policy["BUCKET_SECONDS"]) + 1
     try:
@@ -140,22 +140,22 @@ def _sync(names: Iterable[str], policy: Mapping[str, float]) -> None:
         logger.warning("provider.health_sync_failed", error=type(exc).__name__)
         with _process.lock:
             _process.pending.update(pending)  # kept for the next sync
-            _process.synced_at = time.monotonic()
+            _process.synced_at = clock.monotonic()
         return
     with _process.lock:
         _process.shared = dict(zip(keys, values, strict=True))
         _process.known = names
-        _process.synced_at = time.monotonic()
+        _process.synced_at = clock.monotonic()
 
 
 def _sync_due(names: frozenset[str], policy: Mapping[str, float]) -> bool:
-    return time.monotonic() - _process.synced_at >= policy["SYNC_SECONDS"] or not names <= _process.known
+    return clock.monotonic() - _process.synced_at >= policy["SYNC_SECONDS"] or not names <= _process.known
 
 
 def provider_outcome_record(*, provider: str, outcome: str) -> None:
     """Count one attempt's outcome toward ``provider``'s health."""
     policy = health_policy()
-    bucket = int(time.time() // policy["BUCKET_SECONDS"])
+    bucket = int(clock.time() // policy["BUCKET_SECONDS"])
     with _process.lock:
         _process.pending[(provider, bucket, ATTEMPTS)] += 1
         if outcome in ERROR_OUTCOMES:
@@ -170,7 +170,7 @@ def provider_health(names: Iterable[str]) -> dict[str, ProviderHealth]:
     wanted = frozenset(names)
     if _sync_due(wanted, policy):
         _sync(wanted, policy)
-    window = set(_buckets(time.time(), policy))
+    window = set(_buckets(clock.time(), policy))
     totals: Counter[tuple[str, str]] = Counter()
     with _process.lock:
         # The shared view plus what this process has not pushed yet.

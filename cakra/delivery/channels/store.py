@@ -5,8 +5,7 @@ Two implementations behind one small interface, chosen from ``CACHES``:
 
 - :class:`RedisStore` when the default cache is Redis (production, ``REDIS_URL``).
   A token bucket per sender identity runs as one Lua script (GCRA: a single
-  timestamp per identity, atomic in Redis, clocked by Redis' own ``TIME`` so
-  that workers on machines with drifting clocks agree). Health counters are
+  timestamp per identity, atomic in Redis). Health counters are
   ``INCRBY`` + ``EXPIRE`` in one pipeline with the ``MGET`` that reads them
   back: one round trip.
 - :class:`CacheStore` otherwise (the embedded default: the database cache
@@ -17,6 +16,15 @@ Two implementations behind one small interface, chosen from ``CACHES``:
   on PostgreSQL a transaction-scoped advisory lock on the key. Rate limits
   there are a fixed one-second window rather than a smooth bucket:
   correctness under concurrency matters more than smoothness.
+
+Both are clocked by the caller (:mod:`cakra.clock`): the Redis scripts take
+the moment as an argument rather than reading Redis' ``TIME``, so the two
+stores keep time the same way and a test moves a bucket's time as it moves
+everything else's. Hosts keep their clocks in sync (NTP), as they must for
+sessions and audit times. A key's expiry in the store is only its clean-up:
+it outlives what the caller's clock needs by ``EXPIRY_SLACK_SECONDS``, so a
+clock a little behind the store's own never sees a bucket or a hold vanish
+early.
 
 Keys carry sender identities and provider names (both ours, public, never
 personal data).
@@ -29,7 +37,6 @@ import functools
 import hashlib
 import math
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +47,8 @@ from django.core.cache import caches
 from django.core.cache.backends.db import DatabaseCache
 from django.db import DatabaseError, connections, router, transaction
 
+from cakra import clock
+
 KEY_PREFIX = "cakra:dispatch:"
 REDIS_CACHE_BACKEND = "django.core.cache.backends.redis.RedisCache"
 REDIS_TIMEOUT_SECONDS = 2.0
@@ -47,61 +56,79 @@ MICROSECONDS = 1_000_000
 # What a store that cannot be reached raises, on either backend.
 STORE_ERRORS = (redis.RedisError, DatabaseError, OSError)
 
+# How long a key outlives the moment its caller's clock stops needing it.
+EXPIRY_SLACK_SECONDS = 5
+_SLACK_LUA = f"local slack_ms = {EXPIRY_SLACK_SECONDS * 1000}\n"
+
 # GCRA ("virtual scheduling"): the bucket is the theoretical arrival time
 # (TAT) of the next token; a request is allowed while TAT - now stays within
 # the burst. Taking n tokens at once (a batch) advances TAT by n intervals.
 # Returns 0 when the tokens were taken, else the microseconds to wait.
-# KEYS: tat, hold. ARGV: emission interval (µs), burst, count (<= burst).
-_TAKE_LUA = """
-local hold = redis.call('PTTL', KEYS[2])
-if hold > 0 then return hold * 1000 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+# KEYS: tat, hold. ARGV: emission interval (µs), burst, count (<= burst), now (µs).
+_TAKE_LUA = (
+    _SLACK_LUA
+    + """
+local now = tonumber(ARGV[4])
+local held_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held_until > now then return held_until - now end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local count = tonumber(ARGV[3] or '1')
+local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + interval * count
 local allowed_at = new_tat - burst * interval
 if allowed_at > now then return math.ceil(allowed_at - now) end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + slack_ms)
 return 0
 """
+)
 
 # Hold an identity (the provider said "slow down"): nothing is granted until
-# the hold expires, and the bucket restarts empty after it (its TAT is pushed
+# the hold ends, and the bucket restarts empty after it (its TAT is pushed
 # a full burst beyond the hold), so sending resumes at the steady rate rather
 # than with a burst that would trip the provider again. A shorter hold never
-# shortens a longer one. KEYS: tat, hold. ARGV: hold (ms), interval (µs), burst.
-_HOLD_LUA = """
+# shortens a longer one. The hold key holds the moment it ends (µs).
+# KEYS: tat, hold. ARGV: hold (ms), interval (µs), burst, now (µs).
+_HOLD_LUA = (
+    _SLACK_LUA
+    + """
 local ms = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[2]) < ms then redis.call('SET', KEYS[2], '1', 'PX', ms) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = now + ms * 1000 + tonumber(ARGV[3]) * tonumber(ARGV[2])
+local now = tonumber(ARGV[4])
+local until_us = now + ms * 1000
+if tonumber(redis.call('GET', KEYS[2]) or '0') < until_us then
+  redis.call('SET', KEYS[2], string.format('%d', until_us), 'PX', ms + slack_ms)
+end
+local tat = until_us + tonumber(ARGV[3]) * tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tat then
-  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + slack_ms)
 end
 return 0
 """
+)
 
 
 # A bounded set of leases (in-flight requests of one API key, say): expired
 # leases are dropped, then a new one is added while fewer than the capacity
 # are held. Each lease carries its own expiry, so a process that died
-# holding one frees its slot when the lease ends. Clocked by Redis' TIME.
-# KEYS: the set. ARGV: capacity, lease (ms), token. Returns 1 when granted.
-_LEASE_ACQUIRE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# holding one frees its slot when the lease ends.
+# KEYS: the set. ARGV: capacity, lease (ms), token, now (ms). Returns 1 when granted.
+_LEASE_ACQUIRE_LUA = (
+    _SLACK_LUA
+    + """
+local now = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + 1000)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + slack_ms)
 return 1
 """
+)
+
+
+def _now_us() -> int:
+    return int(clock.time() * MICROSECONDS)
 
 
 def _lease_key(name: str) -> str:
@@ -156,12 +183,13 @@ class RedisStore(SharedStore):
 
     def take(self, *, identity: str, rate: float, burst: int, count: int = 1) -> float:
         interval_us = max(1, round(MICROSECONDS / rate))
-        wait_us = int(self._take(keys=list(_rate_keys(identity)), args=[interval_us, burst, count]))
+        wait_us = int(self._take(keys=list(_rate_keys(identity)), args=[interval_us, burst, count, _now_us()]))
         return wait_us / MICROSECONDS
 
     def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
         interval_us = max(1, round(MICROSECONDS / rate))
-        self._hold(keys=list(_rate_keys(identity)), args=[max(1, math.ceil(seconds * 1000)), interval_us, burst])
+        ms = max(1, math.ceil(seconds * 1000))
+        self._hold(keys=list(_rate_keys(identity)), args=[ms, interval_us, burst, _now_us()])
 
     def sync(self, increments: Mapping[str, int], *, ttl: int, read: Sequence[str]) -> list[int]:
         pipe = self.client.pipeline(transaction=False)
@@ -184,7 +212,8 @@ class RedisStore(SharedStore):
         (Redis only: on the database, :mod:`cakra.api.quota` keeps leases in
         a table of its own, at fewer statements than the cache API needs.)"""
         ms = max(1, math.ceil(seconds * 1000))
-        return bool(self._lease_acquire(keys=[_lease_key(name)], args=[capacity, ms, token]))
+        now_ms = int(clock.time() * 1000)
+        return bool(self._lease_acquire(keys=[_lease_key(name)], args=[capacity, ms, token, now_ms]))
 
     def lease_release(self, *, name: str, token: str) -> None:
         """Give back the lease ``token`` of ``name`` (nothing if it expired)."""
@@ -235,7 +264,7 @@ class CacheStore(SharedStore):
         with self._locked(f"rate:{identity}"):
             # The clock is read under the lock: a take that waited for it
             # counts in the window it is granted in, not the one it asked in.
-            now = time.time()
+            now = clock.time()
             window = int(now // window_seconds)
             count_key = f"{KEY_PREFIX}{identity}:window:{window}"
             values = self.cache.get_many([count_key, hold_key])
@@ -245,16 +274,16 @@ class CacheStore(SharedStore):
             taken = int(values.get(count_key, 0))
             if taken + count > limit:
                 return (window + 1) * window_seconds - now
-            self.cache.set(count_key, taken + count, timeout=math.ceil(window_seconds) + 1)
+            self.cache.set(count_key, taken + count, timeout=math.ceil(window_seconds) + EXPIRY_SLACK_SECONDS)
         return 0.0
 
     def hold(self, *, identity: str, seconds: float, rate: float, burst: int) -> None:
         _, hold_key = _rate_keys(identity)
-        until = time.time() + seconds
+        until = clock.time() + seconds
         with self._locked(f"rate:{identity}"):
             current = self.cache.get(hold_key)
             if current is None or current < until:
-                self.cache.set(hold_key, until, timeout=math.ceil(seconds) + 1)
+                self.cache.set(hold_key, until, timeout=math.ceil(seconds) + EXPIRY_SLACK_SECONDS)
 
     def sync(self, increments: Mapping[str, int], *, ttl: int, read: Sequence[str]) -> list[int]:
         if not increments:
@@ -269,7 +298,7 @@ class CacheStore(SharedStore):
 
     def forget_identity(self, identity: str) -> None:
         _, hold_key = _rate_keys(identity)
-        window = int(time.time())
+        window = int(clock.time())
         self.cache.delete_many(
             [hold_key, *(f"{KEY_PREFIX}{identity}:window:{w}" for w in range(window - 2, window + 2))]
         )
