@@ -15,14 +15,13 @@ import smtplib
 import socket
 import subprocess
 import sys
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cakra.delivery.channels.dkim import dkim_key_load
+from cakra.delivery.channels.mime import alternative_message, header
 from cakra.simulators.smtp_sink import MailSink, SimulatedDkimDns, dkim_check
 
 SELECTOR = "test1"
@@ -40,18 +39,29 @@ def sink(tmp_path, dkim_pem):
         yield running
 
 
-def _raw(subject="Surat Konfirmasi ETLE", body="Isi surat.\n", to="pemilik@example.co.id"):
-    message = EmailMessage(policy=SMTP_POLICY)
-    message["From"] = f"ETLE <etle@{DOMAIN}>"
-    message["To"] = to
-    message["Subject"] = subject
-    message["Message-ID"] = f"<t1@{DOMAIN}>"
-    message.set_content(body)
-    return message.as_bytes()
+def _message(subject="Surat Konfirmasi ETLE", body="Isi surat.\n", to="pemilik@example.co.id"):
+    """A message as the email adapter writes it."""
+    return alternative_message(
+        headers=(
+            header("From", f"ETLE <etle@{DOMAIN}>"),
+            header("To", to),
+            header("Subject", subject),
+            header("Message-ID", f"<t1@{DOMAIN}>"),
+        ),
+        text=body,
+        html="",
+        content_language="id",
+    )
 
 
-def _signed(pem, raw, selector=SELECTOR):
-    return dkim_key_load(pem).sign(raw, selector=selector, domain=DOMAIN)
+def _raw(**fields):
+    return _message(**fields).as_bytes()
+
+
+def _signed(pem, message, selector=SELECTOR):
+    """Signed as the email adapter signs (the production signer)."""
+    signature = dkim_key_load(pem).sign_parts(message.headers, message.body, selector=selector, domain=DOMAIN)
+    return signature + message.as_bytes()
 
 
 def _submit(sink, data, to="pemilik@example.co.id"):
@@ -70,7 +80,7 @@ def _get(sink, path, host=None):
 
 
 def test_a_received_message_is_stored_byte_for_byte(sink, dkim_pem):
-    data = _signed(dkim_pem, _raw(body="Baris satu.\n.baris dengan titik di depan\n"))
+    data = _signed(dkim_pem, _message(body="Baris satu.\n.baris dengan titik di depan\n"))
 
     _submit(sink, data)
 
@@ -80,7 +90,7 @@ def test_a_received_message_is_stored_byte_for_byte(sink, dkim_pem):
 
 
 def test_a_message_signed_with_the_configured_key_passes_dkim(sink, dkim_pem):
-    _submit(sink, _signed(dkim_pem, _raw()))
+    _submit(sink, _signed(dkim_pem, _message()))
 
     [stored] = sink.messages()
     assert stored.dkim.passed
@@ -88,7 +98,7 @@ def test_a_message_signed_with_the_configured_key_passes_dkim(sink, dkim_pem):
 
 
 def test_a_message_changed_after_signing_fails_dkim(sink, dkim_pem):
-    signed = _signed(dkim_pem, _raw(body="Denda Rp500.000\n"))
+    signed = _signed(dkim_pem, _message(body="Denda Rp500.000\n"))
 
     _submit(sink, signed.replace(b"Rp500.000", b"Rp900.000"))
     _submit(sink, signed.replace(b"Subject: Surat Konfirmasi ETLE", b"Subject: Bayar ke rekening ini"))
@@ -102,7 +112,7 @@ def test_a_message_signed_with_another_key_or_unsigned_fails_dkim(sink):
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
 
-    _submit(sink, _signed(other_pem, _raw()))
+    _submit(sink, _signed(other_pem, _message()))
     _submit(sink, _raw())
 
     assert [m.dkim.passed for m in sink.messages()] == [False, False]
@@ -116,7 +126,7 @@ def test_the_simulated_dns_answers_only_the_configured_selector(dkim_pem):
     assert answer.startswith(b"v=DKIM1; k=rsa; p=")
     assert dns(f"other._domainkey.{DOMAIN}.") is None
     assert dns(f"{SELECTOR}._domainkey.") is None
-    assert not dkim_check(_signed(dkim_pem, _raw(), selector="other"), dns=dns).passed
+    assert not dkim_check(_signed(dkim_pem, _message(), selector="other"), dns=dns).passed
 
 
 @pytest.mark.parametrize(
@@ -132,7 +142,7 @@ def test_magic_recipients_are_refused_like_a_real_relay(sink, recipient, code):
 
 
 def test_the_json_list_is_newest_first_with_the_dkim_verdict(sink, dkim_pem):
-    _submit(sink, _signed(dkim_pem, _raw(subject="pertama")))
+    _submit(sink, _signed(dkim_pem, _message(subject="pertama")))
     _submit(sink, _raw(subject="kedua"))
 
     status, headers, body = _get(sink, "/messages.json")
@@ -161,7 +171,7 @@ def test_the_lists_read_only_the_newest_messages_asked_for(sink):
 
 
 def test_the_pages_list_and_show_messages_escaped(sink, dkim_pem):
-    _submit(sink, _signed(dkim_pem, _raw(subject="<script>alert(1)</script>", body="<b>tebal</b>\n")))
+    _submit(sink, _signed(dkim_pem, _message(subject="<script>alert(1)</script>", body="<b>tebal</b>\n")))
     [stored] = sink.messages()
 
     index_status, index_headers, index = _get(sink, "/")
@@ -223,7 +233,7 @@ def test_the_sink_command_runs_until_sigterm(tmp_path, dkim_pem):
         assert "cmd-mail" in smtp_line
         smtp_port = int(smtp_line.split("127.0.0.1:")[1].split()[0])
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=5) as client:
-            client.sendmail(f"etle@{DOMAIN}", ["pemilik@example.co.id"], _signed(dkim_pem, _raw()))
+            client.sendmail(f"etle@{DOMAIN}", ["pemilik@example.co.id"], _signed(dkim_pem, _message()))
         assert "messages.json" in web_line
     finally:
         process.send_signal(signal.SIGTERM)
@@ -247,8 +257,8 @@ def _replies(reader, count):
 
 
 def test_pipelined_commands_are_answered_in_order(sink, dkim_pem):
-    first = _signed(dkim_pem, _raw(subject="satu"))
-    second = _signed(dkim_pem, _raw(subject="dua"))
+    first = _signed(dkim_pem, _message(subject="satu"))
+    second = _signed(dkim_pem, _message(subject="dua"))
     connection, reader = _conversation(sink)
     with connection, reader:
         connection.sendall(b"EHLO client.example\r\n")
