@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import Model, QuerySet
 from django.db.models.sql import UpdateQuery
@@ -80,7 +81,8 @@ def update_returning_pks[M: Model](queryset: QuerySet[M], **changes: Any) -> lis
     The statement is the one Django builds for ``update()`` (filters across
     relations become a ``pk IN (subquery)``, as there) with ``RETURNING`` of
     the primary key appended. UUID keys come back as :class:`uuid.UUID` on
-    every backend. An empty queryset costs no statement.
+    every backend. A queryset that can match nothing (``none()``,
+    ``pk__in=[]``) costs no statement.
     """
     model = queryset.model
     pk = model._meta.pk  # noqa: SLF001 - Django's public model metadata
@@ -92,7 +94,10 @@ def update_returning_pks[M: Model](queryset: QuerySet[M], **changes: Any) -> lis
         return []
     compiler = query.get_compiler(queryset.db)
     compiler.pre_sql_setup()
-    sql, params = compiler.as_sql()
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:  # a condition that matches nothing (pk__in=[]), as update() finds it
+        return []
     if not sql:
         return []
     connection = connections[queryset.db]

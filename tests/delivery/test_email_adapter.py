@@ -3,13 +3,11 @@ security, and the DKIM DNS record command."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import smtplib
 import socket
 
 import dkim
-import dkim.crypto
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
@@ -23,10 +21,9 @@ from cakra.delivery.channels.base import (
     SenderIdentity,
     ThrottledProviderError,
 )
-from cakra.delivery.channels.dkim import OVERSIGNED_HEADERS, SIGNED_HEADERS, OpenSSLSigner, dkim_key_load
+from cakra.delivery.channels.dkim import dkim_key_load
 from cakra.delivery.channels.email import SmtpEmailAdapter, _smtp_data, smtp_reply_error
 from cakra.delivery.models import DeliveryAttempt
-from cakra.simulators.smtp import SimulatedDkimDns
 from tests.delivery.helpers import send_one
 from tests.factories import RegionFactory
 
@@ -182,62 +179,6 @@ def test_the_dns_record_command_takes_explicit_domains_and_needs_one(db):
 
     lines = out.getvalue().splitlines()
     assert [line.split(" ")[0].split("._domainkey.")[1] for line in lines] == ["etle.example.go.id", "b.example.go.id"]
-
-
-# --- DKIM signing through OpenSSL (cakra.delivery.channels.dkim) ------------------
-
-
-def test_dkimpy_signs_our_keys_through_openssl(settings):
-    key = dkim_key_load(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"])
-
-    assert isinstance(key.signer, OpenSSLSigner)
-    assert getattr(dkim.RSASSA_PKCS1_v1_5_sign, "_cakra_openssl_seam", False)  # the seam is installed
-
-
-def test_the_openssl_signature_is_dkimpys_own_byte_for_byte(settings):
-    key = dkim_key_load(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"])
-    digest = hashlib.sha256(b"the canonicalised headers of one notice")
-
-    openssl = key.signer.sign_digest(digest)
-    # dkim.crypto keeps dkimpy's pure-Python primitives (the seam rebinds names in `dkim` only).
-    pure = dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, dkim.crypto.parse_pem_private_key(key.private_pem))
-
-    assert openssl == pure
-
-
-def test_a_whole_signature_equals_dkimpys_own_and_verifies(settings):
-    key = dkim_key_load(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"])
-    unsigned = (
-        b"From: ETLE <etle@korlantas.polri.go.id>\r\nTo: pemilik@example.co.id\r\nSubject: Surat Konfirmasi\r\n"
-        b"Date: Sat, 28 Nov 2026 08:05:00 +0700\r\nMessage-ID: <n1@korlantas.polri.go.id>\r\n\r\nTeks surat.\r\n"
-    )
-    for _ in range(3):  # the t= tag is the current second: try again if it ticked between the two
-        ours = key.sign(unsigned, selector="cakra1", domain="korlantas.polri.go.id")
-        theirs = (
-            dkim.sign(
-                unsigned,
-                b"cakra1",
-                b"korlantas.polri.go.id",
-                key.private_pem,  # PEM bytes: dkimpy's pure-Python RSA
-                canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=[*SIGNED_HEADERS, *OVERSIGNED_HEADERS],
-            )
-            + unsigned
-        )
-        if ours == theirs:
-            break
-
-    assert ours == theirs
-    assert dkim.verify(ours, dnsfunc=SimulatedDkimDns(record=key.txt_value(), selector="cakra1"))
-
-
-def test_callers_passing_pem_bytes_keep_dkimpys_own_path(settings):
-    key = dkim_key_load(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"])
-    body = b"From: a@korlantas.polri.go.id\r\nTo: b@example.co.id\r\nSubject: s\r\n\r\nbody\r\n"
-
-    signed = dkim.sign(body, b"cakra1", b"korlantas.polri.go.id", key.private_pem) + body
-
-    assert dkim.verify(signed, dnsfunc=SimulatedDkimDns(record=key.txt_value(), selector="cakra1"))
 
 
 def test_one_smtp_session_carries_many_messages_and_a_broken_one_is_replaced(mail_sink, monkeypatch):

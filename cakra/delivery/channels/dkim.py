@@ -5,37 +5,23 @@ RSA), or from an SMTP provider's own ``OPTIONS``. Receivers fetch the public
 half from ``<selector>._domainkey.<domain>``; ``cakra dkim dns-record`` prints
 that record for every sender domain.
 
-**Signing speed.** :meth:`DkimKey.sign` lets dkimpy canonicalise the message,
-hash it and build the ``DKIM-Signature`` header; but dkimpy computes the RSA
-signature itself in pure Python, about 6 ms per RSA-2048 signature (some 150
-messages/s per core, the dispatch engine's ceiling). OpenSSL, through
-``cryptography``, makes the same signature in about 0.25 ms. RSASSA-PKCS1-v1_5
-is deterministic, so the bytes are identical either way.
-
-dkimpy offers no hook for the RSA step: ``DKIM.sign`` parses the key with
-``dkim.parse_pem_private_key`` and ``DKIM.gen_header`` signs with
-``dkim.RSASSA_PKCS1_v1_5_sign``, both looked up in the ``dkim`` module when
-called. :func:`_openssl_seam_install` replaces those two names with wrappers
-that recognise one private type, :class:`OpenSSLSigner`, and hand everything
-else to dkimpy's originals unchanged: a caller that passes PEM bytes (the SMTP
-sink, any other code) gets exactly dkimpy's behaviour. Tests check that the
-seam is in place, that its signature equals dkimpy's own byte for byte, and
-that dkimpy's verifier accepts the result (the sink verifies every message).
-
-**Signing without parsing.** Even with OpenSSL doing the RSA step, dkimpy
-spends twice as long again (~0.45 ms for a notice) re-parsing the message we
-just wrote and running its canonicalisation regexes over the whole body.
-:meth:`DkimKey.sign_parts` signs a message that is still in parts (header
-fields and body, as :mod:`cakra.delivery.channels.mime` builds it) and writes
-the same ``DKIM-Signature`` header dkimpy would, byte for byte for the same
-second (tests compare the two and verify with dkimpy): same tags in the same
-order, same folding (dkimpy's own ``fold``), same relaxed/relaxed
-canonicalisation, same header selection (each listed name takes the next
-instance upwards; a name with none left, as the oversigned second mentions,
-adds nothing). The body's relaxed canonical form is the body itself when it
-has no tab, no run of spaces and no trailing space, which
-:mod:`~cakra.delivery.channels.mime` arranges; otherwise it is computed with
-dkimpy's functions.
+**Signing without dkimpy.** dkimpy would parse the message we just wrote,
+run its canonicalisation regexes over the whole body and compute the RSA
+signature in pure Python; together that costs many times the rest of
+building a notice. :meth:`DkimKey.sign_parts` signs a message that is still
+in parts (header fields and body, as :mod:`cakra.delivery.channels.mime`
+builds it), computes the RSA signature through OpenSSL (``cryptography``;
+RSASSA-PKCS1-v1_5 is deterministic, so the bytes are dkimpy's own), and
+writes the same ``DKIM-Signature`` header dkimpy would, byte for byte for
+the same second: same tags in the same order, same folding (dkimpy's own
+``fold``), same relaxed/relaxed canonicalisation, same header selection
+(each listed name takes the next instance upwards; a name with none left,
+as the oversigned second mentions, adds nothing). The body's relaxed
+canonical form is the body itself when it has no tab, no run of spaces and
+no trailing space, which :mod:`~cakra.delivery.channels.mime` arranges;
+otherwise it is computed with dkimpy's functions.
+``tests/delivery/test_differential_dkim.py`` signs generated messages and
+has dkimpy verify every signature and sign the same message itself.
 """
 
 from __future__ import annotations
@@ -47,7 +33,6 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
@@ -89,78 +74,10 @@ _LINE_BREAK = re.compile(rb"\r?\n")
 _RELAXED_CHANGES = (b"\t", b"  ", b" \r\n")  # a body free of these is its own relaxed form (but for trailing lines)
 
 
-class _Digest(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def digest(self) -> bytes: ...
-
-
-class OpenSSLSigner:
-    """An RSA private key that signs through OpenSSL. Passed to dkimpy in place
-    of the PEM bytes; the seam below routes it to :meth:`sign_digest`."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, key: rsa.RSAPrivateKey) -> None:
-        self._key = key
-
-    def __repr__(self) -> str:
-        return f"OpenSSLSigner(rsa-{self._key.key_size})"
-
-    def sign_digest(self, digest: _Digest) -> bytes:
-        """RSASSA-PKCS1-v1_5 over an already computed SHA-256 digest (what
-        dkimpy's ``RSASSA_PKCS1_v1_5_sign`` computes, at OpenSSL speed)."""
-        if digest.name != "sha256":  # we only ever sign rsa-sha256
-            raise dkim.ParameterError(f"unsupported DKIM hash {digest.name}")
-        return self._key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-
-
-_SEAM_MARK = "_cakra_openssl_seam"
-
-
-def _openssl_seam_install() -> None:
-    """Route dkimpy's key parsing and RSA signing for :class:`OpenSSLSigner`
-    keys to OpenSSL; every other key takes dkimpy's own path. Idempotent."""
-    if getattr(dkim.RSASSA_PKCS1_v1_5_sign, _SEAM_MARK, False):
-        return
-    pure_parse = dkim.parse_pem_private_key
-    pure_sign = dkim.RSASSA_PKCS1_v1_5_sign
-
-    def parse_pem_private_key(data: Any) -> Any:
-        return data if isinstance(data, OpenSSLSigner) else pure_parse(data)
-
-    def rsassa_pkcs1_v1_5_sign(hash_object: Any, private_key: Any) -> Any:
-        if isinstance(private_key, OpenSSLSigner):
-            return private_key.sign_digest(hash_object)
-        return pure_sign(hash_object, private_key)
-
-    setattr(rsassa_pkcs1_v1_5_sign, _SEAM_MARK, True)
-    dkim.parse_pem_private_key = parse_pem_private_key
-    dkim.RSASSA_PKCS1_v1_5_sign = rsassa_pkcs1_v1_5_sign
-
-
-_openssl_seam_install()
-
-
 @dataclass(frozen=True, slots=True)
 class DkimKey:
-    private_pem: bytes = field(repr=False)
     public_key_b64: str
-    signer: OpenSSLSigner = field(repr=False, compare=False)
-
-    def sign(self, message: bytes, *, selector: str, domain: str) -> bytes:
-        """Return ``message`` with a DKIM-Signature header prepended (dkimpy
-        parses it: any RFC 5322 message, CRLF or LF line ends)."""
-        signature: bytes = dkim.sign(
-            message,
-            selector.encode("ascii"),
-            domain.encode("idna"),
-            self.signer,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=list(INCLUDE_HEADERS),
-        )
-        return signature + message
+    private_key: rsa.RSAPrivateKey = field(repr=False, compare=False)
 
     def sign_parts(
         self,
@@ -173,7 +90,8 @@ class DkimKey:
     ) -> bytes:
         """The ``DKIM-Signature`` header line (CRLF-terminated) for a message
         given as header fields ``(name, value as written after the colon)``
-        and CRLF body bytes: what :meth:`sign` prepends, without parsing.
+        and CRLF body bytes: what ``dkim.sign`` would return for the
+        message, without parsing it.
 
         ``timestamp`` (the t= tag) defaults to now, as dkimpy's does.
         """
@@ -201,7 +119,9 @@ class DkimKey:
         for name, value in _select_headers(headers):
             digest.update(relaxed_header(name, value))
         digest.update(relaxed_header(_SIGNATURE_HEADER, b" " + unsigned).rstrip())  # hashed without its CRLF
-        fields[-1] = (b"b", base64.b64encode(self.signer.sign_digest(digest)))
+        # RSASSA-PKCS1-v1_5 over the digest, as dkimpy's RSASSA_PKCS1_v1_5_sign computes it.
+        signature = self.private_key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        fields[-1] = (b"b", base64.b64encode(signature))
         return _SIGNATURE_HEADER + b": " + _fold(b"; ".join([b"=".join(field) for field in fields]) + b"\r\n")
 
     def txt_value(self) -> str:
@@ -273,15 +193,7 @@ def dkim_key_load(pem: str) -> DkimKey:
         raise ImproperlyConfigured("the DKIM key is not an unencrypted PEM private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < MIN_KEY_BITS:
         raise ImproperlyConfigured(f"the DKIM key must be RSA of at least {MIN_KEY_BITS} bits")
-    # Re-serialised so dkimpy gets the one PEM shape it parses (LF line ends, PKCS#8).
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     public_der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return DkimKey(
-        private_pem=private_pem,
-        public_key_b64=base64.b64encode(public_der).decode("ascii"),
-        signer=OpenSSLSigner(key),
-    )
+    return DkimKey(public_key_b64=base64.b64encode(public_der).decode("ascii"), private_key=key)
