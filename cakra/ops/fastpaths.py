@@ -56,7 +56,7 @@ from cakra.delivery.channels.email import SmtpEmailAdapter, email_domain
 from cakra.delivery.messages import HTML_TEMPLATE, SUBJECT_TEMPLATE, TEXT_TEMPLATE, _email_context, email_render
 from cakra.delivery.selectors import NoticeForMessage
 from cakra.enforcement.models import Article, Region, Violation
-from cakra.simulators.smtp_sink import MailSink
+from cakra.simulators.smtp import MailSink
 
 SENDER = SenderIdentity(address="etle-metro@fastpaths.korlantas.example.go.id", display_name="ETLE Polda Metro Jaya")
 RECIPIENT_DOMAIN = "fastpaths.example.com"  # "silent…" addresses: the sink stores and never reports them

@@ -21,7 +21,6 @@ import re
 import uuid
 
 import dkim
-from cakra.simulators.smtp_sink import SimulatedDkimDns
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
@@ -31,6 +30,7 @@ from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
 from cakra.delivery.channels.dkim import INCLUDE_HEADERS, SIGNED_HEADERS, DkimKey, dkim_key_load
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.mime import address_header, alternative_message, header
+from cakra.simulators.smtp import SimulatedDkimDns
 from tests.delivery.strategies import ADDRESSES, BODY_TEXT, DISPLAY_NAMES, SUBJECTS
 
 # dkimpy computes its reference signature in pure Python (tens of ms each).
@@ -54,7 +54,7 @@ def _key() -> DkimKey:
 
 
 def _dns() -> SimulatedDkimDns:
-    return SimulatedDkimDns(key=_key(), selector=SELECTOR)
+    return SimulatedDkimDns(record=_key().txt_value(), selector=SELECTOR)
 
 
 def _dkimpy_sign(unsigned: bytes, *, domain: str) -> bytes:
