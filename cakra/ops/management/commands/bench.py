@@ -42,6 +42,7 @@ from cakra.ops.bench.ownership import (
     bench_files_remove,
 )
 from cakra.ops.bench.run import bench_run
+from cakra.ops.fastpaths import fastpaths_measure
 
 DEFAULT_FAULTS = FaultPlan()
 
@@ -58,6 +59,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=0.0, help="seconds; 0 scales with --notices")
         parser.add_argument("--create-database", action="store_true", help="PostgreSQL: create, then drop")
         parser.add_argument("--keep", action="store_true", help="keep the bench data and logs afterwards")
+        parser.add_argument(
+            "--fast-paths",
+            action="store_true",
+            help="only measure each hand-written fast path against its reference (cakra.ops.fastpaths); "
+            "--notices is then the number of messages each email stack sends",
+        )
         faults = parser.add_argument_group("faults (PostgreSQL + RabbitMQ, with --create-database)")
         faults.add_argument("--faults", action="store_true", help="inject faults while the pipeline runs")
         faults.add_argument("--faults-seed", type=int, default=DEFAULT_FAULTS.seed, help="draws the fault schedule")
@@ -97,6 +104,10 @@ class Command(BaseCommand):
         if settings.PRODUCTION:
             msg = "cakra bench is refused with CAKRA_ENV=production"
             raise CommandError(msg)
+        if options["fast_paths"]:
+            # Ratios taken in one run, each pair of stacks alternating; no pipeline.
+            self.stdout.write(json.dumps(fastpaths_measure(messages=options["notices"])))
+            return
         postgres = connection.vendor == "postgresql"
         sqlite_database = None if postgres else Path(str(connection.settings_dict["NAME"]))
         if options["create_database"] and not postgres:
