@@ -91,8 +91,8 @@ def _linked(chain: int, seq: int, prev_hash: str, entries: list[AuditEntry]) -> 
             "prev_hash": prev_hash,
         }
         prev_hash = event_hash(fields)
-        # Positional, in the model's column order: half the cost of keywords
-        # (~7.5 against ~15 µs an event, seven events a notice).
+        # Positional, in the model's column order: about half the cost of
+        # keywords, for seven events a notice (docs/performance.md).
         events.append(
             AuditEvent(
                 None,

@@ -7,8 +7,8 @@ collector walks every tracked object in its oldest generation on each full
 collection, and the intake's batch requests, which keep a hundred rows and
 their documents alive for the whole request, promote enough objects to set
 off full collections again and again: each of them walked the start-up
-objects too, for nothing (measured: ~5% of a web process's CPU under the
-bench's intake load, in ``gc_collect_main``).
+objects too, for nothing (a measurable share of a web process's CPU under
+the bench's intake load, in ``gc_collect_main``: docs/performance.md).
 
 ``gc.freeze()`` after start-up moves those objects to a permanent
 generation that collections skip. Collections still run as before for

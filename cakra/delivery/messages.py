@@ -10,8 +10,8 @@ Bahasa Indonesia first, then English.
 Django templates, but they use only text, ``{{ variable }}`` and
 ``{% autoescape %}``. Each is parsed by Django once per process and kept as
 its pieces of text and its variables in turn (:func:`_compiled`), so a message
-costs a few microseconds instead of a template render with its context stack
-(~0.5 ms for the three). The escaping rule is Django's own: a variable inside an
+costs a join instead of a template render with its context stack
+(docs/performance.md, "Fast paths"). The escaping rule is Django's own: a variable inside an
 autoescaping block is HTML-escaped (``html.escape``, exactly what Django's
 ``escape`` does), one inside ``{% autoescape off %}`` is not. A template that
 uses anything else (a filter, a tag, a dotted lookup) is refused when first

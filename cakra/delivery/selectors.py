@@ -21,8 +21,8 @@ from cakra.security.fields import EncryptedTextField
 # a full Delivery with its contact point, notice, region, article, violation
 # and vehicle is seven model instances, with Model initialisation and eight
 # time-zone-aware datetime loads, and loading the vehicle decrypts its chassis
-# and engine numbers, which no message shows (measured on PostgreSQL, chunks
-# of 100: ~0.45 ms of worker CPU a delivery, against ~0.09 ms for these).
+# and engine numbers, which no message shows (several times the worker CPU of
+# these columns: docs/performance.md, "Measured choices").
 # _MESSAGE_COLUMNS are in the order of NoticeForMessage's fields.
 _SEND_COLUMNS = (
     "id",

@@ -119,8 +119,8 @@ class InspectedImage:
 def evidence_decode_base64(*, text: str, field: str) -> bytes:
     """Strict base64 (no whitespace, no URL alphabet): anything else is refused."""
     try:
-        # pybase64 (SIMD): ~40x faster than the standard library on a 400 KB
-        # photo, ~1 ms per image on the intake path; same strict alphabet. It
+        # pybase64 (SIMD): many times faster than the standard library on a
+        # photo (docs/performance.md, "Measured choices"); same strict alphabet. It
         # reads the str itself (any character outside the alphabet, ASCII or
         # not, is refused), so no ASCII copy of the text is made first.
         return pybase64.b64decode(text, validate=True)

@@ -102,9 +102,8 @@ def _store_durably(storage: FileSystemStorage, *, files: list[tuple[str, bytes]]
     The flush that durability needs anyway then has nothing left to write
     back but the file's size and extents, and the web process neither
     copies every photo into the page cache nor makes the kernel write it
-    back later (measured: ~0.14 ms of CPU per 290 KB photo, steady, against
-    0.16 to 0.8 for a buffered write and its flush, depending on how much
-    memory the page cache has to claim). Elsewhere (tmpfs, other systems)
+    back later (cheaper and steadier than a buffered write and its flush:
+    docs/performance.md, "Measured choices"). Elsewhere (tmpfs, other systems)
     the write is an ordinary one; the flush is the same.
 
     Names are evidence ids (UUIDs): one that exists already is an error

@@ -209,8 +209,8 @@ class SmtpEmailAdapter(ChannelAdapter):
         self.password: str = options.get("PASSWORD", "")
         self.dkim_selector, pem = _dkim_options(options)
         self.dkim_key = dkim_key_load(pem)
-        # Built once: loading the system's CA bundle costs ~20 ms, more than
-        # the whole SMTP exchange with a nearby relay. A context is safe to
+        # Built once: loading the system's CA bundle costs more than the whole
+        # SMTP exchange with a nearby relay. A context is safe to
         # share between threads once configured.
         self._tls_context = ssl.create_default_context() if self.security != "none" else None
         # One SMTP session per thread (the adapter instance is shared by a

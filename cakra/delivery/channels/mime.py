@@ -1,8 +1,8 @@
 """RFC 5322 / MIME bytes for outgoing email, written directly.
 
 The standard ``email`` package parses every header we set back into an
-object tree and folds it again on output: ~1.5 ms for one notice, five times
-the RSA signature. The messages the adapter sends have one fixed shape
+object tree and folds it again on output, which costs several times the RSA
+signature (docs/performance.md, "Fast paths"). The messages the adapter sends have one fixed shape
 (a few headers, ``multipart/alternative`` of a text and an HTML part, both
 UTF-8 quoted-printable), so they are written here as bytes:
 
