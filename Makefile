@@ -61,8 +61,7 @@ test-postgres: messages browser
 # by side on the machine's two cores; each half's output is printed whole when
 # it finishes (--output-sync), and either failing fails the target. That
 # already keeps both cores busy, so the halves do not split further with
-# pytest-xdist here; on a machine with more cores, PYTEST_ARGS="-n 2" does
-# (every test gets its own database, data dir and queue names).
+# pytest-xdist on this machine class.
 test: lint
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
