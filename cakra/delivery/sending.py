@@ -40,6 +40,7 @@ then publishes the retries and rate-limit deferrals with their countdowns
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 import uuid
@@ -304,14 +305,17 @@ _NOTE_ATTEMPTS = 2
 _DELIVERY = Delivery._meta  # noqa: SLF001 - Django's documented Options API
 
 
-def _note_sql() -> str:
+@functools.cache
+def _note_sql(vendor: str) -> str:
+    """The note's statement for this database vendor (built once per process:
+    it runs once per accepted message)."""
     quote = connection.ops.quote_name
     update = _NOTE.format(
         table=quote(str(_DELIVERY.db_table)),
         column=quote(str(_DELIVERY.get_field("accepted_reference").column)),
         pk=quote(str(_DELIVERY.pk.column)),
     )
-    return _NOTE_POSTGRESQL.format(update=update) if connection.vendor == "postgresql" else update
+    return _NOTE_POSTGRESQL.format(update=update) if vendor == "postgresql" else update
 
 
 def delivery_accepted_note(message: OutboundMessage, reference: str) -> None:
@@ -325,10 +329,11 @@ def delivery_accepted_note(message: OutboundMessage, reference: str) -> None:
     """
     pk = _DELIVERY.pk.get_db_prep_value(uuid.UUID(message.reference), connection)
     params = [reference or message.reference, pk]
+    sql = _note_sql(connection.vendor)
     for attempt in range(1, _NOTE_ATTEMPTS + 1):
         try:
             with connection.cursor() as cursor:
-                cursor.execute(_note_sql(), params)
+                cursor.execute(sql, params)
         except DatabaseError:
             if attempt == _NOTE_ATTEMPTS or connection.in_atomic_block:
                 raise
