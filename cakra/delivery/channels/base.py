@@ -60,8 +60,25 @@ class SenderIdentity:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TemplateMessage:
+    """A pre-approved template and its parameters: what a WhatsApp message is
+    outside the customer's 24-hour window. ``parameters`` fill the body's
+    ``{{1}}``, ``{{2}}``… in order; ``version`` is the registry's version the
+    parameters were validated against (cakra.delivery.templates)."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = field(repr=False)
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundMessage:
     """One rendered message for one recipient.
+
+    ``recipient`` is the channel's address: an email address, or a mobile
+    number in E.164 (``+62…``) for WhatsApp and SMS. ``subject`` is empty
+    where the channel has none.
 
     ``reference`` is the delivery id: it is the idempotency key toward the
     provider, so a retry of the same delivery is recognisable as the same
@@ -72,9 +89,14 @@ class OutboundMessage:
     reference: str
     recipient: str = field(repr=False)
     sender: SenderIdentity
-    subject: str = field(repr=False)
+    subject: str = field(default="", repr=False)
     text: str = field(repr=False)
     html: str = field(default="", repr=False)
+    # WhatsApp: the approved template sent; ``text`` is then what it renders
+    # to, the words the citizen sees, for the timeline and the simulator's
+    # check. None for a free-form message (an answer inside the customer's
+    # window) and for every other channel.
+    template: TemplateMessage | None = None
 
 
 class ProviderError(Exception):
