@@ -150,3 +150,46 @@ class DeliveryReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"Receipt {self.provider}:{self.event_id} ({self.event})"
+
+
+class MessageTemplate(models.Model):
+    """A message template as registered with the provider (WhatsApp's
+    pre-approved templates): what may be sent outside the customer's window.
+
+    Only an ``approved`` version is sent; its parameters are validated
+    against ``parameter_count`` before the message is built, and the text the
+    citizen sees is rendered from ``body`` for the timeline. A changed body
+    is a new ``version`` (the provider reviews it again); earlier versions
+    stay for the record of what was sent.
+    """
+
+    class Category(models.TextChoices):
+        UTILITY = "utility", "Utility"
+        MARKETING = "marketing", "Marketing"
+        AUTHENTICATION = "authentication", "Authentication"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Submitted, not reviewed yet"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        PAUSED = "paused", "Paused by the provider (quality)"
+        DISABLED = "disabled", "Disabled"
+
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.WHATSAPP)
+    name = models.CharField(max_length=64)
+    language = models.CharField(max_length=8)
+    version = models.PositiveIntegerField(default=1)
+    category = models.CharField(max_length=16, choices=Category.choices, default=Category.UTILITY)
+    body = models.TextField()
+    parameter_count = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["channel", "name", "language", "version"], name="template_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language}) v{self.version}"

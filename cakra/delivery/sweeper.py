@@ -294,7 +294,7 @@ def _time_out(*, deliveries: list[Delivery], now: datetime) -> list[Delivery]:
         deliveries = [delivery for delivery in deliveries if delivery.pk in still]
     for delivery in deliveries:
         notice = delivery.notice
-        hours = notice.region.digital_cutoff_hours
+        hours = notice.region.cutoff_hours_for(delivery.channel)
         audit_event_record(
             actor_type="system",
             action="delivery.timed_out",
@@ -318,8 +318,10 @@ def _time_out(*, deliveries: list[Delivery], now: datetime) -> list[Delivery]:
 def deliveries_sweep_unconfirmed(*, now: datetime | None = None) -> int:
     """Time out sent deliveries not confirmed within their region's cut-off and fall back.
 
-    Only channels in ``CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS`` are timed out; a
-    region whose ``digital_cutoff_hours`` is 0 never times out. The window
+    Only channels in ``CAKRA_UNCONFIRMED_TIMEOUT_CHANNELS`` are timed out,
+    each after its region's cut-off for that channel
+    (:meth:`~cakra.enforcement.models.Region.cutoff_hours_for`); a cut-off of
+    0 never times out. The window
     runs from the delivery's last change (``updated_at``, the indexed column;
     normally the moment it was sent) and sending itself must also be that
     old. Bounded (``BATCH_SIZE`` per run) and idempotent. Returns how many
@@ -330,13 +332,16 @@ def deliveries_sweep_unconfirmed(*, now: datetime | None = None) -> int:
         return 0
     config = SweeperSettings.load()
     now = now or clock.now()
-    # Few distinct windows exist (most regions keep the default): one index
-    # range scan per window rather than one per region.
-    windows = sorted(
-        set(Region.objects.filter(digital_cutoff_hours__gt=0).values_list("digital_cutoff_hours", flat=True))
-    )
+    # Few distinct windows exist (most regions keep the defaults): one index
+    # range scan per (channel, window) rather than one per region.
+    windows: dict[tuple[str, int], list[int]] = {}
+    for region in Region.objects.only("pk", "digital_cutoff_hours", "channel_cutoff_hours"):
+        for channel in channels:
+            hours = region.cutoff_hours_for(channel)
+            if hours > 0:
+                windows.setdefault((channel, hours), []).append(region.pk)
     done = 0
-    for hours in windows:
+    for (channel, hours), region_ids in sorted(windows.items()):
         cutoff = now - timedelta(hours=hours)
         for size in _chunks(batch_size=config.batch_size - done, chunk_size=AUDITED_CHUNK):
             with transaction.atomic():
@@ -344,10 +349,10 @@ def deliveries_sweep_unconfirmed(*, now: datetime | None = None) -> int:
                     _lock_skipping_taken(
                         Delivery.objects.filter(
                             status=Delivery.Status.SENT,
-                            channel__in=channels,
+                            channel=channel,
                             updated_at__lt=cutoff,
                             sent_at__lt=cutoff,
-                            notice__region__digital_cutoff_hours=hours,
+                            notice__region_id__in=region_ids,
                             notice__status__in=OPEN_NOTICE_STATUSES,
                         )
                     )

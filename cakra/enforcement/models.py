@@ -48,9 +48,19 @@ class Region(models.Model):
     digital_cutoff_hours = models.PositiveSmallIntegerField(
         default=48, help_text="Hours a digital channel has to confirm delivery before the next one is tried."
     )
+    channel_cutoff_hours = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per channel, hours to confirm delivery before the next channel is tried "
+        '(e.g. {"whatsapp": 6, "sms": 12}); a channel not named here uses digital_cutoff_hours.',
+    )
     print_cutoff = models.TimeField(default=time(15, 0), help_text="Daily print-batch cut-off, region time.")
     # Sender identities, published on the portal so citizens can check them
-    whatsapp_sender = models.CharField(max_length=20, blank=True)
+    whatsapp_sender = models.CharField(max_length=20, blank=True, help_text="The official number, as citizens see it.")
+    # The provider's id of that number (the Cloud API sends "from" it) and the
+    # verified business name WhatsApp shows above every message.
+    whatsapp_phone_number_id = models.CharField(max_length=32, blank=True)
+    whatsapp_display_name = models.CharField(max_length=100, blank=True)
     sms_sender_id = models.CharField(max_length=11, blank=True)
     email_from_address = models.EmailField()
     email_from_name = models.CharField(max_length=100)
@@ -61,6 +71,13 @@ class Region(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} ({self.name})"
+
+    def cutoff_hours_for(self, channel: str) -> int:
+        """Hours a delivery on ``channel`` has to be confirmed (0: never times out)."""
+        hours = (self.channel_cutoff_hours or {}).get(channel)
+        if isinstance(hours, int) and not isinstance(hours, bool) and hours >= 0:
+            return hours
+        return self.digital_cutoff_hours  # not named, or not a whole number of hours
 
 
 class Article(models.Model):
