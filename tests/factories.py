@@ -35,6 +35,8 @@ class RegionFactory(factory.django.DjangoModelFactory[Region]):
     email_from_address = factory.LazyAttribute(lambda o: f"etle-{o.code.lower()}@korlantas.polri.go.id")
     email_from_name = factory.LazyAttribute(lambda o: f"ETLE {o.name}")
     whatsapp_sender = "+62 811 1500 669"
+    whatsapp_phone_number_id = "109900000000669"
+    whatsapp_display_name = factory.LazyAttribute(lambda o: f"ETLE {o.name}")
     sms_sender_id = "POLRI-ETLE"
     letterhead = factory.LazyAttribute(lambda o: f"KEPOLISIAN NEGARA REPUBLIK INDONESIA\n{o.name.upper()}")
     signatory_name = "AKBP Contoh Penandatangan"

@@ -16,3 +16,8 @@ from cakra.config.settings import *  # noqa: F403
 # Argon2 still, with a small memory and time cost: the production parameters
 # (100 MiB per hash) would make each officer-login test take a quarter second.
 PASSWORD_HASHERS = ["cakra.security.hashers.TestArgon2PasswordHasher"]
+
+# Existing tests plan email only; tests of WhatsApp, SMS and fallback across
+# them enable those channels themselves (the default of a running system is
+# whatsapp, sms, email).
+CAKRA_ENABLED_CHANNELS = ["email"]

@@ -39,7 +39,8 @@ from django.template.defaulttags import AutoEscapeControlNode, CommentNode
 from django.utils import translation
 from django.utils.dates import MONTHS, WEEKDAYS
 
-from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
+from cakra.delivery.channels.base import OutboundMessage, PermanentProviderError, SenderIdentity
+from cakra.delivery.message_templates import template_message_build
 from cakra.delivery.models import Channel
 from cakra.delivery.selectors import DeliveryForSend, NoticeForMessage
 from cakra.enforcement.fines import rupiah
@@ -260,15 +261,86 @@ def email_render(*, notice: NoticeForMessage) -> RenderedEmail:
     )
 
 
-def outbound_message_build(*, delivery: DeliveryForSend) -> OutboundMessage:
-    """The message for one delivery, ready for its channel's adapter.
+# --- WhatsApp and SMS ------------------------------------------------------------
+# Neither carries the owner's name or address (a processor gets the minimum),
+# and each carries exactly one link, the portal's. WhatsApp sends the
+# approved template (Bahasa Indonesia with an English line); SMS is one
+# GSM-7 segment in Bahasa Indonesia, without the camera's location text.
 
-    Reads only what :func:`cakra.delivery.selectors.deliveries_get_for_send`
-    loaded: no query here.
-    """
-    if delivery.channel != Channel.EMAIL:
-        msg = f"no message format for channel {delivery.channel!r} yet"
-        raise ValueError(msg)
+WHATSAPP_NOTICE_TEMPLATE = "cakra_notice"
+WHATSAPP_LANGUAGE = "id"
+SMS_SEGMENT = 160  # GSM-7 characters in one SMS
+
+
+def _one_line(text: str) -> str:
+    # A template parameter may not hold a line break, a tab or a run of spaces.
+    return " ".join(text.split())
+
+
+def whatsapp_parameters(notice: NoticeForMessage) -> tuple[str, ...]:
+    """The ``cakra_notice`` template's parameters, ``{{1}}`` to ``{{10}}``, in order."""
+    values = _email_context(notice)
+    return tuple(
+        _one_line(value) or "-"
+        for value in (
+            values["region_name"],
+            values["plate"],
+            values["captured_at_id"],
+            values["location"],
+            f"{values['article_reference']} - {values['article_title_id']}",
+            values["number_display"],
+            values["verification_code"],
+            values["fine"],
+            values["confirm_by_id"],
+            values["lookup_url"],
+        )
+    )
+
+
+def sms_portal_address() -> str:
+    """The portal's lookup page without the scheme: phones link it, and it saves a segment."""
+    return f"{settings.CAKRA_PORTAL_BASE_URL.partition('://')[2]}/cek/"
+
+
+def sms_render(*, notice: NoticeForMessage, sender_id: str) -> str:
+    """The notice SMS: the sender ID first (as government senders do, so a
+    forwarded copy still says who sent it), then plate, date, number, code
+    and the one place to check it."""
+    day = notice.captured_at.astimezone(ZoneInfo(notice.region_timezone))
+    return (
+        f"{sender_id}: Tilang ETLE {notice.plate} tgl {day.day:02d}-{day.month:02d}-{day.year:04d}. "
+        f"No {notice.number} kode {notice.verification_code}. "
+        f"Cek keaslian di {sms_portal_address()} Tanpa lampiran/APK."
+    )
+
+
+def _whatsapp_message(delivery: DeliveryForSend) -> OutboundMessage:
+    if not delivery.whatsapp_phone_number_id:
+        raise PermanentProviderError("the region has no WhatsApp number")
+    template, text = template_message_build(
+        name=WHATSAPP_NOTICE_TEMPLATE, language=WHATSAPP_LANGUAGE, parameters=whatsapp_parameters(delivery.notice)
+    )
+    return OutboundMessage(
+        reference=delivery.reference,
+        recipient=delivery.recipient,
+        sender=SenderIdentity(address=delivery.whatsapp_phone_number_id, display_name=delivery.whatsapp_display_name),
+        text=text,
+        template=template,
+    )
+
+
+def _sms_message(delivery: DeliveryForSend) -> OutboundMessage:
+    if not delivery.sms_sender_id:
+        raise PermanentProviderError("the region has no SMS sender ID")
+    return OutboundMessage(
+        reference=delivery.reference,
+        recipient=delivery.recipient,
+        sender=SenderIdentity(address=delivery.sms_sender_id),
+        text=sms_render(notice=delivery.notice, sender_id=delivery.sms_sender_id),
+    )
+
+
+def _email_message(delivery: DeliveryForSend) -> OutboundMessage:
     rendered = email_render(notice=delivery.notice)
     return OutboundMessage(
         reference=delivery.reference,
@@ -278,3 +350,26 @@ def outbound_message_build(*, delivery: DeliveryForSend) -> OutboundMessage:
         text=rendered.text,
         html=rendered.html,
     )
+
+
+_BUILDERS: dict[str, Callable[[DeliveryForSend], OutboundMessage]] = {
+    Channel.WHATSAPP: _whatsapp_message,
+    Channel.SMS: _sms_message,
+    Channel.EMAIL: _email_message,
+}
+
+
+def outbound_message_build(*, delivery: DeliveryForSend) -> OutboundMessage:
+    """The message for one delivery, ready for its channel's adapter.
+
+    Reads only what :func:`cakra.delivery.selectors.deliveries_get_for_send`
+    loaded (and, for WhatsApp, the approved template, cached per process).
+    A :class:`~cakra.delivery.channels.base.PermanentProviderError` says the
+    message cannot be built for good (no approved template, no sender
+    identity): the delivery fails and the plan moves on.
+    """
+    builder = _BUILDERS.get(delivery.channel)
+    if builder is None:
+        msg = f"no message format for channel {delivery.channel!r}"
+        raise ValueError(msg)
+    return builder(delivery)

@@ -35,6 +35,9 @@ _SEND_COLUMNS = (
     "notice__region__code",
     "notice__region__email_from_address",
     "notice__region__email_from_name",
+    "notice__region__whatsapp_phone_number_id",
+    "notice__region__whatsapp_display_name",
+    "notice__region__sms_sender_id",
 )
 _MESSAGE_COLUMNS = (
     "notice__number",
@@ -104,6 +107,9 @@ class DeliveryForSend:
     region_code: str
     email_from_address: str
     email_from_name: str
+    whatsapp_phone_number_id: str
+    whatsapp_display_name: str
+    sms_sender_id: str
     notice: NoticeForMessage
     reference: str = field(init=False)
     notice_reference: str = field(init=False)
@@ -132,6 +138,9 @@ def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[DeliveryForS
         region_code,
         from_address,
         from_name,
+        whatsapp_phone_number_id,
+        whatsapp_display_name,
+        sms_sender_id,
         *message,
         contact_owner_id,
         contact_kind,
@@ -153,6 +162,9 @@ def deliveries_get_for_send(*, delivery_ids: Sequence[Any]) -> list[DeliveryForS
             region_code=region_code,
             email_from_address=from_address,
             email_from_name=from_name,
+            whatsapp_phone_number_id=whatsapp_phone_number_id,
+            whatsapp_display_name=whatsapp_display_name,
+            sms_sender_id=sms_sender_id,
             notice=NoticeForMessage(*message),
         )
     return [found[pk] for pk in delivery_ids if pk in found]

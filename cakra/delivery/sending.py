@@ -58,7 +58,13 @@ from django.utils import timezone
 from cakra import clock
 from cakra.db import update_returning_pks
 from cakra.delivery.channels import Provider, adapter_for_provider
-from cakra.delivery.channels.base import OutboundMessage, RetryableProviderError, SendResult, exception_site
+from cakra.delivery.channels.base import (
+    OutboundMessage,
+    ProviderError,
+    RetryableProviderError,
+    SendResult,
+    exception_site,
+)
 from cakra.delivery.dispatch import (
     SendBatch,
     defer_countdown,
@@ -268,15 +274,7 @@ def deliveries_attempt(
         for delivery in to_send:
             results[delivery.pk] = _internal_failure(exc, delivery=delivery)
         return results, []
-    messages: list[OutboundMessage] = []
-    rendered: list[DeliveryForSend] = []
-    for delivery in to_send:
-        try:
-            messages.append(outbound_message_build(delivery=delivery))
-        except Exception as exc:  # noqa: BLE001 - a rendering bug must end as a recorded attempt
-            results[delivery.pk] = _internal_failure(exc, delivery=delivery)
-            continue
-        rendered.append(delivery)
+    messages, rendered = _messages_build(to_send, results=results)
     if not messages:
         return results, []
     # No transaction is open here, on purpose: a relay may take its whole
@@ -341,6 +339,26 @@ def delivery_accepted_note(message: OutboundMessage, reference: str) -> None:
             connection.close()
         else:
             return
+
+
+def _messages_build(
+    deliveries: list[DeliveryForSend], *, results: dict[Any, SendResult]
+) -> tuple[list[OutboundMessage], list[DeliveryForSend]]:
+    """The messages of the deliveries that could be built, and those deliveries;
+    each one that could not gets its failure in ``results``."""
+    messages: list[OutboundMessage] = []
+    rendered: list[DeliveryForSend] = []
+    for delivery in deliveries:
+        try:
+            messages.append(outbound_message_build(delivery=delivery))
+        except ProviderError as exc:  # cannot be built, e.g. no approved template: recorded as it says
+            results[delivery.pk] = SendResult(started_at=timezone.now(), duration_ms=0, error=exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a rendering bug must end as a recorded attempt
+            results[delivery.pk] = _internal_failure(exc, delivery=delivery)
+            continue
+        rendered.append(delivery)
+    return messages, rendered
 
 
 def _internal_failure(exc: Exception, *, delivery: DeliveryForSend) -> SendResult:

@@ -24,11 +24,24 @@ from cakra.audit.services import AuditEntry, audit_events_record
 from cakra.db import rows_insert
 from cakra.delivery.dispatch import deliveries_enqueue_on_commit
 from cakra.delivery.models import CHANNEL_CONTACT_KIND, Channel, Delivery
-from cakra.enforcement.models import Notice, Violation
+from cakra.enforcement.models import Notice, Region, Violation
 from cakra.enforcement.services import notices_create
 from cakra.registry.models import ContactPoint
 
 logger = structlog.get_logger(__name__)
+
+
+def _region_sends_on(region: Region, channel: str) -> bool:
+    """Whether ``region`` has its official sender identity on ``channel``: a
+    message from anyone else is what a scammer would send, so a region
+    without one is not planned on that channel at all."""
+    if channel == Channel.WHATSAPP:
+        return bool(region.whatsapp_phone_number_id)
+    if channel == Channel.SMS:
+        return bool(region.sms_sender_id)
+    if channel == Channel.EMAIL:
+        return bool(region.email_from_address)
+    return channel in Channel.values
 
 
 def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[AuditEntry] = ()) -> list[Delivery]:
@@ -56,7 +69,7 @@ def delivery_plans_create(*, notices: Sequence[Notice], audit_first: Sequence[Au
         if notice.owner_id is None:
             continue  # only a notice unlinked by the retention schedule has no owner; nothing to send
         for channel in notice.region.channel_order:
-            if channel not in settings.CAKRA_ENABLED_CHANNELS or channel not in Channel.values:
+            if channel not in settings.CAKRA_ENABLED_CHANNELS or not _region_sends_on(notice.region, channel):
                 continue
             chosen = contacts.get((notice.owner_id, CHANNEL_CONTACT_KIND[Channel(channel)]))
             if chosen is None:

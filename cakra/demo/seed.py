@@ -22,6 +22,7 @@ from cakra.demo.regions import DEMO_REGIONS
 from cakra.enforcement.models import Notice, Region
 from cakra.registry.models import Vehicle
 from cakra.registry.services import owner_create, vehicle_register
+from cakra.simulators.magic import Magic, magic_number
 
 # Indonesian mobile operator prefixes (after +62): Telkomsel, Indosat, XL, Smartfren, Tri.
 MOBILE_PREFIXES = [
@@ -98,7 +99,18 @@ class DemoCredentials:
         return cls(**json.loads(path.read_text()))
 
 
+# Owners whose number the simulators treat as not on WhatsApp, so the demo
+# shows the plan falling back to SMS, and a few whose SMS fails too (-> email).
+NOT_ON_WHATSAPP_SHARE = 0.08
+SMS_UNDELIVERABLE_SHARE = 0.02
+
+
 def mobile_number(rng: random.Random) -> str:
+    draw = rng.random()
+    if draw < NOT_ON_WHATSAPP_SHARE:
+        return magic_number(Magic.NOT_ON_WHATSAPP, rng.randint(0, 999_999))
+    if draw < NOT_ON_WHATSAPP_SHARE + SMS_UNDELIVERABLE_SHARE:
+        return magic_number(Magic.NOT_ON_WHATSAPP_SMS_UNDELIVERABLE, rng.randint(0, 999_999))
     return f"+62{rng.choice(MOBILE_PREFIXES)}{rng.randint(10_000_000, 99_999_999)}"
 
 

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_otp.oath import TOTP
 
 from cakra.backoffice.models import Officer, OfficerTOTPDevice
+from cakra.delivery.message_templates import message_templates_sync
 from cakra.demo.seed import (
     DemoCredentials,
     apikeys_seed,
@@ -55,6 +56,10 @@ class Command(BaseCommand):
                 "changed. Run the demo on a database of its own (an empty CAKRA_DATA_DIR or DATABASE_URL)."
             )
             raise CommandError(msg)
+        # The shipped WhatsApp templates, recorded as approved: on the demo the
+        # simulator plays the provider that approved them (production records
+        # the provider's verdict with `cakra templates`).
+        message_templates_sync(approved=True)
         if credentials is None or not Region.objects.exists():
             credentials = self._seed(options)
         elif options["more"]:
