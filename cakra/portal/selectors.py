@@ -22,7 +22,7 @@ _NO_PLATE = "\x00" * 12
 def region_list_for_senders() -> QuerySet[Region]:
     """Every region with the sender identities citizens are told to trust."""
     return Region.objects.order_by("name").only(
-        "name", "whatsapp_sender", "sms_sender_id", "email_from_address", "email_from_name"
+        "name", "whatsapp_sender", "whatsapp_display_name", "sms_sender_id", "email_from_address", "email_from_name"
     )
 
 

@@ -29,6 +29,7 @@ from cakra.delivery.channels.base import (
     ThrottledProviderError,
     UnavailableProviderError,
 )
+from cakra.delivery.channels.phone import mobile_e164
 
 # Every message a locmem adapter accepted in this process, in order: (provider name, message).
 outbox: list[tuple[str, OutboundMessage]] = []
@@ -86,3 +87,24 @@ class LocmemAdapter(ChannelAdapter):
 class LocmemEmailAdapter(LocmemAdapter):
     channel = "email"
     provider = "locmem-email"
+
+
+class LocmemWhatsAppAdapter(LocmemAdapter):
+    """WhatsApp in memory: the recipient is still checked as a mobile number,
+    as the Cloud API adapter does before any request."""
+
+    channel = "whatsapp"
+    provider = "locmem-whatsapp"
+
+    def _send(self, message: OutboundMessage) -> str:
+        mobile_e164(message.recipient)
+        return super()._send(message)
+
+
+class LocmemSmsAdapter(LocmemAdapter):
+    channel = "sms"
+    provider = "locmem-sms"
+
+    def _send(self, message: OutboundMessage) -> str:
+        mobile_e164(message.recipient)
+        return super()._send(message)
