@@ -58,7 +58,7 @@ def phone_plan(settings, region, provider_state):
 
 
 def _notice_for(region, *, mobile: str):
-    vehicle = VehicleFactory(owner=make_owner(mobile=mobile))
+    vehicle = VehicleFactory.create(owner=make_owner(mobile=mobile))
     return make_notice(vehicle=vehicle, region=region)
 
 
