@@ -197,6 +197,10 @@ class WhatsAppSimulator:
             raise RuntimeError("no webhook URL is configured")
         return self.webhooks.verify_subscription(verify_token)
 
+    def webhook_counts(self) -> dict[str, int]:
+        """Posts made, updates accepted, retries, redelivered posts and dropped updates so far."""
+        return dict(self.webhooks.counts) if self.webhooks is not None else {}
+
     def wait_webhooks_idle(self, timeout: float = 5.0) -> bool:
         """Block until every queued webhook was accepted (or dropped); False after ``timeout``."""
         return self.webhooks.wait_idle(timeout) if self.webhooks is not None else True

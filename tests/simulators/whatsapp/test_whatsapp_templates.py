@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cakra.simulators.whatsapp import WhatsAppSimulator
 from tests.simulators.whatsapp.cloud import TEMPLATES, WABA_ID, call, send, simulator_for, template_message
 
 
@@ -106,3 +107,21 @@ def test_an_existing_name_and_language_cannot_be_created_again(sim):
     status, answer = create(sim, "etle_notice", "UTILITY", "Again {{1}}")
     assert status == 400
     assert answer["error"]["code"] == 100
+
+
+def test_the_simulator_builds_from_settings(settings, tmp_path):
+    path = tmp_path / "whatsapp_templates.json"
+    path.write_text(json.dumps(TEMPLATES), encoding="utf-8")
+    options = settings.CAKRA_WHATSAPP_SIM
+    settings.CAKRA_WHATSAPP_SIM = {**options, "TEMPLATES_FILE": str(path), "WEBHOOK_URL": ""}
+    [phone_number_id] = options["BUSINESS_NUMBERS"]
+
+    with WhatsAppSimulator.from_settings(http_port=0) as sim:
+        status, answer = call(
+            sim,
+            f"/v21.0/{phone_number_id}/messages",
+            template_message("+6281234567890", "a", "b", "c"),
+            token=options["ACCESS_TOKEN"],
+        )
+    assert status == 200, answer
+    assert sim.webhooks is None

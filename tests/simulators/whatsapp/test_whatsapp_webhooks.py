@@ -100,7 +100,7 @@ def test_a_post_answered_503_is_delivered_again_byte_for_byte():
             send(sim, template_message(CITIZEN, *PARAMETERS))
             receiver.wait_for(lambda r: len(r.statuses_received()) == 3)
             assert sim.wait_webhooks_idle()
-            counts = sim.webhooks.counts
+            counts = sim.webhook_counts()
         first, second = receiver.posts[0], receiver.posts[1]
         assert (first["status"], second["status"]) == (503, 200)
         assert first["raw"] == second["raw"]
@@ -117,7 +117,7 @@ def test_a_post_never_accepted_is_dropped_after_the_last_try():
         with simulator_for(receiver, webhook_max_tries=2) as sim:
             send(sim, template_message(magic_number(Magic.NO_RECEIPT, 2), *PARAMETERS))
             assert sim.wait_webhooks_idle()
-            assert sim.webhooks.counts["dropped"] == 1
+            assert sim.webhook_counts()["dropped"] == 1
         assert len(receiver.posts) == 2
     finally:
         receiver.close()

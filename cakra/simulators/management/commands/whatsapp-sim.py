@@ -8,7 +8,7 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from cakra.simulators.whatsapp import WhatsAppSimulator
 
@@ -29,7 +29,11 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        with WhatsAppSimulator.from_settings(http_port=options["http_port"]) as simulator:
+        try:
+            configured = WhatsAppSimulator.from_settings(http_port=options["http_port"])
+        except (OSError, ValueError) as exc:  # e.g. no templates file yet, or a malformed one
+            raise CommandError(f"CAKRA_WHATSAPP_SIM is not usable: {exc}") from exc
+        with configured as simulator:
             numbers = ", ".join(sorted(simulator.api.business_numbers))
             webhooks = simulator.webhooks.url if simulator.webhooks is not None else "off"
             self.stdout.write(f"WhatsApp Cloud API simulator: {simulator.base_url}/v21.0/<phone_number_id>/messages")
