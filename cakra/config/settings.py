@@ -597,3 +597,56 @@ CAKRA_SENDER_RATE_LIMITS = {
     "DEFAULT_HOLD_SECONDS": 30.0,
     "STORE_DOWN_WAIT_SECONDS": 5.0,
 }
+
+# --- WhatsApp Cloud API simulator (cakra.simulators.whatsapp; `cakra whatsapp-sim`) ---
+# A local stand-in for Meta's Graph API on 127.0.0.1:HTTP_PORT (the adapter's
+# base URL is http://127.0.0.1:<port>, version and phone_number_id in the
+# path). Outside production the access token, app secret (which signs its
+# webhooks, X-Hub-Signature-256) and verify token are derived from SECRET_KEY,
+# so the web process and the simulator agree with no set-up. Its status and
+# inbound webhooks go to WEBHOOK_URL ("" turns them off; off by default in
+# production). BUSINESS_NUMBERS: {phone_number_id: {"display_phone_number",
+# "verified_name"}}; TEMPLATES_FILE: the approved templates (a JSON list of
+# {"name", "language", "category", "body"}). The rest shapes its behaviour:
+# messages per second per number (130429 beyond), one message per recipient
+# every PAIR_RATE_SECONDS (131056; 0 = off), latency, a random share of sends
+# answered 131000, and the statuses' timing.
+_WHATSAPP_SIM_PORT = int(os.environ.get("CAKRA_WHATSAPP_SIM_PORT", "8025"))
+CAKRA_WHATSAPP_SIM: dict[str, object] = {
+    "HTTP_PORT": _WHATSAPP_SIM_PORT,
+    "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_SIM_ACCESS_TOKEN", "whatsapp-sim-token"),
+    "APP_SECRET": _receipt_secret("CAKRA_WHATSAPP_SIM_APP_SECRET", "whatsapp-sim-app-secret"),
+    "VERIFY_TOKEN": _receipt_secret("CAKRA_WHATSAPP_SIM_VERIFY_TOKEN", "whatsapp-sim-verify-token"),
+    "WABA_ID": os.environ.get("CAKRA_WHATSAPP_SIM_WABA_ID", "102290129340398"),
+    "BUSINESS_NUMBERS": json.loads(
+        os.environ.get(
+            "CAKRA_WHATSAPP_SIM_BUSINESS_NUMBERS_JSON",
+            '{"106540352242922": {"display_phone_number": "6281100001500", "verified_name": "ETLE Korlantas Polri"}}',
+        )
+    ),
+    "TEMPLATES_FILE": os.environ.get(
+        "CAKRA_WHATSAPP_SIM_TEMPLATES_FILE",
+        str(Path(__file__).resolve().parent.parent / "delivery" / "data" / "whatsapp_templates.json"),
+    ),
+    "WEBHOOK_URL": (
+        os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_URL")
+        or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/api/v1/webhooks/whatsapp/whatsapp-sim"
+        if _env_bool("CAKRA_WHATSAPP_SIM_WEBHOOKS", default=not PRODUCTION)
+        else ""
+    ),
+    "RATE_PER_SECOND": float(os.environ.get("CAKRA_WHATSAPP_SIM_RATE_PER_SECOND", "80")),
+    "PAIR_RATE_SECONDS": float(os.environ.get("CAKRA_WHATSAPP_SIM_PAIR_RATE_SECONDS", "0")),
+    "LATENCY_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_LATENCY_MS", "0")),
+    "LATENCY_JITTER_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_LATENCY_JITTER_MS", "0")),
+    "FAILURE_RATE": float(os.environ.get("CAKRA_WHATSAPP_SIM_FAILURE_RATE", "0")),
+    "SEED": int(os.environ["CAKRA_WHATSAPP_SIM_SEED"]) if os.environ.get("CAKRA_WHATSAPP_SIM_SEED") else None,
+    "DELIVERED_DELAY_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_DELIVERED_DELAY_MS", "0")),
+    "READ_DELAY_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_READ_DELAY_MS", "0")),
+    "SKIP_DELIVERED_RATE": float(os.environ.get("CAKRA_WHATSAPP_SIM_SKIP_DELIVERED_RATE", "0")),
+    "OUT_OF_ORDER_RATE": float(os.environ.get("CAKRA_WHATSAPP_SIM_OUT_OF_ORDER_RATE", "0")),
+    "MAX_MESSAGES": int(os.environ.get("CAKRA_WHATSAPP_SIM_MAX_MESSAGES", "10000")),
+    "WEBHOOK_BATCH_SIZE": int(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_BATCH_SIZE", "100")),
+    "WEBHOOK_BATCH_DELAY_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_BATCH_DELAY_MS", "50")),
+    "WEBHOOK_MAX_TRIES": int(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_MAX_TRIES", "6")),
+    "WEBHOOK_RETRY_BASE_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_RETRY_BASE_MS", "1000")),
+}
