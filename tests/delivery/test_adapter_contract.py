@@ -39,14 +39,17 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.locmem import LocmemEmailAdapter
+from cakra.delivery.channels.whatsapp import WhatsAppCloudAdapter
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
 from cakra.delivery.routing import provider_choose
 from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
 from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
+from cakra.simulators.magic import Magic, magic_number
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
+from tests.delivery.whatsapp_fake import PHONE_NUMBER_ID, TOKEN, FakeCloudApi
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Contract:
     deferred: str  # ... refuses it for now
     broken_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> changes to valid OPTIONS
     networked: bool = True  # reached over the network: can be refused or hang
+    # The sending service builds this channel's messages for the notice's
+    # delivery of this channel (the service tests below need both).
+    service: bool = True
 
 
 @contextmanager
@@ -87,6 +93,14 @@ def _outbox(tmp_path) -> Iterator[Simulator]:
     locmem.outbox_clear()
     yield Simulator(host="", port=0, received=lambda: len(locmem.outbox))
     locmem.outbox_clear()
+
+
+@contextmanager
+def _cloud_api(_tmp_path) -> Iterator[Simulator]:
+    # The tests' own faithful fake of Meta's messages endpoint; the magic
+    # numbers answer 131026 (permanent), 130429 (throttled), 131000 (temporary).
+    with FakeCloudApi() as fake:
+        yield Simulator(host="127.0.0.1", port=fake.port, received=fake.received)
 
 
 _LOCMEM_ANSWERS = {
@@ -126,6 +140,32 @@ CONTRACTS = [
         deferred="tempfail.pemilik@example.co.id",
         broken_options={"answers not a mapping": {"ANSWERS": ["permanent"]}, "unknown answer": {"ANSWERS": {"a": "x"}}},
         networked=False,
+    ),
+    Contract(
+        adapter=WhatsAppCloudAdapter,
+        simulator=_cloud_api,
+        options=lambda host, port, timeout: {
+            "BASE_URL": f"http://{host}:{port}",
+            "API_VERSION": "v21.0",
+            "ACCESS_TOKEN": TOKEN,
+            "TIMEOUT": timeout,
+        },
+        sender=SenderIdentity(address=PHONE_NUMBER_ID, display_name="ETLE Polda Metro Jaya"),
+        accepted=magic_number(Magic.DELIVERED),
+        refused=magic_number(Magic.PERMANENT),
+        throttled=magic_number(Magic.THROTTLED),
+        deferred=magic_number(Magic.TEMPORARY),
+        broken_options={
+            "base url not a url": {"BASE_URL": "graph.facebook.com"},
+            "plain http to another host": {"BASE_URL": "http://graph.facebook.com"},
+            "api version not a version": {"API_VERSION": "latest"},
+            "token that could inject a header": {"ACCESS_TOKEN": "s3cret-value\r\nX-Evil: 1"},
+            "negative timeout": {"TIMEOUT": -1},
+        },
+        # WhatsApp messages are built by cakra.delivery.messages once the
+        # channel's template path is merged; until then only the adapter-level
+        # part of the contract applies.
+        service=False,
     ),
 ]
 REFERENCE = "5f0c6f7e-2222-4b4b-8c8c-000000000042"
@@ -367,6 +407,8 @@ def test_a_failing_note_stops_the_batch(contract, adapter, simulator):
 def test_the_sending_service_records_each_answer(
     contract, simulator, as_the_only_provider, delivery, recipient, status, outcome
 ):
+    if not contract.service:
+        pytest.skip(f"the sending service builds no {contract.adapter.channel} messages yet")
     contact = ContactPoint.objects.get(pk=delivery.contact_point_id)
     contact.value = getattr(contract, recipient)
     contact.save(update_fields=["value"])
@@ -388,6 +430,8 @@ def test_the_sending_service_records_each_answer(
 def test_a_message_accepted_before_a_crash_is_recorded_not_sent_again(
     contract, simulator, as_the_only_provider, delivery
 ):
+    if not contract.service:
+        pytest.skip(f"the sending service builds no {contract.adapter.channel} messages yet")
     # A worker claims and sends, and dies before recording the chunk: what it
     # leaves behind is the note written as the provider accepted the message.
     claimed = deliveries_claim(delivery_ids=[delivery.pk])
