@@ -597,3 +597,30 @@ CAKRA_SENDER_RATE_LIMITS = {
     "DEFAULT_HOLD_SECONDS": 30.0,
     "STORE_DOWN_WAIT_SECONDS": 5.0,
 }
+
+# --- WhatsApp webhook and automatic answers (cakra.api.whatsapp, cakra.delivery.inbound) ---
+# One entry per Meta app posting to /api/v1/webhooks/whatsapp/<name>: the
+# provider name its deliveries carry (CAKRA_PROVIDERS), the app secret that
+# signs each POST (X-Hub-Signature-256) and the verify token of the GET
+# handshake. In production both come from CAKRA_WHATSAPP_APP_SECRET and
+# CAKRA_WHATSAPP_VERIFY_TOKEN (none: not configured, every request refused);
+# elsewhere they are derived from SECRET_KEY as the sink's receipt secret is,
+# so the web process and the WhatsApp simulator agree with no set-up.
+_WHATSAPP_APP_SECRET = _receipt_secret("CAKRA_WHATSAPP_APP_SECRET", "whatsapp-sim-app-secret")
+_WHATSAPP_VERIFY_TOKEN = _receipt_secret("CAKRA_WHATSAPP_VERIFY_TOKEN", "whatsapp-sim-verify-token")
+# The access token of the "whatsapp" provider's OPTIONS outside production
+# (the simulator checks it); production names its variable with ACCESS_TOKEN_ENV.
+_WHATSAPP_ACCESS_TOKEN = _receipt_secret("CAKRA_WHATSAPP_ACCESS_TOKEN", "whatsapp-sim-token")
+CAKRA_WHATSAPP_WEBHOOKS: dict[str, dict[str, str]] = {}
+if _WHATSAPP_APP_SECRET and _WHATSAPP_VERIFY_TOKEN:
+    CAKRA_WHATSAPP_WEBHOOKS[os.environ.get("CAKRA_WHATSAPP_WEBHOOK_NAME", "whatsapp-sim")] = {
+        "PROVIDER": os.environ.get("CAKRA_WHATSAPP_WEBHOOK_PROVIDER", "whatsapp"),
+        "APP_SECRET": _WHATSAPP_APP_SECRET,
+        "VERIFY_TOKEN": _WHATSAPP_VERIFY_TOKEN,
+    }
+# Meta posts at most a few hundred updates at once, each well under 2 KB.
+CAKRA_WHATSAPP_WEBHOOK_MAX_BYTES = int(os.environ.get("CAKRA_WHATSAPP_WEBHOOK_MAX_BYTES", str(1024 * 1024)))
+# At most one automatic answer per sender per interval (no loops with another bot).
+CAKRA_WHATSAPP_AUTO_REPLY = {
+    "MIN_INTERVAL_SECONDS": float(os.environ.get("CAKRA_WHATSAPP_AUTO_REPLY_INTERVAL_SECONDS", str(30 * 60))),
+}
