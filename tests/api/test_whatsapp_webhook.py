@@ -82,9 +82,8 @@ def _envelope(*, statuses=(), messages=(), field="messages"):
     if messages:
         value["contacts"] = [{"profile": {"name": "Budi Santoso"}, "wa_id": CITIZEN}]
         value["messages"] = list(messages)
-    return json.dumps(
-        {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"value": value, "field": field}]}]}
-    ).encode()  # fmt: skip
+    entry = {"id": "102290129340398", "changes": [{"value": value, "field": field}]}
+    return json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode()
 
 
 def _sign(body, secret=SECRET):
