@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from cakra.config.production import dev_secret_values, environment_name, production_settings_enforce
 from cakra.config.secrets import load_secrets
+from cakra.demo.regions import DEMO_REGIONS
 from cakra.security.proxies import ProxyNetworksError, trusted_networks_from_environment
 
 
@@ -304,7 +305,9 @@ if PRODUCTION:
 # --- Channels ---------------------------------------------------------------
 # Only channels listed here enter a delivery plan; a region's channel order is
 # filtered by it. More channels arrive with their adapters.
-CAKRA_ENABLED_CHANNELS = _env_list("CAKRA_ENABLED_CHANNELS", "email")
+# Outside production every channel the simulators stand in for; a
+# deployment enables each channel once its providers are configured.
+CAKRA_ENABLED_CHANNELS = _env_list("CAKRA_ENABLED_CHANNELS", "email" if PRODUCTION else "whatsapp,sms,email")
 CAKRA_EMAIL = {
     "HOST": os.environ.get("CAKRA_SMTP_HOST", "127.0.0.1"),
     "PORT": int(os.environ.get("CAKRA_SMTP_PORT", "1025")),
@@ -562,8 +565,36 @@ CAKRA_API_KEY_LIMITS: dict[str, object] = {
 # validates all of it (ids cakra.E101-E112, cakra/delivery/checks.py).
 from cakra.delivery.channels.provider_settings import providers_from_environment  # noqa: E402
 
+# Outside production the phone channels' providers are the simulators
+# (`make run` starts them); a deployment adds its real ones with
+# CAKRA_PROVIDERS_JSON, secrets by variable name (docs/providers.md).
+_PHONE_PROVIDER_DEFAULTS: dict[str, dict[str, object]] = (
+    {}
+    if PRODUCTION
+    else {
+        "whatsapp": {
+            "CHANNEL": "whatsapp",
+            "BACKEND": "cakra.delivery.channels.whatsapp.WhatsAppCloudAdapter",
+            "PRIORITY": 10,
+            "SENDER_IDENTITY": "whatsapp:cloud-main",
+            # Meta's default throughput per business number.
+            "RATE_PER_SECOND": 80,
+            "BURST": 80,
+            "OPTIONS": {
+                "BASE_URL": os.environ.get(
+                    "CAKRA_WHATSAPP_BASE_URL", f"http://127.0.0.1:{os.environ.get('CAKRA_WHATSAPP_SIM_PORT', '8028')}"
+                ),
+                "API_VERSION": os.environ.get("CAKRA_WHATSAPP_API_VERSION", "v21.0"),
+                # The simulator checks it; derived from SECRET_KEY as its own copy is.
+                "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_ACCESS_TOKEN", "whatsapp-sim-token"),
+                "TIMEOUT": 10,
+            },
+        },
+    }
+)
 CAKRA_PROVIDERS = providers_from_environment(
     defaults={
+        **_PHONE_PROVIDER_DEFAULTS,
         "smtp": {
             "CHANNEL": "email",
             "BACKEND": "cakra.delivery.channels.email.SmtpEmailAdapter",
@@ -611,19 +642,24 @@ CAKRA_SENDER_RATE_LIMITS = {
 # messages per second per number (130429 beyond), one message per recipient
 # every PAIR_RATE_SECONDS (131056; 0 = off), latency, a random share of sends
 # answered 131000, and the statuses' timing.
-_WHATSAPP_SIM_PORT = int(os.environ.get("CAKRA_WHATSAPP_SIM_PORT", "8025"))
+_WHATSAPP_SIM_PORT = int(os.environ.get("CAKRA_WHATSAPP_SIM_PORT", "8028"))
 CAKRA_WHATSAPP_SIM: dict[str, object] = {
     "HTTP_PORT": _WHATSAPP_SIM_PORT,
     "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_SIM_ACCESS_TOKEN", "whatsapp-sim-token"),
     "APP_SECRET": _receipt_secret("CAKRA_WHATSAPP_SIM_APP_SECRET", "whatsapp-sim-app-secret"),
     "VERIFY_TOKEN": _receipt_secret("CAKRA_WHATSAPP_SIM_VERIFY_TOKEN", "whatsapp-sim-verify-token"),
     "WABA_ID": os.environ.get("CAKRA_WHATSAPP_SIM_WABA_ID", "102290129340398"),
-    "BUSINESS_NUMBERS": json.loads(
-        os.environ.get(
-            "CAKRA_WHATSAPP_SIM_BUSINESS_NUMBERS_JSON",
-            '{"106540352242922": {"display_phone_number": "6281100001500", "verified_name": "ETLE Korlantas Polri"}}',
-        )
-    ),
+    # The demo regions' official numbers by default (cakra.demo.regions): the
+    # same ids the regions send from, with the names their phones show.
+    "BUSINESS_NUMBERS": json.loads(os.environ["CAKRA_WHATSAPP_SIM_BUSINESS_NUMBERS_JSON"])
+    if os.environ.get("CAKRA_WHATSAPP_SIM_BUSINESS_NUMBERS_JSON")
+    else {
+        region["whatsapp_phone_number_id"]: {
+            "display_phone_number": "".join(ch for ch in region["whatsapp_sender"] if ch.isdigit()),
+            "verified_name": region["whatsapp_display_name"],
+        }
+        for region in DEMO_REGIONS
+    },
     "TEMPLATES_FILE": os.environ.get(
         "CAKRA_WHATSAPP_SIM_TEMPLATES_FILE",
         str(Path(__file__).resolve().parent.parent / "delivery" / "data" / "whatsapp_templates.json"),
@@ -649,4 +685,28 @@ CAKRA_WHATSAPP_SIM: dict[str, object] = {
     "WEBHOOK_BATCH_DELAY_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_BATCH_DELAY_MS", "50")),
     "WEBHOOK_MAX_TRIES": int(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_MAX_TRIES", "6")),
     "WEBHOOK_RETRY_BASE_MS": float(os.environ.get("CAKRA_WHATSAPP_SIM_WEBHOOK_RETRY_BASE_MS", "1000")),
+}
+
+# --- WhatsApp webhook and automatic answers (cakra.api.whatsapp, cakra.delivery.inbound) ---
+# One entry per Meta app posting to /api/v1/webhooks/whatsapp/<name>: the
+# provider name its deliveries carry (CAKRA_PROVIDERS), the app secret that
+# signs each POST (X-Hub-Signature-256) and the verify token of the GET
+# handshake. In production both come from CAKRA_WHATSAPP_APP_SECRET and
+# CAKRA_WHATSAPP_VERIFY_TOKEN (none: not configured, every request refused);
+# elsewhere they are derived from SECRET_KEY as the sink's receipt secret is,
+# so the web process and the WhatsApp simulator agree with no set-up.
+_WHATSAPP_APP_SECRET = _receipt_secret("CAKRA_WHATSAPP_APP_SECRET", "whatsapp-sim-app-secret")
+_WHATSAPP_VERIFY_TOKEN = _receipt_secret("CAKRA_WHATSAPP_VERIFY_TOKEN", "whatsapp-sim-verify-token")
+CAKRA_WHATSAPP_WEBHOOKS: dict[str, dict[str, str]] = {}
+if _WHATSAPP_APP_SECRET and _WHATSAPP_VERIFY_TOKEN:
+    CAKRA_WHATSAPP_WEBHOOKS[os.environ.get("CAKRA_WHATSAPP_WEBHOOK_NAME", "whatsapp-sim")] = {
+        "PROVIDER": os.environ.get("CAKRA_WHATSAPP_WEBHOOK_PROVIDER", "whatsapp"),
+        "APP_SECRET": _WHATSAPP_APP_SECRET,
+        "VERIFY_TOKEN": _WHATSAPP_VERIFY_TOKEN,
+    }
+# Meta posts at most a few hundred updates at once, each well under 2 KB.
+CAKRA_WHATSAPP_WEBHOOK_MAX_BYTES = int(os.environ.get("CAKRA_WHATSAPP_WEBHOOK_MAX_BYTES", str(1024 * 1024)))
+# At most one automatic answer per sender per interval (no loops with another bot).
+CAKRA_WHATSAPP_AUTO_REPLY = {
+    "MIN_INTERVAL_SECONDS": float(os.environ.get("CAKRA_WHATSAPP_AUTO_REPLY_INTERVAL_SECONDS", str(30 * 60))),
 }

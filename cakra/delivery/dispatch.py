@@ -31,6 +31,7 @@ logger = structlog.get_logger(__name__)
 SEND_TASK = "cakra.delivery.tasks.delivery_send_batch_task"
 SWEEP_STUCK_TASK = "cakra.delivery.tasks.delivery_sweep_stuck_task"
 SWEEP_UNCONFIRMED_TASK = "cakra.delivery.tasks.delivery_sweep_unconfirmed_task"
+INBOUND_REPLY_TASK = "cakra.delivery.tasks.inbound_reply_send_task"
 
 # Deliveries per send message when settings do not say (CAKRA_SEND_BATCH):
 # enough to spread a commit, an audit append and a provider session over many
@@ -118,6 +119,25 @@ def deliveries_enqueue_on_commit(*, triggers: Sequence[tuple[str, str]]) -> None
     if triggers:
         pending = list(triggers)
         transaction.on_commit(lambda: deliveries_publish(deliveries_batched(pending)))
+
+
+def inbound_replies_publish(*, inbound_ids: Sequence[str], queue: str) -> None:
+    """Publish one answer task per inbound message (its id only) on the channel's queue."""
+    if not inbound_ids:
+        return
+    app = current_app
+    with app.producer_or_acquire() as producer:
+        for inbound_id in inbound_ids:
+            app.signature(INBOUND_REPLY_TASK, args=(inbound_id,), queue=queue).apply_async(producer=producer)
+
+
+def inbound_replies_enqueue_on_commit(*, inbound_ids: Sequence[str], queue: str) -> None:
+    """Publish the automatic answers to newly recorded inbound messages once
+    the transaction that recorded them commits. A lost publish costs one
+    answer, never a duplicate: the row stays pending."""
+    if inbound_ids:
+        pending = list(inbound_ids)
+        transaction.on_commit(lambda: inbound_replies_publish(inbound_ids=pending, queue=queue))
 
 
 def channel_backlogs(channels: Iterable[str]) -> dict[str, int | None]:

@@ -11,6 +11,7 @@ from typing import ClassVar
 from django.db import models
 
 from cakra.db import time_ordered_uuid
+from cakra.security.fields import EncryptedTextField
 
 
 class Channel(models.TextChoices):
@@ -193,3 +194,74 @@ class MessageTemplate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.language}) v{self.version}"
+
+
+# WhatsApp caps a text message at 4,096 characters; nothing longer is a message.
+INBOUND_TEXT_MAX_LENGTH = 4096
+
+
+class InboundMessage(models.Model):
+    """A message a citizen sent to an official number (a reply, a forwarded
+    suspicious message), kept as received for the scam checker, and the
+    automatic answer it got.
+
+    The sender's number is never stored in clear: ``sender_hash`` (a keyed
+    hash, :func:`cakra.security.crypto.inbound_sender_hash`) finds a sender's
+    other messages, and ``sender`` (encrypted, bound to the row) is opened
+    only by the task that sends the answer. ``(provider,
+    provider_message_id)`` is unique: Meta redelivers a webhook until it is
+    answered 200, and a copy must not be stored or answered twice.
+    """
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text"
+        IMAGE = "image", "Image"
+        AUDIO = "audio", "Audio"
+        VIDEO = "video", "Video"
+        DOCUMENT = "document", "Document"
+        STICKER = "sticker", "Sticker"
+        LOCATION = "location", "Location"
+        CONTACTS = "contacts", "Contacts"
+        BUTTON = "button", "Button reply"
+        INTERACTIVE = "interactive", "Interactive reply"
+        REACTION = "reaction", "Reaction"
+        OTHER = "other", "Other"
+
+    class ReplyStatus(models.TextChoices):
+        PENDING = "pending", "Answer to send"
+        SENDING = "sending", "Answer being sent"
+        SENT = "sent", "Answered"
+        SUPPRESSED = "suppressed", "Not answered: the sender was answered recently"
+        NOT_OURS = "not_ours", "Not answered: no region has this number"
+        EXPIRED = "expired", "Not answered: the customer window closed"
+        FAILED = "failed", "The answer failed"
+
+    id = models.UUIDField(primary_key=True, default=time_ordered_uuid, editable=False)
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.WHATSAPP)
+    provider = models.CharField(max_length=32)
+    provider_message_id = models.CharField(max_length=128)
+    sender_hash = models.CharField(max_length=64)
+    sender = EncryptedTextField()
+    business_phone_number_id = models.CharField(max_length=32)
+    region_code = models.CharField(max_length=8, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    text = models.TextField(blank=True, max_length=INBOUND_TEXT_MAX_LENGTH)
+    language = models.CharField(max_length=8, help_text="The language the answer is (to be) written in.")
+    received_at = models.DateTimeField(help_text="When the citizen sent it (the provider's timestamp).")
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    reply_status = models.CharField(max_length=16, choices=ReplyStatus.choices, default=ReplyStatus.PENDING)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    reply_reference = models.CharField(max_length=128, blank=True)
+    reply_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["provider", "provider_message_id"], name="inbound_message_unique"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            # A sender's recent messages: was this sender answered lately?
+            models.Index(fields=["sender_hash", "recorded_at"], name="inbound_sender_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Inbound {self.id} ({self.kind})"

@@ -11,7 +11,14 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from cakra.delivery.dispatch import SEND_TASK, SWEEP_STUCK_TASK, SWEEP_UNCONFIRMED_TASK
+from cakra.delivery.dispatch import (
+    INBOUND_REPLY_TASK,
+    SEND_TASK,
+    SWEEP_STUCK_TASK,
+    SWEEP_UNCONFIRMED_TASK,
+    retry_countdown,
+)
+from cakra.delivery.inbound import inbound_reply_send
 from cakra.delivery.sending import deliveries_send_and_schedule
 from cakra.delivery.sweeper import deliveries_sweep_stuck, deliveries_sweep_unconfirmed
 
@@ -47,3 +54,20 @@ def delivery_sweep_stuck_task() -> dict[str, Any]:
 def delivery_sweep_unconfirmed_task() -> int:
     """Time out sent deliveries not confirmed by their region's cut-off and fall back."""
     return deliveries_sweep_unconfirmed()
+
+
+# --- Automatic answers to inbound WhatsApp messages (cakra.delivery.inbound) ---
+INBOUND_REPLY_MAX_RETRIES = 3
+
+
+@shared_task(name=INBOUND_REPLY_TASK, bind=True, acks_late=True, ignore_result=True)
+def inbound_reply_send_task(self: Task[[str], None], inbound_id: str) -> None:
+    """Send the automatic answer to one inbound message; retried a few times
+    when the provider fails for now (the 24-hour window is checked each time)."""
+    retries = int(self.request.retries or 0)
+    outcome = inbound_reply_send(inbound_id=inbound_id, final=retries >= INBOUND_REPLY_MAX_RETRIES)
+    if outcome.retry:
+        raise self.retry(
+            countdown=retry_countdown(retries=retries, retry_after=outcome.retry_after),
+            max_retries=INBOUND_REPLY_MAX_RETRIES,
+        )

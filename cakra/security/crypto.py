@@ -147,6 +147,7 @@ def lookup_hash(value: str, *, purpose: str) -> str:
 # borrowed key. The secret each purpose derives from is listed beside it.
 AUDIT_CHAIN_LABEL = "cakra/audit-chain-mac/v1"  # from CAKRA_AUDIT_KEY
 AUDIT_ANCHOR_LABEL = "cakra/audit-anchor-mac/v1"  # from CAKRA_AUDIT_KEY
+INBOUND_SENDER_LABEL = "cakra/inbound-sender-hash/v1"  # from CAKRA_LOOKUP_KEY
 
 
 def _secret_bytes(setting: str) -> bytes:
@@ -174,6 +175,15 @@ def audit_chain_key() -> bytes:
 
 def audit_anchor_key() -> bytes:
     return purpose_key(source="CAKRA_AUDIT_KEY", label=AUDIT_ANCHOR_LABEL)
+
+
+def inbound_sender_hash(number: str) -> str:
+    """Keyed hash of the number an inbound message came from (E.164 with "+"):
+    finds a sender's earlier messages without keeping the number in clear.
+    A key of its own, so the hash links to no registry contact."""
+    return hmac.new(
+        purpose_key(source="CAKRA_LOOKUP_KEY", label=INBOUND_SENDER_LABEL), number.encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def constant_time_equals(left: str, right: str) -> bool:

@@ -39,14 +39,19 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.locmem import LocmemEmailAdapter
+from cakra.delivery.channels.whatsapp import WhatsAppCloudAdapter
+from cakra.delivery.message_templates import message_templates_sync
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
 from cakra.delivery.routing import provider_choose
 from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
 from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
+from cakra.simulators.magic import Magic, magic_number
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
+from tests.delivery.whatsapp_fake import PHONE_NUMBER_ID, TOKEN, FakeCloudApi
+from tests.factories import make_notice
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,14 @@ def _outbox(tmp_path) -> Iterator[Simulator]:
     locmem.outbox_clear()
 
 
+@contextmanager
+def _cloud_api(_tmp_path) -> Iterator[Simulator]:
+    # The tests' own faithful fake of Meta's messages endpoint; the magic
+    # numbers answer 131026 (permanent), 130429 (throttled), 131000 (temporary).
+    with FakeCloudApi() as fake:
+        yield Simulator(host="127.0.0.1", port=fake.port, received=fake.received)
+
+
 _LOCMEM_ANSWERS = {
     "bounce.pemilik@example.co.id": "permanent",
     "throttle.pemilik@example.co.id": "throttled",
@@ -126,6 +139,28 @@ CONTRACTS = [
         deferred="tempfail.pemilik@example.co.id",
         broken_options={"answers not a mapping": {"ANSWERS": ["permanent"]}, "unknown answer": {"ANSWERS": {"a": "x"}}},
         networked=False,
+    ),
+    Contract(
+        adapter=WhatsAppCloudAdapter,
+        simulator=_cloud_api,
+        options=lambda host, port, timeout: {
+            "BASE_URL": f"http://{host}:{port}",
+            "API_VERSION": "v21.0",
+            "ACCESS_TOKEN": TOKEN,
+            "TIMEOUT": timeout,
+        },
+        sender=SenderIdentity(address=PHONE_NUMBER_ID, display_name="ETLE Polda Metro Jaya"),
+        accepted=magic_number(Magic.DELIVERED),
+        refused=magic_number(Magic.PERMANENT),
+        throttled=magic_number(Magic.THROTTLED),
+        deferred=magic_number(Magic.TEMPORARY),
+        broken_options={
+            "base url not a url": {"BASE_URL": "graph.facebook.com"},
+            "plain http to another host": {"BASE_URL": "http://graph.facebook.com"},
+            "api version not a version": {"API_VERSION": "latest"},
+            "token that could inject a header": {"ACCESS_TOKEN": "s3cret-value\r\nX-Evil: 1"},
+            "negative timeout": {"TIMEOUT": -1},
+        },
     ),
 ]
 REFERENCE = "5f0c6f7e-2222-4b4b-8c8c-000000000042"
@@ -176,6 +211,20 @@ def silent_port():
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield listener.getsockname()[1]
+
+
+@pytest.fixture
+def delivery(settings, contract, vehicle, pre_validated_key, region):
+    """A notice's delivery on the contract's channel, planned as production
+    plans it (the region's sender identity, the approved template)."""
+    settings.CAKRA_ENABLED_CHANNELS = [contract.adapter.channel]
+    if contract.adapter.channel == Channel.WHATSAPP:
+        message_templates_sync(approved=True)
+        region.whatsapp_phone_number_id = PHONE_NUMBER_ID
+        region.save(update_fields=["whatsapp_phone_number_id"])
+    key, _token = pre_validated_key
+    notice = make_notice(vehicle=vehicle, api_key=key, capture_id="CAP-CONTRACT-1", camera_id="CAM-7")
+    return notice.deliveries.get(channel=contract.adapter.channel)
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_the_simulator_builds_from_settings(settings, tmp_path):
     path.write_text(json.dumps(TEMPLATES), encoding="utf-8")
     options = settings.CAKRA_WHATSAPP_SIM
     settings.CAKRA_WHATSAPP_SIM = {**options, "TEMPLATES_FILE": str(path), "WEBHOOK_URL": ""}
-    [phone_number_id] = options["BUSINESS_NUMBERS"]
+    phone_number_id = next(iter(options["BUSINESS_NUMBERS"]))
 
     with WhatsAppSimulator.from_settings(http_port=0) as sim:
         status, answer = call(
