@@ -21,7 +21,7 @@ from cakra.simulators.loopback import LOOPBACK
 from cakra.simulators.magic import Magic, magic_for
 from cakra.simulators.smsgateway import web
 from cakra.simulators.smsgateway.callbacks import API_VERSION, CallbackReporter, callback_params, callback_url_allowed
-from cakra.simulators.smsgateway.server import Answer, SendRequest, WebServer, twilio_error
+from cakra.simulators.smsgateway.server import IDLE_TIMEOUT_SECONDS, Answer, SendRequest, WebServer, twilio_error
 from cakra.simulators.smsgateway.store import GatewayMessage, MessageStore
 
 logger = structlog.get_logger(__name__)
@@ -85,7 +85,8 @@ class SmsGateway:
     ``seed``; ``latency_ms``: added before each answer; ``callback_delay_ms``:
     between acceptance and ``sent``, and again before the final status;
     ``rate_per_second``/``burst``: the account's limit (429, code 20429);
-    0 turns it off.
+    0 turns it off; ``idle_timeout``: seconds after which an idle kept-alive
+    connection is closed.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class SmsGateway:
         callback_delay_ms: float = 0.0,
         rate_per_second: float = 0.0,
         burst: int = 1,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     ) -> None:
         if not account_sid or not auth_token:
             raise ValueError("the gateway needs an account SID and an auth token")
@@ -114,6 +116,7 @@ class SmsGateway:
         self.store = MessageStore()
         self.callbacks = CallbackReporter(auth_token=auth_token, on_status=self._status_changed)
         self._requested_port = http_port
+        self._idle_timeout = idle_timeout
         self._web: WebServer | None = None
 
     @classmethod
@@ -139,6 +142,7 @@ class SmsGateway:
             credentials=lambda: (self.account_sid, self._auth_token),
             send=self.send,
             page=self._page,
+            idle_timeout=self._idle_timeout,
         )
         self._web.start()
         self.callbacks.start()

@@ -26,6 +26,8 @@ from cakra.security.identifiers import ascii_digits_check, ascii_int_parse
 from cakra.simulators.loopback import LOOPBACK
 
 HTTP_POLL_SECONDS = 0.05
+# A kept-alive connection idle this long is closed, as real servers close them.
+IDLE_TIMEOUT_SECONDS = 15.0
 MAX_REQUEST_BYTES = 64 * 1024
 MESSAGES_PATH = "/2010-04-01/Accounts/{sid}/Messages.json"
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -69,8 +71,10 @@ class GatewayHTTPServer(ThreadingHTTPServer):
         credentials: Callable[[], tuple[str, str]],
         send: Callable[[SendRequest], Answer],
         page: Callable[[str, str], Answer | None],
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     ) -> None:
         self.credentials = credentials
+        self.idle_timeout = idle_timeout
         self.send = send
         self.page = page
         self.connections = 0
@@ -93,8 +97,11 @@ class WebServer:
         credentials: Callable[[], tuple[str, str]],
         send: Callable[[SendRequest], Answer],
         page: Callable[[str, str], Answer | None],
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
     ) -> None:
-        self.http = GatewayHTTPServer(port=port, credentials=credentials, send=send, page=page)
+        self.http = GatewayHTTPServer(
+            port=port, credentials=credentials, send=send, page=page, idle_timeout=idle_timeout
+        )
         self._thread = threading.Thread(
             target=self.http.serve_forever,
             kwargs={"poll_interval": HTTP_POLL_SECONDS},
@@ -135,6 +142,12 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes: without TCP_NODELAY the body
     # waits for the client's delayed ACK (tens of milliseconds per answer).
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        # The socket timeout ends a connection idle between requests (handle()
+        # treats the timeout as the end of the connection).
+        self.timeout = self.server.idle_timeout  # type: ignore[misc]  # socketserver reads it per instance
+        super().setup()
 
     def _host_allowed(self) -> bool:
         # Loopback only, and only under a loopback name: a web page that
