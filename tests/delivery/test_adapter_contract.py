@@ -39,12 +39,15 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.locmem import LocmemEmailAdapter
+from cakra.delivery.channels.sms_http import HttpSmsAdapter
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
 from cakra.delivery.routing import provider_choose
 from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
 from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
+from cakra.simulators.magic import Magic, magic_number
+from cakra.simulators.smsgateway import SmsGateway
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
 
@@ -89,6 +92,16 @@ def _outbox(tmp_path) -> Iterator[Simulator]:
     locmem.outbox_clear()
 
 
+_SMS_GATEWAY_ACCOUNT = "AC" + "0123456789abcdef" * 2
+_SMS_GATEWAY_TOKEN = "contract-auth-token-0123456789abcdef"
+
+
+@contextmanager
+def _sms_gateway(tmp_path) -> Iterator[Simulator]:
+    with SmsGateway(account_sid=_SMS_GATEWAY_ACCOUNT, auth_token=_SMS_GATEWAY_TOKEN) as gateway:
+        yield Simulator(host="127.0.0.1", port=gateway.port, received=gateway.received)
+
+
 _LOCMEM_ANSWERS = {
     "bounce.pemilik@example.co.id": "permanent",
     "throttle.pemilik@example.co.id": "throttled",
@@ -126,6 +139,29 @@ CONTRACTS = [
         deferred="tempfail.pemilik@example.co.id",
         broken_options={"answers not a mapping": {"ANSWERS": ["permanent"]}, "unknown answer": {"ANSWERS": {"a": "x"}}},
         networked=False,
+    ),
+    Contract(
+        adapter=HttpSmsAdapter,
+        simulator=_sms_gateway,
+        options=lambda host, port, timeout: {
+            "BASE_URL": f"http://{host}:{port}",
+            "ACCOUNT_SID": _SMS_GATEWAY_ACCOUNT,
+            "AUTH_TOKEN": _SMS_GATEWAY_TOKEN,
+            "TIMEOUT": timeout,
+        },
+        sender=SenderIdentity(address="ETLE-PMJ"),
+        accepted=magic_number(Magic.DELIVERED, 42),
+        refused=magic_number(Magic.PERMANENT, 42),
+        throttled=magic_number(Magic.THROTTLED, 42),
+        deferred=magic_number(Magic.TEMPORARY, 42),
+        broken_options={
+            "base url not a url": {"BASE_URL": "127.0.0.1:8027"},
+            "base url with credentials": {"BASE_URL": "http://user:s3cret-value@127.0.0.1:8027"},
+            "account sid in a path": {"ACCOUNT_SID": "AC/../../x"},
+            "empty auth token": {"AUTH_TOKEN": ""},
+            "callback url not http": {"STATUS_CALLBACK_URL": "ftp://example.go.id/cb"},
+            "negative timeout": {"TIMEOUT": -1},
+        },
     ),
 ]
 REFERENCE = "5f0c6f7e-2222-4b4b-8c8c-000000000042"
@@ -181,6 +217,10 @@ def silent_port():
 @pytest.fixture
 def as_the_only_provider(settings, contract, simulator):
     """The contract's adapter configured as the channel's one provider, as production would."""
+    if contract.adapter.channel != Channel.EMAIL:
+        # `delivery` is the notice's email delivery, and cakra.delivery.messages
+        # renders email only: these run for a phone adapter once it renders SMS.
+        pytest.skip("the sending service has no message format for this channel yet")
     settings.CAKRA_PROVIDERS = {
         "contract": {
             "CHANNEL": contract.adapter.channel,
