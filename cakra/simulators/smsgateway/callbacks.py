@@ -55,6 +55,10 @@ class Callback:
     params: dict[str, str]
     due: float
     tries: int = 0
+    # The message's next status change, queued once this one is done (posted
+    # or given up), ``delay`` seconds later: a message's statuses go in order.
+    then: Callback | None = None
+    delay: float = 0.0
 
 
 class CallbackReporter:
@@ -82,12 +86,24 @@ class CallbackReporter:
         self._threads: list[threading.Thread] = []
         self.counts: Counter[str] = Counter()
 
-    def report(self, *, url: str, params: dict[str, str], delay: float = 0.0) -> None:
-        """Queue one status change, posted after ``delay`` seconds (only
-        recorded, when the message asked for no callback: ``url`` "")."""
+    def report(self, *, url: str, changes: list[dict[str, str]], delay: float = 0.0) -> None:
+        """Queue a message's status changes, in order, each ``delay`` seconds after
+        the previous one is done (only recorded, when the message asked for no
+        callback: ``url`` "")."""
         if url and not callback_url_allowed(url):
             raise ValueError("the simulator posts callbacks to loopback http(s) URLs only")
-        self._schedule(Callback(url=url, params=params, due=time.monotonic() + delay))
+        chain: Callback | None = None
+        for params in reversed(changes):
+            chain = Callback(url=url, params=params, due=0.0, then=chain, delay=delay)
+        if chain is not None:
+            chain.due = time.monotonic() + delay
+            self._schedule(chain)
+
+    def _done(self, callback: Callback) -> None:
+        following = callback.then
+        if following is not None:
+            following.due = time.monotonic() + following.delay
+            self._schedule(following)
 
     def _schedule(self, callback: Callback) -> None:
         with self._condition:
@@ -150,8 +166,10 @@ class CallbackReporter:
                 self._on_status(callback.params)
             if not callback.url:
                 with self._condition:
-                    self._in_flight -= 1
                     self.counts["not_requested"] += 1
+                self._done(callback)
+                with self._condition:
+                    self._in_flight -= 1
                 continue
             try:
                 status, retry_after = self._post(callback)
@@ -163,6 +181,8 @@ class CallbackReporter:
             if outcome == "retry" and callback.tries >= self._tries:
                 outcome = "given_up"
                 logger.info("sms_gateway.callback_given_up", sid=callback.params.get("MessageSid"), status=status)
+            if outcome != "retry":
+                self._done(callback)  # queued before this one stops counting as pending
             with self._condition:
                 self._in_flight -= 1
                 self.counts[outcome] += 1

@@ -251,8 +251,8 @@ class SmsGateway:
             final = [("undelivered", UNDELIVERABLE_ERROR)]
         elif behaviour == Magic.NO_RECEIPT:
             final = []
-        for step, (status, error_code) in enumerate([("sent", None), *final], start=1):
-            params = callback_params(
+        changes = [
+            callback_params(
                 sid=message.sid,
                 account_sid=self.account_sid,
                 sender=sender,
@@ -260,7 +260,9 @@ class SmsGateway:
                 status=status,
                 error_code=error_code,
             )
-            self.callbacks.report(url=callback, params=params, delay=self.callback_delay * step)
+            for status, error_code in [("sent", None), *final]
+        ]
+        self.callbacks.report(url=callback, changes=changes, delay=self.callback_delay)
         return Answer(201, _resource_json(message, now))
 
     def _status_changed(self, params: dict[str, str]) -> None:
