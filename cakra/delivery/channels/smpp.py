@@ -334,18 +334,25 @@ class SmppSession:
         except (exceptions.ConnectionError, exceptions.PDUError, OSError) as exc:
             raise SessionLostError from exc
 
-    def pending_read(self) -> None:
-        """Take whatever the SMSC sent while the session was idle (without waiting)."""
+    def wait_readable(self, timeout: float) -> bool:
+        """Whether the SMSC has sent something, waiting at most ``timeout`` seconds."""
         client = self._require()
         sock = client._socket  # noqa: SLF001 - smpplib exposes no readiness check of its own
-        while True:
-            try:
-                readable, _, _ = select.select([sock], [], [], 0)
-            except (OSError, ValueError) as exc:
-                raise SessionLostError from exc
-            if not readable:
-                return
+        try:
+            readable, _, _ = select.select([sock], [], [], timeout)
+        except (OSError, ValueError) as exc:
+            raise SessionLostError from exc
+        return bool(readable)
+
+    def pending_read(self, *, limit: int | None = None) -> None:
+        """Take whatever the SMSC sent while the session was idle (without waiting),
+        at most ``limit`` PDUs."""
+        taken = 0
+        while (limit is None or taken < limit) and self.wait_readable(0):
             self._take(self._read())
+            taken += 1
+        if taken:
+            self.last_used = time.monotonic()
 
     def link_check(self) -> None:
         """``enquire_link`` and wait for its answer (other PDUs are taken as they come)."""
