@@ -50,7 +50,9 @@ def smpp_providers() -> dict[str, Mapping[str, Any]]:
 class ReceiptListener:
     """One provider's listening session, in a thread, until :meth:`stop`."""
 
-    def __init__(self, *, provider: str, options: Mapping[str, Any], backoff_first: float = BACKOFF_FIRST_SECONDS) -> None:
+    def __init__(
+        self, *, provider: str, options: Mapping[str, Any], backoff_first: float = BACKOFF_FIRST_SECONDS
+    ) -> None:
         problems = SmppSmsAdapter.check_options(options)
         if problems:
             raise ValueError(f"provider {provider!r}: {'; '.join(problems)}")

@@ -226,16 +226,8 @@ def deliver_sm_parse(pdu: Any) -> ParsedReceipt | None:
     )
 
 
-def deliver_sm_answer(*, provider: str, pdus: Sequence[Any]) -> list[int]:
-    """Record the receipts among ``pdus`` (``deliver_sm``\\ s of ``provider``'s
-    session); the ``command_status`` to answer each with, in order.
-
-    One :func:`receipts_record` call for the batch; a receipt whose id is
-    unknown is tried again under its other spellings (rare: only a carrier
-    that rewrites ids, or the race the SMSC's redelivery resolves). Opens its
-    own transactions: call it with no transaction open and before answering.
-    """
-    statuses = [consts.SMPP_ESME_ROK] * len(pdus)
+def _split(*, provider: str, pdus: Sequence[Any], statuses: list[int]) -> list[tuple[int, ParsedReceipt]]:
+    """The receipts among ``pdus`` with their positions; unreadable ones get ``ESME_RX_P_APPN``."""
     parsed: list[tuple[int, ParsedReceipt]] = []
     not_receipts = unreadable = 0
     for position, pdu in enumerate(pdus):
@@ -250,6 +242,28 @@ def deliver_sm_answer(*, provider: str, pdus: Sequence[Any]) -> list[int]:
         parsed.append((position, receipt))
     if not_receipts or unreadable:
         logger.info("smpp.deliver_sm_skipped", provider=provider, not_receipts=not_receipts, unreadable=unreadable)
+    return parsed
+
+
+def _known_under_another_spelling(*, provider: str, receipt: ParsedReceipt, received_at: datetime) -> bool:
+    for alternative in receipt.references[1:]:
+        [outcome] = receipts_record(provider=provider, reports=[receipt.report(alternative, received_at=received_at)])
+        if outcome.result != ReceiptResult.UNKNOWN_REFERENCE:
+            return True
+    return False
+
+
+def deliver_sm_answer(*, provider: str, pdus: Sequence[Any]) -> list[int]:
+    """Record the receipts among ``pdus`` (``deliver_sm``\\ s of ``provider``'s
+    session); the ``command_status`` to answer each with, in order.
+
+    One :func:`receipts_record` call for the batch; a receipt whose id is
+    unknown is tried again under its other spellings (rare: only a carrier
+    that rewrites ids, or the race the SMSC's redelivery resolves). Opens its
+    own transactions: call it with no transaction open and before answering.
+    """
+    statuses = [consts.SMPP_ESME_ROK] * len(pdus)
+    parsed = _split(provider=provider, pdus=pdus, statuses=statuses)
     if not parsed:
         return statuses
     received_at = timezone.now()
@@ -259,16 +273,10 @@ def deliver_sm_answer(*, provider: str, pdus: Sequence[Any]) -> list[int]:
             reports=[receipt.report(receipt.references[0], received_at=received_at) for _, receipt in parsed],
         )
         for (position, receipt), outcome in zip(parsed, outcomes, strict=True):
-            if outcome.result != ReceiptResult.UNKNOWN_REFERENCE:
-                continue
-            statuses[position] = consts.SMPP_ESME_RX_T_APPN
-            for alternative in receipt.references[1:]:
-                [retried] = receipts_record(
-                    provider=provider, reports=[receipt.report(alternative, received_at=received_at)]
-                )
-                if retried.result != ReceiptResult.UNKNOWN_REFERENCE:
-                    statuses[position] = consts.SMPP_ESME_ROK
-                    break
+            if outcome.result == ReceiptResult.UNKNOWN_REFERENCE and not _known_under_another_spelling(
+                provider=provider, receipt=receipt, received_at=received_at
+            ):
+                statuses[position] = consts.SMPP_ESME_RX_T_APPN
     except Exception as exc:  # noqa: BLE001 - the database is away: the SMSC keeps the receipts and retries
         logger.warning("smpp.receipts_not_recorded", provider=provider, receipts=len(parsed), error=type(exc).__name__)
         for position, _ in parsed:

@@ -39,12 +39,15 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.locmem import LocmemEmailAdapter
+from cakra.delivery.channels.smpp import SmppSmsAdapter
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
 from cakra.delivery.routing import provider_choose
 from cakra.delivery.selectors import deliveries_get_for_send
 from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliveries_send
 from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
+from cakra.simulators.magic import Magic, magic_number
+from cakra.simulators.smsc import SmscBehaviour, SmscSimulator
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
 
@@ -70,6 +73,9 @@ class Contract:
     deferred: str  # ... refuses it for now
     broken_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> changes to valid OPTIONS
     networked: bool = True  # reached over the network: can be refused or hang
+    # The sending service builds this channel's messages for the notice's
+    # delivery of this channel (the service tests below need both).
+    service: bool = True
 
 
 @contextmanager
@@ -87,6 +93,18 @@ def _outbox(tmp_path) -> Iterator[Simulator]:
     locmem.outbox_clear()
     yield Simulator(host="", port=0, received=lambda: len(locmem.outbox))
     locmem.outbox_clear()
+
+
+_SMSC_SYSTEM_ID, _SMSC_PASSWORD = "cakra", "pw-12345"
+
+
+@contextmanager
+def _smsc(_tmp_path) -> Iterator[Simulator]:
+    # Receipts far in the future: the adapter-level tests run without a
+    # database, and receipts arriving on the session would be recorded.
+    behaviour = SmscBehaviour(system_id=_SMSC_SYSTEM_ID, password=_SMSC_PASSWORD, receipt_delay=3600)
+    with SmscSimulator(behaviour=behaviour, http_port=None) as smsc:
+        yield Simulator(host="127.0.0.1", port=smsc.smpp_port, received=smsc.store.count)
 
 
 _LOCMEM_ANSWERS = {
@@ -126,6 +144,33 @@ CONTRACTS = [
         deferred="tempfail.pemilik@example.co.id",
         broken_options={"answers not a mapping": {"ANSWERS": ["permanent"]}, "unknown answer": {"ANSWERS": {"a": "x"}}},
         networked=False,
+    ),
+    Contract(
+        adapter=SmppSmsAdapter,
+        simulator=_smsc,
+        options=lambda host, port, timeout: {
+            "HOST": host,
+            "PORT": port,
+            "SYSTEM_ID": _SMSC_SYSTEM_ID,
+            "PASSWORD": _SMSC_PASSWORD,
+            "TIMEOUT": timeout,
+        },
+        sender=SenderIdentity(address="ETLE-PMJ"),
+        accepted=magic_number(Magic.DELIVERED),
+        refused=magic_number(Magic.PERMANENT),
+        throttled=magic_number(Magic.THROTTLED),
+        deferred=magic_number(Magic.TEMPORARY),
+        broken_options={
+            "no host": {"HOST": None},
+            "port not a number": {"PORT": "smpp"},
+            "password longer than SMPP allows": {"PASSWORD": "s3cret-value"},
+            "system id empty": {"SYSTEM_ID": ""},
+            "negative timeout": {"TIMEOUT": -1},
+            "window of nothing": {"WINDOW": 0},
+        },
+        # SMS messages are built by cakra.delivery.messages on another branch;
+        # until it is merged only the adapter-level part of the contract applies.
+        service=False,
     ),
 ]
 REFERENCE = "5f0c6f7e-2222-4b4b-8c8c-000000000042"
@@ -367,6 +412,8 @@ def test_a_failing_note_stops_the_batch(contract, adapter, simulator):
 def test_the_sending_service_records_each_answer(
     contract, simulator, as_the_only_provider, delivery, recipient, status, outcome
 ):
+    if not contract.service:
+        pytest.skip(f"the sending service builds no {contract.adapter.channel} messages yet")
     contact = ContactPoint.objects.get(pk=delivery.contact_point_id)
     contact.value = getattr(contract, recipient)
     contact.save(update_fields=["value"])
@@ -388,6 +435,8 @@ def test_the_sending_service_records_each_answer(
 def test_a_message_accepted_before_a_crash_is_recorded_not_sent_again(
     contract, simulator, as_the_only_provider, delivery
 ):
+    if not contract.service:
+        pytest.skip(f"the sending service builds no {contract.adapter.channel} messages yet")
     # A worker claims and sends, and dies before recording the chunk: what it
     # leaves behind is the note written as the provider accepted the message.
     claimed = deliveries_claim(delivery_ids=[delivery.pk])

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from smpplib import consts
 
 from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
-from cakra.delivery.channels.smpp import SmppSmsAdapter, sms_encode, smpp_status_error
+from cakra.delivery.channels.smpp import SmppSmsAdapter, smpp_status_error, sms_encode
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.simulators.magic import Magic, magic_number
 from cakra.simulators.smsc import SmscBehaviour, SmscSimulator
@@ -85,7 +85,12 @@ def test_a_long_text_splits_into_udh_parts_that_reassemble(text, coding):
     bodies = []
     for number, part in enumerate(encoded.parts, start=1):
         concatenation, body = udh_split(part)
-        assert (concatenation.reference, concatenation.total, concatenation.number) == (300 % 256, len(encoded.parts), number)
+        assert concatenation is not None
+        assert (concatenation.reference, concatenation.total, concatenation.number) == (
+            300 % 256,
+            len(encoded.parts),
+            number,
+        )
         assert len(part) <= 140 if coding else len(part) <= 160
         assert text_decode(body, coding)  # every part decodes on its own: nothing cut in half
         bodies.append(body)
@@ -121,7 +126,10 @@ def test_options_outside_smpp_limits_are_refused(changes):
 def test_a_message_is_submitted_from_the_sender_id_and_reassembled(smsc, adapter):
     long_text = "Surat konfirmasi pelanggaran lalu lintas elektronik. " * 5
     [short, long] = adapter.send_many(
-        [_message(reference="d-1"), _message(text=long_text, reference="d-2", recipient=magic_number(Magic.DELIVERED, 2))]
+        [
+            _message(reference="d-1"),
+            _message(text=long_text, reference="d-2", recipient=magic_number(Magic.DELIVERED, 2)),
+        ]
     )
 
     assert (short.outcome, long.outcome) == ("sent", "sent")

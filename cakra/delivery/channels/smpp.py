@@ -427,11 +427,10 @@ def _sessions_end_all(sessions: set[SmppSession], lock: threading.Lock) -> None:
         session.close()
 
 
-def _number_check(options: Mapping[str, Any], key: str, *, default: float, integer: bool = False) -> list[str]:
+def _seconds_check(options: Mapping[str, Any], key: str, *, default: float) -> list[str]:
     value = options.get(key, default)
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        return [f"OPTIONS[{key!r}] must be a positive {'whole number' if integer else 'number of seconds'}"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return [f"OPTIONS[{key!r}] must be a positive number of seconds"]
     return []
 
 
@@ -471,8 +470,8 @@ class SmppSmsAdapter(ChannelAdapter):
         system_type = options.get("SYSTEM_TYPE", "")
         if not isinstance(system_type, str) or len(system_type) > MAX_SYSTEM_TYPE or not system_type.isascii():
             problems.append(f"OPTIONS['SYSTEM_TYPE'] must be ASCII text of at most {MAX_SYSTEM_TYPE} characters")
-        problems += _number_check(options, "TIMEOUT", default=DEFAULT_TIMEOUT)
-        problems += _number_check(options, "ENQUIRE_LINK_SECONDS", default=DEFAULT_ENQUIRE_LINK_SECONDS)
+        problems += _seconds_check(options, "TIMEOUT", default=DEFAULT_TIMEOUT)
+        problems += _seconds_check(options, "ENQUIRE_LINK_SECONDS", default=DEFAULT_ENQUIRE_LINK_SECONDS)
         window = options.get("WINDOW", DEFAULT_WINDOW)
         if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
             problems.append(f"OPTIONS['WINDOW'] must be a whole number from 1 to {MAX_WINDOW}")

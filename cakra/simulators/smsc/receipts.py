@@ -10,6 +10,7 @@ back, after a backoff, a few times; then it is given up, as SMSCs do.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import threading
@@ -114,7 +115,7 @@ class ReceiptDispatcher:
     def _push(self, due: float, receipt: Receipt) -> None:
         heapq.heappush(self._due, (due, next(self._order), receipt))
 
-    def sent(self, session: ReceiptSession, sequence: int, receipt: Receipt) -> None:
+    def sent(self, session: ReceiptSession, sequence: int, *, receipt: Receipt) -> None:
         """Note a deliver_sm written outside the dispatcher (before a submit_sm_resp)."""
         with self._condition:
             receipt.tries += 1
@@ -182,7 +183,5 @@ class ReceiptDispatcher:
         while (chosen := self._next()) is not None:
             receipt, session = chosen
             # Registered before the write: the answer may come before this thread runs again.
-            if not session.receipt_send(
-                receipt, register=lambda sequence, s=session, r=receipt: self.sent(s, sequence, r)
-            ):
+            if not session.receipt_send(receipt, register=functools.partial(self.sent, session, receipt=receipt)):
                 self.session_closed(session)

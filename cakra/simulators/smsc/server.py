@@ -30,6 +30,7 @@ before its ``submit_sm_resp`` (the race a fast SMSC creates).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import itertools
 import random
@@ -63,7 +64,7 @@ BIND_COMMANDS = {
     "bind_receiver": "rx",
     "bind_transceiver": "trx",
 }
-MAGIC_STATUSES = {
+MAGIC_STATUSES: dict[Magic, int] = {
     Magic.TEMPORARY: consts.SMPP_ESME_RSYSERR,
     Magic.PERMANENT: consts.SMPP_ESME_RINVDSTADR,
     Magic.THROTTLED: consts.SMPP_ESME_RTHROTTLED,
@@ -179,12 +180,12 @@ class SmppServer:
         if magic in MAGIC_STATUSES:
             return MAGIC_STATUSES[magic]
         if self.behaviour.sender_ids and sender not in self.behaviour.sender_ids:
-            return consts.SMPP_ESME_RINVSRCADR
+            return int(consts.SMPP_ESME_RINVSRCADR)
         if not connection.throughput_allows(self.behaviour.throughput_per_second):
-            return consts.SMPP_ESME_RTHROTTLED
+            return int(consts.SMPP_ESME_RTHROTTLED)
         with self._random_lock:
             failing = self._random.random() < self.behaviour.failure_rate
-        return consts.SMPP_ESME_RSYSERR if failing else consts.SMPP_ESME_ROK
+        return int(consts.SMPP_ESME_RSYSERR if failing else consts.SMPP_ESME_ROK)
 
     def receipts_for(self, *, message_id: str, message: SmsMessage | None, submitted: dict[str, Any]) -> list[Receipt]:
         """The receipt a just-accepted part gets (none when not asked for, or for the no-receipt numbers)."""
@@ -450,7 +451,7 @@ class _Connection:
         message_id, receipts = smsc.accept(connection=self, submitted=submitted)
         if smsc.behaviour.receipt_before_response and self.mode == "trx":
             for receipt in receipts:
-                self.receipt_send(receipt, register=lambda sequence, r=receipt: smsc.dispatcher.sent(self, sequence, r))
+                self.receipt_send(receipt, register=functools.partial(smsc.dispatcher.sent, self, receipt=receipt))
             receipts = []
         answered = self._respond("submit_sm_resp", pdu.sequence, message_id=message_id)
         for receipt in receipts:

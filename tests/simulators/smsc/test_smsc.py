@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import time
 import urllib.request
 
 import pytest
-from smpplib import consts, exceptions
+from smpplib import consts, exceptions, smpp
 from smpplib.gsm import make_parts
 
 from cakra.simulators.magic import Magic, magic_number
@@ -61,9 +63,6 @@ def test_a_wrong_password_is_refused_and_the_connection_closed(smsc, esme):
 
 
 def test_a_submit_before_bind_is_refused_with_the_bind_status(smsc):
-    import socket
-    import struct
-
     with socket.create_connection(("127.0.0.1", smsc.smpp_port), timeout=2) as raw:
         raw.sendall(struct.pack(">LLLL", 16, 0x00000004, 0, 7))  # submit_sm, empty body
         answer = raw.recv(16)
@@ -137,12 +136,10 @@ def test_a_receipt_answered_with_an_error_is_sent_again(smsc, esme):
     client = esme()
     _submit(client, magic_number(Magic.DELIVERED), b"x")
     first = _read_until(client, "deliver_sm")
-    nack = client.send_pdu  # answer "temporary application error", as for an unknown reference
-    from smpplib import smpp
-
+    # Answer "temporary application error", as for an unknown reference.
     response = smpp.make_pdu("deliver_sm_resp", client=client, status=consts.SMPP_ESME_RX_T_APPN)
     response.sequence = first.sequence
-    nack(response)
+    client.send_pdu(response)
 
     again = _read_until(client, "deliver_sm")
 
@@ -153,7 +150,7 @@ def test_a_receipt_answered_with_an_error_is_sent_again(smsc, esme):
 def test_a_long_text_is_reassembled_from_its_udh_parts(smsc, esme):
     client = esme()
     text = "Surat konfirmasi pelanggaran lalu lintas. " * 6
-    parts, coding, esm_class = make_parts(text)
+    parts, _coding, esm_class = make_parts(text)
     assert len(parts) > 1
 
     ids = {
@@ -168,6 +165,7 @@ def test_a_long_text_is_reassembled_from_its_udh_parts(smsc, esme):
 
 def test_udh_and_gsm_decoding():
     concatenation, body = udh_split(b"\x05\x00\x03\x2a\x02\x01abc")
+    assert concatenation is not None
 
     assert (concatenation.reference, concatenation.total, concatenation.number, body) == (0x2A, 2, 1, b"abc")
     assert gsm_decode(b"\x00\x1b\x65") == "@€"
@@ -182,8 +180,6 @@ def test_forced_statuses_answer_the_next_submits(smsc, esme):
 
 
 def test_enquire_link_is_answered(smsc, esme):
-    from smpplib import smpp
-
     client = esme()
     request = smpp.make_pdu("enquire_link", client=client)
     client.send_pdu(request)

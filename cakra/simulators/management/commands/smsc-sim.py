@@ -1,5 +1,7 @@
 """``cakra smsc-sim``: run the SMSC simulator (SMPP and its pages) until Ctrl-C or SIGTERM."""
 
+# ruff: noqa: N999 - Django names a command after its file, and the command is spelled with a hyphen
+
 from __future__ import annotations
 
 import signal
