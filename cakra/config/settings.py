@@ -604,9 +604,7 @@ CAKRA_SENDER_RATE_LIMITS = {
 # characters); an SMPP provider pointed at the simulator uses SYSTEM_ID and
 # this PASSWORD. SENDER_IDS empty: any sender ID is accepted.
 _SMSC_SIM_PASSWORD = os.environ.get("CAKRA_SMSC_SIM_PASSWORD") or (
-    ""
-    if PRODUCTION
-    else hmac.new(SECRET_KEY.encode(), b"cakra.smsc-sim:password", hashlib.sha256).hexdigest()[:8]
+    "" if PRODUCTION else hmac.new(SECRET_KEY.encode(), b"cakra.smsc-sim:password", hashlib.sha256).hexdigest()[:8]
 )
 CAKRA_SMSC_SIM = {
     "SMPP_PORT": int(os.environ.get("CAKRA_SMSC_SIM_PORT", "2775")),
