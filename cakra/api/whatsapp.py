@@ -58,7 +58,12 @@ from pydantic import ValidationError as PydanticValidationError
 from cakra.api.body import json_content_type_check, strict_json_loads
 from cakra.api.errors import error_body
 from cakra.api.schemas import ErrorOut
-from cakra.delivery.inbound import InboundReport, InboundResult, inbound_messages_record
+from cakra.delivery.inbound import (
+    AUTO_REPLY_REFERENCE_PREFIX,
+    InboundReport,
+    InboundResult,
+    inbound_messages_record,
+)
 from cakra.delivery.models import INBOUND_TEXT_MAX_LENGTH, DeliveryReceipt
 from cakra.delivery.receipts import ReceiptReport, ReceiptResult, receipts_record
 from cakra.security.denials import access_denied_log
@@ -196,6 +201,8 @@ class WhatsAppStatusIn(_Strict):
     status: Literal["sent", "delivered", "read", "failed"]
     timestamp: str = Field(pattern=TIMESTAMP_PATTERN)
     errors: list[_StatusError] = Field(default_factory=list, max_length=20)
+    # What we sent as biz_opaque_callback_data: a delivery id, or an answer's reference.
+    biz_opaque_callback_data: str = Field(default="", max_length=512)
 
 
 class _Text(_Strict):
@@ -272,9 +279,15 @@ def _events(envelope: WhatsAppEnvelopeIn) -> tuple[list[ReceiptReport], list[Inb
                 continue
             for raw in change.value.statuses:
                 try:
-                    reports.append(_receipt(_STATUS.validate_python(raw)))
+                    status = _STATUS.validate_python(raw)
                 except PydanticValidationError:
                     counts["skipped"] += 1
+                    continue
+                if status.biz_opaque_callback_data.startswith(AUTO_REPLY_REFERENCE_PREFIX):
+                    # An automatic answer's status: no delivery to move, nothing to wait for.
+                    counts["answer_statuses"] += 1
+                    continue
+                reports.append(_receipt(status))
             metadata = change.value.metadata
             for raw in change.value.messages:
                 try:
@@ -377,6 +390,7 @@ def whatsapp_webhook_receive(request: HttpRequest, name: str) -> HttpResponse:
         "messages_duplicate": inbound_results.count(InboundResult.DUPLICATE),
         "skipped": counts["skipped"],
         "ignored_changes": counts["ignored_changes"],
+        "answer_statuses": counts["answer_statuses"],
     }
     logger.info(
         "whatsapp_webhook.batch",

@@ -41,6 +41,11 @@ from cakra.security.crypto import inbound_sender_hash
 
 logger = structlog.get_logger(__name__)
 
+# The reference an automatic answer travels with (the Cloud API echoes it as
+# biz_opaque_callback_data in the answer's statuses): it says at once that a
+# status is about an answer, not about a notice's delivery.
+AUTO_REPLY_REFERENCE_PREFIX = "reply:"
+
 Status = InboundMessage.ReplyStatus
 
 # Meta's customer service window; an answer is sent only well inside it.
@@ -184,7 +189,7 @@ def inbound_reply_send(*, inbound_id: str, final: bool = False) -> ReplyOutcome:
         return _finish(inbound_id, Status.NOT_OURS)
     display_name = region.whatsapp_display_name or region.name
     message = OutboundMessage(
-        reference=str(row.id),
+        reference=f"{AUTO_REPLY_REFERENCE_PREFIX}{row.id}",
         recipient=row.sender,  # opened here, for this send only
         sender=SenderIdentity(address=row.business_phone_number_id, display_name=display_name),
         text=auto_reply_text(language=row.language, region_name=display_name),

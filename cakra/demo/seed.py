@@ -219,6 +219,8 @@ def demo_summary(credentials: DemoCredentials) -> str:
         f"  API              {base}/api/v1/  (schema: {base}/api/v1/openapi.json)",
         f"  Mail sink        {sink}",
         f"  WhatsApp phones  http://127.0.0.1:{settings.CAKRA_WHATSAPP_SIM['HTTP_PORT']}/",
+        f"  SMS phones       http://127.0.0.1:{settings.CAKRA_SMSC_SIM['HTTP_PORT']}/ (SMPP)",
+        f"                   http://127.0.0.1:{settings.CAKRA_SMS_GATEWAY_SIM['HTTP_PORT']}/ (HTTP gateway)",
         "  (owners on +62 819 993… are not on WhatsApp: their notices fall back to SMS)",
         "",
         "  Officers (password, then a TOTP code from an authenticator app with the secret,",

@@ -165,6 +165,7 @@ def test_signed_statuses_apply_and_are_counted(client, delivery):
         "messages_duplicate": 0,
         "skipped": 0,
         "ignored_changes": 0,
+        "answer_statuses": 0,
     }
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.READ
@@ -276,6 +277,18 @@ def test_an_unknown_old_wamid_is_not_ours_and_answered_200(client, delivery):
     assert response.status_code == 200
     assert response.json()["unknown_reference"] == 1
     assert DeliveryReceipt.objects.count() == 0
+
+
+def test_statuses_of_automatic_answers_are_counted_not_waited_for(client, delivery):
+    before = _snapshot(delivery)
+    answer = _status("read", wamid="wamid.an-answer", biz_opaque_callback_data="reply:01a25063-a5b8-715c")
+
+    response = _post(client, _envelope(statuses=[answer]))
+
+    assert response.status_code == 200  # young and unknown as a delivery, but no delivery will ever hold it
+    assert response.json()["answer_statuses"] == 1
+    assert response.json()["unknown_reference"] == 0
+    assert _snapshot(delivery) == before
 
 
 # --- refusals --------------------------------------------------------------------------------------

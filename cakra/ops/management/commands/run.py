@@ -57,6 +57,10 @@ def process_commands(*, port: int, host: str) -> dict[str, list[str]]:
         "scheduler": [*celery, "beat", "--loglevel", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
         "sink": [python, "-m", "cakra.cli", "sink"],
         "whatsapp": [python, "-m", "cakra.cli", "whatsapp-sim"],
+        "smsc": [python, "-m", "cakra.cli", "smsc-sim"],
+        "sms-gateway": [python, "-m", "cakra.cli", "sms-gateway-sim"],
+        # Receipts (deliver_sm) that reach no worker's SMPP session.
+        "smpp-receipts": [python, "-m", "cakra.cli", "smpp-receipts"],
     }
 
 
