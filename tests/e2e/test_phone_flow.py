@@ -79,8 +79,8 @@ def smsc():
 def sink(tmp_path):
     with MailSink(
         maildir=tmp_path / "mail",
-        dkim_private_key=settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"],
-        dkim_selector=settings.CAKRA_EMAIL["DKIM_SELECTOR"],
+        dkim_private_key=str(settings.CAKRA_EMAIL["DKIM_PRIVATE_KEY"]),
+        dkim_selector=str(settings.CAKRA_EMAIL["DKIM_SELECTOR"]),
     ) as mail_sink:
         yield mail_sink
 
