@@ -240,6 +240,8 @@ def _outcome_entry(row: _Row, *, provider: str) -> AuditEntry:
     }
     if sent:
         data["provider_reference"] = row.reference
+        if row.result.template:
+            data["template"] = row.result.template
     else:
         data |= {"error": row.error, "final": row.status == Delivery.Status.FAILED_PERMANENT}
     return AuditEntry(

@@ -222,7 +222,8 @@ def _planned(data: Mapping[str, Any]) -> str:
 
 def _sent(data: Mapping[str, Any]) -> str:
     duplicate = " (the provider already had it)" if _text(data, "outcome") == "duplicate" else ""
-    return f"attempt {_number(data, 'attempt')} via {_text(data, 'provider')}: accepted{duplicate}"
+    template = f", template {_text(data, 'template')}" if _text(data, "template") else ""
+    return f"attempt {_number(data, 'attempt')} via {_text(data, 'provider')}: accepted{duplicate}{template}"
 
 
 def _failed(data: Mapping[str, Any]) -> str:

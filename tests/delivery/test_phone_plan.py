@@ -79,6 +79,9 @@ def test_whatsapp_delivers_and_nothing_else_is_sent(phone_plan):
     assert provider == "wa"
     assert message.template is not None
     assert message.recipient == "+6281234500002"
+    # The timeline names the approved template the citizen saw.
+    [sent] = [entry for entry in notice_timeline(notice=notice) if entry.event == "delivery.sent"]
+    assert sent.detail == "attempt 1 via wa: accepted, template cakra_notice id v1"
 
 
 def test_not_on_whatsapp_falls_back_to_sms_then_a_failed_sms_to_email(phone_plan, django_capture_on_commit_callbacks):

@@ -152,6 +152,9 @@ class SendResult:
     error: ProviderError | None = None
     # Not sent now: an interrupted earlier attempt was accepted with ``reference``.
     recovered: bool = False
+    # The template sent ("cakra_notice id v1"), for the timeline: which
+    # approved text the citizen saw. Empty for a message without one.
+    template: str = ""
 
     @property
     def outcome(self) -> str:
@@ -259,8 +262,13 @@ class ChannelAdapter(abc.ABC):
                     error=error.detail,
                     site=exception_site(exc),
                 )
+            template = message.template
             result = SendResult(
-                started_at=started_at, duration_ms=_elapsed_ms(started), reference=reference, error=error
+                started_at=started_at,
+                duration_ms=_elapsed_ms(started),
+                reference=reference,
+                error=error,
+                template="" if template is None else f"{template.name} {template.language} v{template.version}",
             )
             results.append(result)
             if error is None and on_accepted is not None:
