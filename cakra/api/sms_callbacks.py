@@ -273,7 +273,7 @@ def _authenticated(request: HttpRequest, name: str) -> tuple[Mapping[str, Any], 
         raise _RefusedError(_refuse(request, reason=reason, name=logged_name))
     media_type, _ = parse_header_parameters(str(request.META.get("CONTENT_TYPE") or ""))
     if media_type != FORM_MEDIA_TYPE:
-        message = f"the body must be sent as {FORM_MEDIA_TYPE}"
+        message = f"the body must be sent as Content-Type: {FORM_MEDIA_TYPE}"
         raise _RefusedError(_error(415, code="unsupported_media_type", message=message))
     try:
         params = _form_parse(body)

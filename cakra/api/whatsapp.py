@@ -348,6 +348,11 @@ def whatsapp_webhook_verify(request: HttpRequest, name: str) -> HttpResponse:
                 "schema": {"type": "string"},
             }
         ],
+        # Read raw (the signature covers the exact bytes), so declared here.
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "required": ["object", "entry"]}}},
+        },
     },
 )
 def whatsapp_webhook_receive(request: HttpRequest, name: str) -> HttpResponse:

@@ -222,9 +222,19 @@ def api_url(operation: ApiOperation, objects: RegionObjects | None) -> str:
     """The operation's path with its parameters naming ``objects``' things (unknown ones when None)."""
     values: dict[str, str]
     if objects is None:
-        values = {"violation_id": str(uuid.uuid4()), "number": unknown_notice_number(), "provider": "smtp-sink"}
+        values = {
+            "violation_id": str(uuid.uuid4()),
+            "number": unknown_notice_number(),
+            "provider": "smtp-sink",
+            "name": "whatsapp-sim",
+        }
     else:
-        values = {"violation_id": str(objects.waiting.id), "number": objects.notice.number, "provider": "smtp-sink"}
+        values = {
+            "violation_id": str(objects.waiting.id),
+            "number": objects.notice.number,
+            "provider": "smtp-sink",
+            "name": "whatsapp-sim",  # the webhooks' configuration name
+        }
     unknown = set(operation.parameters) - set(values)
     assert not unknown, f"{operation} takes {unknown}: teach tests/security/attack_world.py which object it names"
     path = operation.path

@@ -10,10 +10,13 @@ so a new one is attacked without being listed here."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
@@ -24,7 +27,7 @@ from cakra.api.api import api
 from cakra.delivery.models import Delivery, DeliveryReceipt
 from cakra.enforcement.models import Evidence, Violation
 from cakra.security.middleware import API_CONTENT_DISPOSITION
-from cakra.security.signing import receipt_signature_header
+from cakra.security.signing import receipt_signature_header, twilio_signature
 from tests.api.helpers import payload
 from tests.factories import ApiKeyFactory
 from tests.security.attack_world import RegionObjects, api_operations, api_url, region_objects
@@ -42,6 +45,12 @@ NOT_JSON = [
     "",
 ]
 JSON_SPELLINGS = ["application/json", "application/json; charset=utf-8", "Application/JSON; Charset=UTF-8"]
+# The SMS gateway's status callbacks are form posts (Twilio's wire format).
+FORM = "application/x-www-form-urlencoded"
+NOT_FORM = ["text/plain", "application/json", "multipart/form-data; boundary=x", "application/xml", ""]
+FORM_SPELLINGS = [FORM, f"{FORM}; charset=utf-8"]
+SMS_SID = "SM" + "0" * 31 + "1"
+WAMID = "wamid.media-type-test"
 
 
 def _schema() -> dict[str, Any]:
@@ -56,6 +65,11 @@ def _body_operations() -> list[tuple[str, str]]:
         for method, operation in item.items()
         if "requestBody" in operation
     )
+
+
+def _media_type(method: str, path: str) -> str:
+    """The one media type the operation declares for its body."""
+    return next(iter(_schema()["paths"][path][method.lower()]["requestBody"]["content"]))
 
 
 BODY_OPERATIONS = _body_operations()
@@ -76,6 +90,19 @@ def world(region) -> World:
     Delivery.objects.filter(pk=delivery.pk).update(
         status=Delivery.Status.SENT, provider="smtp", provider_reference=REFERENCE, sent_at=timezone.now()
     )
+    # The same notice's WhatsApp and SMS steps, sent, for those providers' receipts.
+    for step, (channel, provider, reference) in enumerate(
+        [("whatsapp", "whatsapp", WAMID), ("sms", "sms-http", SMS_SID)], start=delivery.step + 1
+    ):
+        Delivery.objects.create(
+            notice=own.notice,
+            channel=channel,
+            step=step,
+            status=Delivery.Status.SENT,
+            provider=provider,
+            provider_reference=reference,
+            sent_at=timezone.now(),
+        )
     return World(own=own, token=token, delivery=delivery)
 
 
@@ -98,6 +125,18 @@ def _valid(method: str, path: str, world: World, *, tag: str) -> tuple[str, byte
         secret = settings.CAKRA_RECEIPT_WEBHOOKS["smtp-sink"]["SECRET"]
         signature = receipt_signature_header(secret=secret, body=body)
         return path.replace("{provider}", "smtp-sink"), body, {"HTTP_X_CAKRA_SIGNATURE": signature}
+    if path == "/api/v1/webhooks/whatsapp/{name}":
+        status = {"id": WAMID, "status": "delivered", "timestamp": str(int(timezone.now().timestamp()))}
+        change = {"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [status]}}
+        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]})
+        secret = settings.CAKRA_WHATSAPP_WEBHOOKS["whatsapp-sim"]["APP_SECRET"]
+        signature = "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+        return path.replace("{name}", "whatsapp-sim"), body.encode(), {"HTTP_X_HUB_SIGNATURE_256": signature}
+    if path == "/api/v1/receipts/sms/{name}":
+        config = settings.CAKRA_SMS_CALLBACKS["sms-http"]
+        params = {"MessageSid": SMS_SID, "MessageStatus": "delivered", "AccountSid": "AC" + "1" * 32}
+        signature = twilio_signature(auth_token=config["AUTH_TOKEN"], url=config["URL"], params=params)
+        return path.replace("{name}", "sms-http"), urlencode(params).encode(), {"HTTP_X_TWILIO_SIGNATURE": signature}
     msg = f"{method} {path} reads a body: teach this test a valid request for it"
     raise AssertionError(msg)
 
@@ -122,6 +161,8 @@ def test_the_sweep_finds_the_operations_that_read_a_body():
         "/api/v1/violations",
         "/api/v1/violations/batch",
         "/api/v1/receipts/email/{provider}",
+        "/api/v1/webhooks/whatsapp/{name}",
+        "/api/v1/receipts/sms/{name}",
     }
 
 
@@ -129,27 +170,44 @@ def test_the_sweep_finds_the_operations_that_read_a_body():
 def test_every_body_operation_declares_415(method, path):
     operation = _schema()["paths"][path][method.lower()]
     assert 415 in {int(status) for status in operation["responses"]}, f"{method} {path} does not declare its 415"
-    assert set(operation["requestBody"]["content"]) == {"application/json"}
+    assert len(operation["requestBody"]["content"]) == 1
+    assert _media_type(method, path) in {"application/json", FORM}
+
+
+def _refused_and_accepted(method: str, path: str) -> tuple[list[str], list[str]]:
+    if _media_type(method, path) == FORM:
+        return NOT_FORM, FORM_SPELLINGS
+    return NOT_JSON, JSON_SPELLINGS
+
+
+REFUSED_CASES = [
+    (method, path, content_type)
+    for method, path in BODY_OPERATIONS
+    for content_type in _refused_and_accepted(method, path)[0]
+]
+ACCEPTED_CASES = [
+    (method, path, content_type)
+    for method, path in BODY_OPERATIONS
+    for content_type in _refused_and_accepted(method, path)[1]
+]
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("method", "path"), BODY_OPERATIONS)
-@pytest.mark.parametrize("content_type", NOT_JSON)
-def test_a_body_not_declared_as_json_is_refused_before_it_is_read(world, method, path, content_type):
+@pytest.mark.parametrize(("method", "path", "content_type"), REFUSED_CASES)
+def test_a_body_not_declared_as_its_media_type_is_refused_before_it_is_read(world, method, path, content_type):
     url, body, headers = _valid(method, path, world, tag="refused")
     before = _stored()
     response = _send(url, body, content_type, headers)
     assert response.status_code == 415, response.content
-    message = "the body must be sent as Content-Type: application/json"
+    message = f"the body must be sent as Content-Type: {_media_type(method, path)}"
     assert response.json() == {"error": {"code": "unsupported_media_type", "message": message}}
     assert _stored() == before
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("method", "path"), BODY_OPERATIONS)
-@pytest.mark.parametrize("content_type", JSON_SPELLINGS)
-def test_json_with_or_without_its_charset_is_accepted(world, method, path, content_type):
-    url, body, headers = _valid(method, path, world, tag=str(JSON_SPELLINGS.index(content_type)))
+@pytest.mark.parametrize(("method", "path", "content_type"), ACCEPTED_CASES)
+def test_its_media_type_with_or_without_its_charset_is_accepted(world, method, path, content_type):
+    url, body, headers = _valid(method, path, world, tag=str(ACCEPTED_CASES.index((method, path, content_type))))
     response = _send(url, body, content_type, headers)
     assert response.status_code in {200, 201}, response.content
 
@@ -166,10 +224,11 @@ def _answers(world: World) -> Iterator[tuple[str, Any]]:
         method = operation.method
         if (method, operation.path) in BODY_OPERATIONS:
             url, body, headers = _valid(method, operation.path, world, tag="disposition")
-            yield f"{operation} accepted", _send(url, body, "application/json", headers)
+            media_type = _media_type(method, operation.path)
+            yield f"{operation} accepted", _send(url, body, media_type, headers)
             yield f"{operation} 415", _send(url, body, "text/plain", headers)
-            yield f"{operation} 400", _send(url, b"{", "application/json", headers)
-            yield f"{operation} 401", _send(url, body, "application/json", {})
+            yield f"{operation} 400", _send(url, b"{", media_type, headers)
+            yield f"{operation} 401", _send(url, body, media_type, {})
         else:
             client = Client()
             yield f"{operation} owner", client.generic(method, api_url(operation, world.own), **auth)
