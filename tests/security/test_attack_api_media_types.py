@@ -69,7 +69,7 @@ def _body_operations() -> list[tuple[str, str]]:
 
 def _media_type(method: str, path: str) -> str:
     """The one media type the operation declares for its body."""
-    return next(iter(_schema()["paths"][path][method.lower()]["requestBody"]["content"]))
+    return str(next(iter(_schema()["paths"][path][method.lower()]["requestBody"]["content"])))
 
 
 BODY_OPERATIONS = _body_operations()
@@ -128,10 +128,11 @@ def _valid(method: str, path: str, world: World, *, tag: str) -> tuple[str, byte
     if path == "/api/v1/webhooks/whatsapp/{name}":
         status = {"id": WAMID, "status": "delivered", "timestamp": str(int(timezone.now().timestamp()))}
         change = {"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [status]}}
-        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]})
+        document = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]}
+        body = json.dumps(document).encode()
         secret = settings.CAKRA_WHATSAPP_WEBHOOKS["whatsapp-sim"]["APP_SECRET"]
-        signature = "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
-        return path.replace("{name}", "whatsapp-sim"), body.encode(), {"HTTP_X_HUB_SIGNATURE_256": signature}
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return path.replace("{name}", "whatsapp-sim"), body, {"HTTP_X_HUB_SIGNATURE_256": signature}
     if path == "/api/v1/receipts/sms/{name}":
         config = settings.CAKRA_SMS_CALLBACKS["sms-http"]
         params = {"MessageSid": SMS_SID, "MessageStatus": "delivered", "AccountSid": "AC" + "1" * 32}
