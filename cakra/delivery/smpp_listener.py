@@ -17,6 +17,7 @@ import back from here.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from django.utils.module_loading import import_string
 
 from cakra.delivery.channels.base import UnavailableProviderError
 from cakra.delivery.channels.registry import providers_configured
-from cakra.delivery.channels.smpp import SessionLostError, SmppSession, SmppSettings, SmppSmsAdapter
+from cakra.delivery.channels.smpp import TRANSCEIVER, SessionLostError, SmppSession, SmppSettings, SmppSmsAdapter
 from cakra.delivery.smpp_receipts import deliver_sm_answer
 
 logger = structlog.get_logger(__name__)
@@ -57,7 +58,8 @@ class ReceiptListener:
         if problems:
             raise ValueError(f"provider {provider!r}: {'; '.join(problems)}")
         self.provider = provider
-        self.settings = SmppSettings.from_options(options)
+        # Always a transceiver, whatever the workers bind as: this session is the one that takes receipts.
+        self.settings = dataclasses.replace(SmppSettings.from_options(options), bind=TRANSCEIVER)
         self._backoff_first = backoff_first
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

@@ -8,6 +8,7 @@ import time
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from smpplib import consts
+from smpplib.client import Client
 
 from cakra.delivery.channels.base import OutboundMessage, SenderIdentity
 from cakra.delivery.channels.smpp import SmppSmsAdapter, smpp_status_error, sms_encode
@@ -245,7 +246,8 @@ def _note(message, reference):
         (magic_number(Magic.NOT_ON_WHATSAPP_SMS_UNDELIVERABLE), Delivery.Status.FAILED_PERMANENT, "failed", "UNDELIV"),
     ],
 )
-def test_receipts_arriving_on_the_session_are_recorded(smsc, adapter, delivery, recipient, status, event, stat):
+def test_receipts_arriving_on_a_transceiver_session_are_recorded(smsc, delivery, recipient, status, event, stat):
+    adapter = _adapter(smsc.smpp_port, BIND="transceiver")
     [sent] = adapter.send_many([_message(recipient=recipient, reference=str(delivery.id))], on_accepted=_note)
     _wait(lambda: smsc.dispatcher.counts["sent"] == 1)
 
@@ -258,11 +260,30 @@ def test_receipts_arriving_on_the_session_are_recorded(smsc, adapter, delivery, 
     if event == "failed":
         assert receipt.detail == "UNDELIV err:001"
     _wait(lambda: smsc.dispatcher.counts["acknowledged"] == 1)
+    adapter.close()
+
+
+def test_a_worker_binds_as_a_transmitter_by_default_so_no_receipt_waits_on_its_idle_session(smsc, adapter):
+    [sent] = adapter.send_many([_message()])
+    assert sent.outcome == "sent"
+    time.sleep(0.2)  # the receipt is due at once; the SMSC's thread looks for a session to hand it to
+
+    # The worker stays bound and idle; the receipt is not handed to it.
+    assert smsc.dispatcher.counts["sent"] == 0
+    assert smsc.dispatcher.pending() == 1
+    # It goes to the first session bound to receive (cakra smpp-receipts in production).
+    receiver = Client("127.0.0.1", smsc.smpp_port, timeout=2, allow_unknown_opt_params=True)
+    receiver.connect()
+    try:
+        receiver.bind_transceiver(system_id=SYSTEM_ID, password=PASSWORD)
+        assert receiver.read_pdu().command == "deliver_sm"
+    finally:
+        receiver.disconnect()
 
 
 def test_a_receipt_before_the_response_is_answered_retry_later_then_recorded(delivery):
     with _simulator(receipt_before_response=True) as smsc:
-        adapter = _adapter(smsc.smpp_port)
+        adapter = _adapter(smsc.smpp_port, BIND="transceiver")
         try:
             [sent] = adapter.send_many([_message(reference=str(delivery.id))], on_accepted=_note)
             assert sent.outcome == "sent"

@@ -7,11 +7,13 @@ give it as ``PASSWORD_ENV``, the name of the variable holding it, see
 ``TIMEOUT`` seconds (connect, bind and each answer; default 10), ``WINDOW``
 (submit_sm sent before their answers are read; default 10) and
 ``ENQUIRE_LINK_SECONDS`` (an idle session is checked with ``enquire_link``
-before it is used again; default 30).
+before it is used again; default 30) and ``BIND``.
 
-One ``bind_transceiver`` session per process and thread carries every
-batch; a session found dropped (the SMSC closed it, or it does not answer
-``enquire_link``) is opened and bound again before the next message, never
+One session per process and thread carries every batch, bound as a
+transmitter (``BIND``: ``"transmitter"``, the default, or ``"transceiver"``;
+see ``DEFAULT_BIND`` for why receipts are left to the listener); a session
+found dropped (the SMSC closed it, or it does not answer ``enquire_link``) is
+opened and bound again before the next message, never
 in the middle of one. Each message goes as ``submit_sm`` from the region's
 registered sender ID (``source_addr_ton`` 5, alphanumeric) to the recipient's
 E.164 digits (TON 1, NPI 1, ISDN), with ``registered_delivery`` 1 (a final
@@ -36,15 +38,15 @@ messages cannot overlap; the window bounds the parts of one long text in
 flight: up to ``WINDOW`` ``submit_sm`` are written before their
 ``submit_sm_resp`` are read.
 
-**Receipts on this session.** An SMSC sends ``deliver_sm`` receipts down any
-session bound as receiver or transceiver, so this one gets them between
-answers. They are collected while a message's answers are read, recorded
+**Receipts on this session** (bound as a transceiver). An SMSC sends
+``deliver_sm`` receipts down any session bound as receiver or transceiver,
+so such a session gets them between answers. They are collected while a message's answers are read, recorded
 together once they are (:func:`cakra.delivery.smpp_receipts.deliver_sm_answer`,
 its own transaction, no network I/O inside it), and only then answered with
 ``deliver_sm_resp``: ``ESME_RX_T_APPN`` for a message id no delivery holds
 yet (a receipt faster than the worker's note: the SMSC delivers it again
-later), else ``ESME_ROK``. ``cakra smpp-receipts`` takes those that arrive
-while no worker is bound.
+later), else ``ESME_ROK``. ``cakra smpp-receipts`` (always a transceiver)
+takes every receipt of transmitter-bound workers.
 
 Statuses: ``ESME_RTHROTTLED`` and ``ESME_RMSGQFUL`` are throttling; an
 invalid address, length, coding or class is permanent; any other status
@@ -205,6 +207,17 @@ class SessionLostError(Exception):
 
 DeliverSmHandler = Callable[[Sequence[Any]], list[int]]
 
+# How a session binds. A worker's session binds as a transmitter by default:
+# it reads its socket only while it sends, and an SMSC hands receipts to any
+# session bound to receive them, so a receipt given to an idle worker would
+# wait unanswered until the SMSC gave up on it (and after a few tries, for
+# good). Receipts then all go to ``cakra smpp-receipts``, which binds as a
+# transceiver and reads without pause. "transceiver" for a worker suits an
+# SMSC that routes receipts back to the session that submitted.
+TRANSMITTER = "transmitter"
+TRANSCEIVER = "transceiver"
+DEFAULT_BIND = TRANSMITTER
+
 
 @dataclass(kw_only=True)
 class SmppSettings:
@@ -216,6 +229,7 @@ class SmppSettings:
     timeout: float = DEFAULT_TIMEOUT
     window: int = DEFAULT_WINDOW
     enquire_link_seconds: float = DEFAULT_ENQUIRE_LINK_SECONDS
+    bind: str = DEFAULT_BIND
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SmppSettings:
@@ -228,11 +242,12 @@ class SmppSettings:
             timeout=float(options.get("TIMEOUT", DEFAULT_TIMEOUT)),
             window=int(options.get("WINDOW", DEFAULT_WINDOW)),
             enquire_link_seconds=float(options.get("ENQUIRE_LINK_SECONDS", DEFAULT_ENQUIRE_LINK_SECONDS)),
+            bind=str(options.get("BIND", DEFAULT_BIND)),
         )
 
 
 class SmppSession:
-    """One bound transceiver session over smpplib's client.
+    """One bound session over smpplib's client (transmitter or transceiver).
 
     Besides the answers it waits for, it takes what the SMSC sends on its
     own: ``enquire_link`` (answered at once), ``unbind`` (answered, then the
@@ -266,9 +281,8 @@ class SmppSession:
             # PDUs are small and each waits for its answer (the parts of a
             # window are separate writes): Nagle's delay would hold them.
             client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # noqa: SLF001 - smpplib's socket
-            client.bind_transceiver(
-                system_id=settings.system_id, password=settings.password, system_type=settings.system_type
-            )
+            bind = client.bind_transceiver if settings.bind == TRANSCEIVER else client.bind_transmitter
+            bind(system_id=settings.system_id, password=settings.password, system_type=settings.system_type)
         except exceptions.PDUError as exc:
             _client_drop(client)
             status = int(exc.args[1]) if len(exc.args) > 1 else consts.SMPP_ESME_RBINDFAIL
@@ -427,6 +441,12 @@ def _sessions_end_all(sessions: set[SmppSession], lock: threading.Lock) -> None:
         session.close()
 
 
+def _bind_check(options: Mapping[str, Any]) -> list[str]:
+    if options.get("BIND", DEFAULT_BIND) in {TRANSMITTER, TRANSCEIVER}:
+        return []
+    return [f"OPTIONS['BIND'] must be {TRANSMITTER!r} or {TRANSCEIVER!r}"]
+
+
 def _seconds_check(options: Mapping[str, Any], key: str, *, default: float) -> list[str]:
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -470,6 +490,7 @@ class SmppSmsAdapter(ChannelAdapter):
         system_type = options.get("SYSTEM_TYPE", "")
         if not isinstance(system_type, str) or len(system_type) > MAX_SYSTEM_TYPE or not system_type.isascii():
             problems.append(f"OPTIONS['SYSTEM_TYPE'] must be ASCII text of at most {MAX_SYSTEM_TYPE} characters")
+        problems += _bind_check(options)
         problems += _seconds_check(options, "TIMEOUT", default=DEFAULT_TIMEOUT)
         problems += _seconds_check(options, "ENQUIRE_LINK_SECONDS", default=DEFAULT_ENQUIRE_LINK_SECONDS)
         window = options.get("WINDOW", DEFAULT_WINDOW)
