@@ -21,6 +21,7 @@ from cakra.api.body import json_content_type_check, strict_json_loads
 from cakra.api.endpoints import fallback_router, router, unknown_path
 from cakra.api.errors import NOT_FOUND_MESSAGE, error_body, install_error_handlers, method_not_allowed_response
 from cakra.api.receipts import router as receipts_router
+from cakra.api.sms_callbacks import router as sms_callbacks_router
 from cakra.api.whatsapp import router as whatsapp_router
 
 
@@ -53,6 +54,7 @@ install_error_handlers(api)
 api.add_router("/", router)
 api.add_router("/", receipts_router)
 api.add_router("/", whatsapp_router)
+api.add_router("/", sms_callbacks_router)
 api.add_router("/", fallback_router)  # last: catches every other path
 
 

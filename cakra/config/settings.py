@@ -565,6 +565,37 @@ CAKRA_API_KEY_LIMITS: dict[str, object] = {
 # validates all of it (ids cakra.E101-E112, cakra/delivery/checks.py).
 from cakra.delivery.channels.provider_settings import providers_from_environment  # noqa: E402
 
+# --- HTTP SMS gateway (Twilio style): status callbacks and the simulator (sms-http slice:
+# cakra.delivery.channels.sms_http, cakra.api.sms_callbacks, cakra.simulators.smsgateway) ---
+# The gateway signs its status callbacks with the account's auth token, the
+# one the adapter authenticates with: one secret, in CAKRA_SMS_HTTP_AUTH_TOKEN
+# (the provider entry reads it with "AUTH_TOKEN_ENV"). In development it is
+# derived from SECRET_KEY, so the web process and the simulator agree.
+_SMS_HTTP_AUTH_TOKEN = _receipt_secret("CAKRA_SMS_HTTP_AUTH_TOKEN", "sms-http")
+# POST /api/v1/receipts/sms/<name>. URL is the callback's public address exactly
+# as the gateway calls it (the adapter's STATUS_CALLBACK_URL): the signature
+# covers it, and it is checked against this configured value, never against
+# the request's Host header (cakra/api/sms_callbacks.py says why).
+CAKRA_SMS_CALLBACKS: dict[str, dict[str, str]] = {}
+if _SMS_HTTP_AUTH_TOKEN:
+    CAKRA_SMS_CALLBACKS["sms-http"] = {
+        "PROVIDER": "sms-http",
+        "AUTH_TOKEN": _SMS_HTTP_AUTH_TOKEN,
+        "URL": os.environ.get("CAKRA_SMS_HTTP_CALLBACK_URL", f"{CAKRA_PORTAL_BASE_URL}/api/v1/receipts/sms/sms-http"),
+    }
+CAKRA_SMS_GATEWAY_SIM = {
+    "HTTP_PORT": int(os.environ.get("CAKRA_SMS_GATEWAY_SIM_PORT", "8027")),
+    "ACCOUNT_SID": os.environ.get("CAKRA_SMS_GATEWAY_SIM_ACCOUNT_SID", "AC" + "c4a7" * 8),
+    "AUTH_TOKEN": _SMS_HTTP_AUTH_TOKEN,
+    "LATENCY_MS": float(os.environ.get("CAKRA_SMS_GATEWAY_SIM_LATENCY_MS", "0")),
+    "FAILURE_RATE": float(os.environ.get("CAKRA_SMS_GATEWAY_SIM_FAILURE_RATE", "0")),
+    "SEED": int(os.environ["CAKRA_SMS_GATEWAY_SIM_SEED"]) if os.environ.get("CAKRA_SMS_GATEWAY_SIM_SEED") else None,
+    "CALLBACK_DELAY_MS": float(os.environ.get("CAKRA_SMS_GATEWAY_SIM_CALLBACK_DELAY_MS", "200")),
+    # The account's limit (429, code 20429); 0 turns it off.
+    "RATE_PER_SECOND": float(os.environ.get("CAKRA_SMS_GATEWAY_SIM_RATE_PER_SECOND", "1000")),
+    "BURST": int(os.environ.get("CAKRA_SMS_GATEWAY_SIM_BURST", "1000")),
+}
+
 # Outside production the phone channels' providers are the simulators
 # (`make run` starts them); a deployment adds its real ones with
 # CAKRA_PROVIDERS_JSON, secrets by variable name (docs/providers.md).
@@ -587,6 +618,23 @@ _PHONE_PROVIDER_DEFAULTS: dict[str, dict[str, object]] = (
                 "API_VERSION": os.environ.get("CAKRA_WHATSAPP_API_VERSION", "v21.0"),
                 # The simulator checks it; derived from SECRET_KEY as its own copy is.
                 "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_ACCESS_TOKEN", "whatsapp-sim-token"),
+                "TIMEOUT": 10,
+            },
+        },
+        "sms-http": {
+            "CHANNEL": "sms",
+            "BACKEND": "cakra.delivery.channels.sms_http.HttpSmsAdapter",
+            "PRIORITY": 20,  # after SMPP: the operator's own link first, the gateway as failover
+            "SENDER_IDENTITY": "sms-http:main",
+            "RATE_PER_SECOND": 200,
+            "BURST": 200,
+            "OPTIONS": {
+                "BASE_URL": os.environ.get(
+                    "CAKRA_SMS_HTTP_BASE_URL", f"http://127.0.0.1:{CAKRA_SMS_GATEWAY_SIM['HTTP_PORT']}"
+                ),
+                "ACCOUNT_SID": os.environ.get("CAKRA_SMS_HTTP_ACCOUNT_SID", CAKRA_SMS_GATEWAY_SIM["ACCOUNT_SID"]),
+                "AUTH_TOKEN": _SMS_HTTP_AUTH_TOKEN,
+                "STATUS_CALLBACK_URL": CAKRA_SMS_CALLBACKS.get("sms-http", {}).get("URL", ""),
                 "TIMEOUT": 10,
             },
         },

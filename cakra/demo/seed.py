@@ -218,6 +218,8 @@ def demo_summary(credentials: DemoCredentials) -> str:
         f"  Back office      {base}/backoffice/",
         f"  API              {base}/api/v1/  (schema: {base}/api/v1/openapi.json)",
         f"  Mail sink        {sink}",
+        f"  WhatsApp phones  http://127.0.0.1:{settings.CAKRA_WHATSAPP_SIM['HTTP_PORT']}/",
+        "  (owners on +62 819 993… are not on WhatsApp: their notices fall back to SMS)",
         "",
         "  Officers (password, then a TOTP code from an authenticator app with the secret,",
         "  or from: .venv/bin/cakra demo --totp USERNAME)",

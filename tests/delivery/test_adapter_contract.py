@@ -39,6 +39,7 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.locmem import LocmemEmailAdapter
+from cakra.delivery.channels.sms_http import HttpSmsAdapter
 from cakra.delivery.channels.whatsapp import WhatsAppCloudAdapter
 from cakra.delivery.message_templates import message_templates_sync
 from cakra.delivery.models import Channel, Delivery, DeliveryAttempt
@@ -48,6 +49,7 @@ from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliver
 from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
 from cakra.simulators.magic import Magic, magic_number
+from cakra.simulators.smsgateway import SmsGateway
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
 from tests.delivery.whatsapp_fake import PHONE_NUMBER_ID, TOKEN, FakeCloudApi
@@ -100,6 +102,16 @@ def _cloud_api(_tmp_path) -> Iterator[Simulator]:
     # numbers answer 131026 (permanent), 130429 (throttled), 131000 (temporary).
     with FakeCloudApi() as fake:
         yield Simulator(host="127.0.0.1", port=fake.port, received=fake.received)
+
+
+_SMS_GATEWAY_ACCOUNT = "AC" + "0123456789abcdef" * 2
+_SMS_GATEWAY_TOKEN = "contract-auth-token-0123456789abcdef"
+
+
+@contextmanager
+def _sms_gateway(tmp_path) -> Iterator[Simulator]:
+    with SmsGateway(account_sid=_SMS_GATEWAY_ACCOUNT, auth_token=_SMS_GATEWAY_TOKEN) as gateway:
+        yield Simulator(host="127.0.0.1", port=gateway.port, received=gateway.received)
 
 
 _LOCMEM_ANSWERS = {
@@ -159,6 +171,29 @@ CONTRACTS = [
             "plain http to another host": {"BASE_URL": "http://graph.facebook.com"},
             "api version not a version": {"API_VERSION": "latest"},
             "token that could inject a header": {"ACCESS_TOKEN": "s3cret-value\r\nX-Evil: 1"},
+            "negative timeout": {"TIMEOUT": -1},
+        },
+    ),
+    Contract(
+        adapter=HttpSmsAdapter,
+        simulator=_sms_gateway,
+        options=lambda host, port, timeout: {
+            "BASE_URL": f"http://{host}:{port}",
+            "ACCOUNT_SID": _SMS_GATEWAY_ACCOUNT,
+            "AUTH_TOKEN": _SMS_GATEWAY_TOKEN,
+            "TIMEOUT": timeout,
+        },
+        sender=SenderIdentity(address="ETLE-PMJ"),
+        accepted=magic_number(Magic.DELIVERED, 42),
+        refused=magic_number(Magic.PERMANENT, 42),
+        throttled=magic_number(Magic.THROTTLED, 42),
+        deferred=magic_number(Magic.TEMPORARY, 42),
+        broken_options={
+            "base url not a url": {"BASE_URL": "127.0.0.1:8027"},
+            "base url with credentials": {"BASE_URL": "http://user:s3cret-value@127.0.0.1:8027"},
+            "account sid in a path": {"ACCOUNT_SID": "AC/../../x"},
+            "empty auth token": {"AUTH_TOKEN": ""},
+            "callback url not http": {"STATUS_CALLBACK_URL": "ftp://example.go.id/cb"},
             "negative timeout": {"TIMEOUT": -1},
         },
     ),

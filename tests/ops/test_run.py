@@ -24,7 +24,7 @@ def test_every_queue_a_task_is_sent_to_has_a_consumer():
 
 def test_run_starts_web_worker_scheduler_and_the_sink():
     commands = process_commands(port=8123, host="127.0.0.1")
-    assert set(commands) == {"web", "worker", "scheduler", "sink"}
+    assert set(commands) == {"web", "worker", "scheduler", "sink", "whatsapp"}
     assert "127.0.0.1:8123" in commands["web"]
     assert WORKER_QUEUES in commands["worker"]
 

@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from cakra.demo.seed import DemoCredentials, demo_summary
 from cakra.ops.processes import process_groups_stop
 
-WORKER_QUEUES = "email,evidence,celery"
+WORKER_QUEUES = "whatsapp,sms,email,evidence,celery"
 STOP_GRACE_SECONDS = 20
 
 
@@ -56,6 +56,7 @@ def process_commands(*, port: int, host: str) -> dict[str, list[str]]:
         "worker": [*celery, "worker", "--queues", WORKER_QUEUES, "--concurrency", "2", "--loglevel", "INFO"],
         "scheduler": [*celery, "beat", "--loglevel", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
         "sink": [python, "-m", "cakra.cli", "sink"],
+        "whatsapp": [python, "-m", "cakra.cli", "whatsapp-sim"],
     }
 
 
