@@ -596,6 +596,30 @@ CAKRA_SMS_GATEWAY_SIM = {
     "BURST": int(os.environ.get("CAKRA_SMS_GATEWAY_SIM_BURST", "1000")),
 }
 
+# --- SMSC simulator (cakra smsc-sim: cakra.simulators.smsc) -------------------
+# SMPP v3.4 on 127.0.0.1:SMPP_PORT, phone pages on HTTP_PORT. The bind
+# password is derived from SECRET_KEY outside production (SMPP allows 8
+# characters); an SMPP provider pointed at the simulator uses SYSTEM_ID and
+# this PASSWORD. SENDER_IDS empty: any sender ID is accepted.
+_SMSC_SIM_PASSWORD = os.environ.get("CAKRA_SMSC_SIM_PASSWORD") or (
+    "" if PRODUCTION else hmac.new(SECRET_KEY.encode(), b"cakra.smsc-sim:password", hashlib.sha256).hexdigest()[:8]
+)
+CAKRA_SMSC_SIM = {
+    "SMPP_PORT": int(os.environ.get("CAKRA_SMSC_SIM_PORT", "2775")),
+    "HTTP_PORT": int(os.environ.get("CAKRA_SMSC_SIM_HTTP_PORT", "8026")),
+    "SYSTEM_ID": os.environ.get("CAKRA_SMSC_SIM_SYSTEM_ID", "cakra"),
+    "PASSWORD": _SMSC_SIM_PASSWORD,
+    "SENDER_IDS": _env_list("CAKRA_SMSC_SIM_SENDER_IDS", ""),
+    "LATENCY_MS": float(os.environ.get("CAKRA_SMSC_SIM_LATENCY_MS", "0")),
+    "FAILURE_RATE": float(os.environ.get("CAKRA_SMSC_SIM_FAILURE_RATE", "0")),
+    "SEED": int(os.environ["CAKRA_SMSC_SIM_SEED"]) if os.environ.get("CAKRA_SMSC_SIM_SEED") else None,
+    "RECEIPT_DELAY_MS": float(os.environ.get("CAKRA_SMSC_SIM_RECEIPT_DELAY_MS", "200")),
+    # submit_sm per second and connection before ESME_RTHROTTLED; 0: unlimited.
+    "THROUGHPUT_PER_SECOND": int(os.environ.get("CAKRA_SMSC_SIM_THROUGHPUT_PER_SECOND", "1000")),
+    # Send a receipt before its submit_sm_resp (the race a fast SMSC creates).
+    "RECEIPT_BEFORE_RESPONSE": _env_bool("CAKRA_SMSC_SIM_RECEIPT_BEFORE_RESPONSE", default=False),
+}
+
 # Outside production the phone channels' providers are the simulators
 # (`make run` starts them); a deployment adds its real ones with
 # CAKRA_PROVIDERS_JSON, secrets by variable name (docs/providers.md).
@@ -619,6 +643,23 @@ _PHONE_PROVIDER_DEFAULTS: dict[str, dict[str, object]] = (
                 # The simulator checks it; derived from SECRET_KEY as its own copy is.
                 "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_ACCESS_TOKEN", "whatsapp-sim-token"),
                 "TIMEOUT": 10,
+            },
+        },
+        "smpp": {
+            "CHANNEL": "sms",
+            "BACKEND": "cakra.delivery.channels.smpp.SmppSmsAdapter",
+            "PRIORITY": 10,
+            "SENDER_IDENTITY": "smpp:cakra",
+            "RATE_PER_SECOND": 500,
+            "BURST": 500,
+            "OPTIONS": {
+                "HOST": os.environ.get("CAKRA_SMPP_HOST", "127.0.0.1"),
+                "PORT": int(os.environ.get("CAKRA_SMPP_PORT", str(CAKRA_SMSC_SIM["SMPP_PORT"]))),
+                "SYSTEM_ID": os.environ.get("CAKRA_SMPP_SYSTEM_ID", str(CAKRA_SMSC_SIM["SYSTEM_ID"])),
+                "PASSWORD": str(CAKRA_SMSC_SIM["PASSWORD"]),
+                "TIMEOUT": 10,
+                "WINDOW": 10,
+                "ENQUIRE_LINK_SECONDS": 30,
             },
         },
         "sms-http": {

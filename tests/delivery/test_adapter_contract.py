@@ -39,6 +39,7 @@ from cakra.delivery.channels.base import (
 )
 from cakra.delivery.channels.email import SmtpEmailAdapter
 from cakra.delivery.channels.locmem import LocmemEmailAdapter
+from cakra.delivery.channels.smpp import SmppSmsAdapter
 from cakra.delivery.channels.sms_http import HttpSmsAdapter
 from cakra.delivery.channels.whatsapp import WhatsAppCloudAdapter
 from cakra.delivery.message_templates import message_templates_sync
@@ -49,6 +50,7 @@ from cakra.delivery.sending import deliveries_attempt, deliveries_claim, deliver
 from cakra.delivery.sweeper import deliveries_sweep_stuck
 from cakra.registry.models import ContactPoint
 from cakra.simulators.magic import Magic, magic_number
+from cakra.simulators.smsc import SmscBehaviour, SmscSimulator
 from cakra.simulators.smsgateway import SmsGateway
 from cakra.simulators.smtp import MailSink
 from tests.delivery.helpers import send_one
@@ -102,6 +104,18 @@ def _cloud_api(_tmp_path) -> Iterator[Simulator]:
     # numbers answer 131026 (permanent), 130429 (throttled), 131000 (temporary).
     with FakeCloudApi() as fake:
         yield Simulator(host="127.0.0.1", port=fake.port, received=fake.received)
+
+
+_SMSC_SYSTEM_ID, _SMSC_PASSWORD = "cakra", "pw-12345"
+
+
+@contextmanager
+def _smsc(_tmp_path) -> Iterator[Simulator]:
+    # Receipts far in the future: the adapter-level tests run without a
+    # database, and receipts arriving on the session would be recorded.
+    behaviour = SmscBehaviour(system_id=_SMSC_SYSTEM_ID, password=_SMSC_PASSWORD, receipt_delay=3600)
+    with SmscSimulator(behaviour=behaviour, http_port=None) as smsc:
+        yield Simulator(host="127.0.0.1", port=smsc.smpp_port, received=smsc.store.count)
 
 
 _SMS_GATEWAY_ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -172,6 +186,30 @@ CONTRACTS = [
             "api version not a version": {"API_VERSION": "latest"},
             "token that could inject a header": {"ACCESS_TOKEN": "s3cret-value\r\nX-Evil: 1"},
             "negative timeout": {"TIMEOUT": -1},
+        },
+    ),
+    Contract(
+        adapter=SmppSmsAdapter,
+        simulator=_smsc,
+        options=lambda host, port, timeout: {
+            "HOST": host,
+            "PORT": port,
+            "SYSTEM_ID": _SMSC_SYSTEM_ID,
+            "PASSWORD": _SMSC_PASSWORD,
+            "TIMEOUT": timeout,
+        },
+        sender=SenderIdentity(address="ETLE-PMJ"),
+        accepted=magic_number(Magic.DELIVERED),
+        refused=magic_number(Magic.PERMANENT),
+        throttled=magic_number(Magic.THROTTLED),
+        deferred=magic_number(Magic.TEMPORARY),
+        broken_options={
+            "no host": {"HOST": None},
+            "port not a number": {"PORT": "smpp"},
+            "password longer than SMPP allows": {"PASSWORD": "s3cret-value"},
+            "system id empty": {"SYSTEM_ID": ""},
+            "negative timeout": {"TIMEOUT": -1},
+            "window of nothing": {"WINDOW": 0},
         },
     ),
     Contract(
