@@ -13,9 +13,10 @@ from django.conf import settings
 
 from cakra.ops.bench.channels.base import BenchChannel
 from cakra.ops.bench.channels.email import EmailChannel
+from cakra.ops.bench.channels.sms import SmsChannel
 from cakra.ops.bench.channels.whatsapp import WhatsAppChannel
 
-BENCH_CHANNELS: tuple[BenchChannel, ...] = (WhatsAppChannel(), EmailChannel())
+BENCH_CHANNELS: tuple[BenchChannel, ...] = (WhatsAppChannel(), SmsChannel(), EmailChannel())
 
 
 def bench_channels(names: Sequence[str] = ()) -> list[BenchChannel]:
