@@ -27,6 +27,13 @@ from cakra.ops.bench.channels import bench_channels
 from cakra.ops.bench.channels.base import ChannelRun, RunPlace
 from cakra.ops.bench.channels.email import EmailChannel
 from cakra.ops.bench.channels.phone import fallbacks_expected, owner_behaviour, owner_mobile
+from cakra.ops.bench.channels.sms import (
+    SmsBareClient,
+    SmsRun,
+    received_by_delivery,
+    received_by_recipient,
+)
+from cakra.ops.bench.channels.sms import simulator_received as sms_simulator_received
 from cakra.ops.bench.channels.whatsapp import (
     CEILING_PARAMETERS,
     PHONE_NUMBER_ID,
@@ -40,7 +47,8 @@ from cakra.ops.bench.measurement import fallbacks_audited, fallbacks_by_status, 
 from cakra.ops.bench.seeding import registry_seed
 from cakra.ops.bench.supervision import simulators_env
 from cakra.registry.models import ContactPoint
-from cakra.simulators.magic import Magic
+from cakra.simulators.magic import Magic, magic_number
+from cakra.simulators.smsc import SmscBehaviour, SmscSimulator
 from cakra.simulators.whatsapp import WhatsAppSimulator
 from cakra.simulators.whatsapp.simulator import business_numbers_parse
 from tests.delivery.helpers import send
@@ -214,6 +222,44 @@ def test_the_bench_has_a_plug_in_for_whatsapp(settings):
     settings.CAKRA_ENABLED_CHANNELS = ["whatsapp", "email"]
     assert [channel.name for channel in bench_channels()] == ["whatsapp", "email"]
     assert [channel.name for channel in bench_channels(["email"])] == ["email"]
+
+
+# --- the SMS plug-in against the SMSC simulator ----------------------------------------------------
+def test_sms_copies_are_counted_per_delivery_through_its_recipient_and_the_ceilings_left_out(settings):
+    options = settings.CAKRA_PROVIDERS["smpp"]["OPTIONS"]
+    behaviour = SmscBehaviour(system_id=options["SYSTEM_ID"], password=options["PASSWORD"], receipt_delay=0.0)
+    once, twice = str(uuid.uuid4()), str(uuid.uuid4())
+    # Numbers that get no receipt: nothing comes back for the adapter to record.
+    first, second = (magic_number(Magic.NO_RECEIPT, 900_000 + n) for n in (1, 2))
+    with SmscSimulator(behaviour=behaviour) as smsc:
+        client = SmsBareClient(smsc.smpp_port)  # binds and sends its warm-up message
+        client.send(1)
+        for delivery_id, recipient in [(once, first), (twice, second), (twice, second)]:
+            message = OutboundMessage(
+                reference=delivery_id, recipient=recipient, sender=SenderIdentity(address="ETLE-BENCH"), text="Tilang"
+            )
+            [result] = client.adapter.send_many([message])
+            assert result.error is None
+        client.adapter.close()
+        by_recipient = sms_simulator_received(smsc.http_port)
+
+    deliveries = {first.removeprefix("+"): once, second.removeprefix("+"): twice}
+    assert received_by_delivery(by_recipient, deliveries=deliveries) == {once: 1, twice: 2}
+    assert sum(by_recipient.values()) == 5  # the ceiling's two, counted by the simulator, not by the bench
+
+
+@pytest.mark.parametrize("payload", [[], {"6281200000000": 1}, {"a:b": "1"}, {"a:b": True}])
+def test_a_malformed_sms_count_is_refused(payload):
+    with pytest.raises(TypeError):
+        received_by_recipient(payload)
+
+
+def test_the_sms_run_sends_every_sms_over_smpp_with_the_listener_running():
+    run = SmsRun(smpp_port=42001, http_port=42002, notices=10, plan=MIXED)
+    providers = json.loads(run.env["CAKRA_PROVIDERS_JSON"])
+    assert providers == {"smpp": {"RATE_PER_SECOND": 1000, "BURST": 1000}, "sms-http": None}
+    assert (run.env["CAKRA_SMPP_PORT"], run.env["CAKRA_SMSC_SIM_PORT"]) == ("42001", "42001")
+    assert run.processes["smpp-receipts"][-3:] == ["smpp-receipts", "--provider", "smpp"]
 
 
 # --- the mixed plan's accounting on a few rows ---------------------------------------------------
