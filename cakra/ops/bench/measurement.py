@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 
 from cakra.audit.models import AuditEvent
-from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.delivery.models import Delivery, DeliveryAttempt, DeliveryReceipt
 from cakra.enforcement.models import Notice, Region
 from cakra.ops.bench.config import FINAL_STATUSES
 
@@ -48,16 +48,24 @@ def final_count(*, region: Region, since: datetime, final: Q, expected: int) -> 
 
 
 def latencies_ms(notices: QuerySet[Notice], *, confirms: Mapping[str, bool]) -> list[float]:
-    """Notice issued → delivery confirmed (``delivered_at`` where the simulator
-    reports receipts, else ``sent_at``), for every delivery that got there."""
-    rows = Delivery.objects.filter(notice__in=notices).values_list(
-        "channel", "notice__issued_at", "delivered_at", "sent_at"
+    """Notice issued → delivery confirmed, for every delivery that got there:
+    when the system recorded its first delivered or read receipt where the
+    simulator reports receipts (the provider's own time can be coarser than
+    the latency: WhatsApp's timestamps are whole seconds), else ``sent_at``."""
+    confirmed = Min(
+        "receipts__received_at",
+        filter=Q(receipts__event__in=[DeliveryReceipt.Event.DELIVERED, DeliveryReceipt.Event.READ]),
+    )
+    rows = (
+        Delivery.objects.filter(notice__in=notices)
+        .annotate(confirmed=confirmed)
+        .values_list("channel", "notice__issued_at", "confirmed", "sent_at")
     )
     latencies = []
-    for channel, issued, delivered, sent in rows:
-        confirmed = delivered if confirms.get(channel, False) else sent
-        if confirmed is not None:
-            latencies.append((confirmed - issued).total_seconds() * 1000)
+    for channel, issued, received, sent in rows:
+        at = received if confirms.get(channel, False) else sent
+        if at is not None:
+            latencies.append((at - issued).total_seconds() * 1000)
     return latencies
 
 
