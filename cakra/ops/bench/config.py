@@ -25,6 +25,9 @@ class BenchConfig:
     ceiling_messages: int = 8000
     timeout_seconds: float = 0.0  # 0: derived from the size
     keep: bool = False
+    # The channels of the run's plan, in order; empty: the enabled ones
+    # (CAKRA_ENABLED_CHANNELS). ``cakra bench --channel`` names one.
+    channels: tuple[str, ...] = ()
     # Fixed ports by name ("web", or a channel simulator's, e.g. "smtp");
     # any port not named here is a free one picked at start.
     ports: Mapping[str, int] = field(default_factory=dict)

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 
-from cakra.delivery.models import Delivery, DeliveryAttempt
+from cakra.audit.models import AuditEvent
+from cakra.delivery.models import Delivery, DeliveryAttempt, DeliveryReceipt
 from cakra.enforcement.models import Notice, Region
 from cakra.ops.bench.config import FINAL_STATUSES
 
 SUCCEEDED_STATUSES = (Delivery.Status.SENT, Delivery.Status.DELIVERED, Delivery.Status.READ)
 
 
-def final_filter(*, confirms: Mapping[str, bool]) -> Q:
-    """Deliveries that are done: confirmed (or failed for good), or only sent
-    on a channel whose simulator reports no receipts (``confirms`` by channel)."""
+def final_filter(*, confirms: Mapping[str, bool], last_step: int = 1) -> Q:
+    """Deliveries that settle their notice: confirmed, or only sent on a
+    channel whose simulator reports no receipts (``confirms`` by channel),
+    or failed for good at the plan's ``last_step`` (an earlier step that
+    fails hands the notice on to the next one). One per notice."""
     unconfirmed = sorted(channel for channel, confirming in confirms.items() if not confirming)
+    succeeded = [status for status in FINAL_STATUSES if status != Delivery.Status.FAILED_PERMANENT]
+    failed = Q(status=Delivery.Status.FAILED_PERMANENT, step__gte=last_step)
     if not unconfirmed:
-        return Q(status__in=list(FINAL_STATUSES))
+        return Q(status__in=succeeded) | failed
     if len(unconfirmed) == len(confirms):
-        return Q(status__in=[*FINAL_STATUSES, Delivery.Status.SENT])
-    return Q(status__in=list(FINAL_STATUSES)) | Q(status=Delivery.Status.SENT, channel__in=unconfirmed)
+        return Q(status__in=[*succeeded, Delivery.Status.SENT]) | failed
+    return Q(status__in=succeeded) | Q(status=Delivery.Status.SENT, channel__in=unconfirmed) | failed
 
 
 def final_count(*, region: Region, since: datetime, final: Q, expected: int) -> int:
@@ -42,16 +48,24 @@ def final_count(*, region: Region, since: datetime, final: Q, expected: int) -> 
 
 
 def latencies_ms(notices: QuerySet[Notice], *, confirms: Mapping[str, bool]) -> list[float]:
-    """Notice issued → delivery confirmed (``delivered_at`` where the simulator
-    reports receipts, else ``sent_at``), for every delivery that got there."""
-    rows = Delivery.objects.filter(notice__in=notices).values_list(
-        "channel", "notice__issued_at", "delivered_at", "sent_at"
+    """Notice issued → delivery confirmed, for every delivery that got there:
+    when the system recorded its first delivered or read receipt where the
+    simulator reports receipts (the provider's own time can be coarser than
+    the latency: WhatsApp's timestamps are whole seconds), else ``sent_at``."""
+    confirmed = Min(
+        "receipts__received_at",
+        filter=Q(receipts__event__in=[DeliveryReceipt.Event.DELIVERED, DeliveryReceipt.Event.READ]),
+    )
+    rows = (
+        Delivery.objects.filter(notice__in=notices)
+        .annotate(confirmed=confirmed)
+        .values_list("channel", "notice__issued_at", "confirmed", "sent_at")
     )
     latencies = []
-    for channel, issued, delivered, sent in rows:
-        confirmed = delivered if confirms.get(channel, False) else sent
-        if confirmed is not None:
-            latencies.append((confirmed - issued).total_seconds() * 1000)
+    for channel, issued, received, sent in rows:
+        at = received if confirms.get(channel, False) else sent
+        if at is not None:
+            latencies.append((at - issued).total_seconds() * 1000)
     return latencies
 
 
@@ -111,3 +125,55 @@ def deliveries_tally(
         duplicates=copies_beyond_first(received),
         duplicated=sum(1 for copies in received.values() if copies > 1),
     )
+
+
+FALLBACK_ACTION = "delivery.fallback"
+PLAN_EXHAUSTED_ACTION = "delivery.plan_exhausted"
+
+
+def fallback_key(before: str, after: str) -> str:
+    return f"{before}>{after}"
+
+
+def messages_by_channel(notices: QuerySet[Notice]) -> Counter[str]:
+    """Messages each channel handed to its provider: deliveries with a hand-over
+    recorded, whatever their receipts said afterwards."""
+    rows = (
+        Delivery.objects.filter(notice__in=notices, sent_at__isnull=False)
+        .values_list("channel")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return Counter(dict(rows))
+
+
+def fallbacks_audited(*, region_code: str, since: datetime) -> Counter[str]:
+    """Fallback steps taken (``"whatsapp>sms"``...) by the ``delivery.fallback``
+    audit events, and the plans that ran out (``"exhausted"``)."""
+    events = AuditEvent.objects.filter(
+        action__in=[FALLBACK_ACTION, PLAN_EXHAUSTED_ACTION], region_code=region_code, created_at__gte=since
+    ).values_list("action", "data")
+    counted: Counter[str] = Counter()
+    for action, data in events:
+        if action == PLAN_EXHAUSTED_ACTION:
+            counted["exhausted"] += 1
+        else:
+            counted[fallback_key(str(data.get("from_channel")), str(data.get("to_channel")))] += 1
+    return counted
+
+
+def fallbacks_by_status(notices: QuerySet[Notice], *, plan: Sequence[str]) -> Counter[str]:
+    """Fallback steps taken, by the deliveries' statuses: each later step
+    that left ``planned`` was reached by a fallback from the step before."""
+    rows = (
+        Delivery.objects.filter(notice__in=notices, step__gt=1)
+        .exclude(status=Delivery.Status.PLANNED)
+        .values_list("step")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counted: Counter[str] = Counter()
+    for step, n in rows:
+        if 1 < step <= len(plan):
+            counted[fallback_key(plan[step - 2], plan[step - 1])] += n
+    return counted

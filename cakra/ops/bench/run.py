@@ -35,17 +35,20 @@ from cakra.delivery.models import Delivery
 from cakra.enforcement.models import Notice, Region
 from cakra.ops.bench.channels import bench_channels
 from cakra.ops.bench.channels.base import BenchChannel, ChannelRun, RunPlace
+from cakra.ops.bench.channels.phone import fallbacks_expected
 from cakra.ops.bench.config import REGION_CODE, BenchConfig
 from cakra.ops.bench.driver import intake_run
 from cakra.ops.bench.faults import FaultInjector, FaultPlan, FaultReport, fault_schedule
 from cakra.ops.bench.measurement import (
-    copies_beyond_first,
     deliveries_sent_twice,
     deliveries_succeeded,
     deliveries_tally,
+    fallbacks_audited,
+    fallbacks_by_status,
     final_count,
     final_filter,
     latencies_ms,
+    messages_by_channel,
     percentile,
 )
 from cakra.ops.bench.photos import photo_pool
@@ -65,6 +68,10 @@ PROGRESS_EVERY_SECONDS = 10
 FAULT_SERVER_ERROR_RETRIES = 30
 STRANDED_MARGIN_SECONDS = 5.0
 LEASE_EXPIRED_ACTION = "delivery.lease_expired"
+
+
+def _per_channel(plan: Sequence[str], rates: Sequence[float]) -> str:
+    return ", ".join(f"{name} {rate:.0f}" for name, rate in zip(plan, rates, strict=True))
 
 
 def _ceilings(runs: Sequence[ChannelRun], config: BenchConfig) -> list[float]:
@@ -142,6 +149,14 @@ class _Setup:
     def confirms(self) -> dict[str, bool]:
         return {channel.name: run.confirms for channel, run in zip(self.channels, self.runs, strict=True)}
 
+    @property
+    def plan(self) -> tuple[str, ...]:
+        return tuple(channel.name for channel in self.channels)
+
+    @property
+    def final(self) -> Q:
+        return final_filter(confirms=self.confirms, last_step=len(self.channels))
+
 
 @dataclass
 class _Driven:
@@ -156,6 +171,8 @@ class _Driven:
     ceilings_after: list[float] = field(default_factory=list)
     fault_report: FaultReport = field(default_factory=FaultReport)
     stranded: set[str] = field(default_factory=set)
+    # What each channel's simulator received, by delivery id (asked before they stop).
+    received: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 class _MemorySampler:
@@ -184,9 +201,10 @@ def _setup(config: BenchConfig, *, log: Callable[[str], None]) -> _Setup:
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(settings.DATA_DIR) / f"bench-{run_id}"
     workdir.mkdir(parents=True)
-    channels = bench_channels()
+    channels = bench_channels(config.channels)
+    plan = tuple(channel.name for channel in channels)
     broker = settings.CELERY_BROKER_URL.split(":", 1)[0]
-    log(f"bench {run_id}: {config.notices:,} notices on {connection.vendor} + {broker}")
+    log(f"bench {run_id}: {config.notices:,} notices on {connection.vendor} + {broker}, plan {' -> '.join(plan)}")
     pool = photo_pool()
     log(f"  evidence pool: {len(pool)} photos, mean {statistics.mean(len(p) for p in pool) / 1024:.0f} KB")
     disk_check(notices=config.notices, pool=pool, channels=channels)
@@ -199,6 +217,7 @@ def _setup(config: BenchConfig, *, log: Callable[[str], None]) -> _Setup:
         notices=config.notices,
         ceiling_messages=config.ceiling_messages,
         keep=config.keep,
+        plan=plan,
     )
     runs = [channel.run(place=place, ports=ports) for channel in channels]
     return _Setup(run_id=run_id, workdir=workdir, channels=channels, runs=runs, pool=pool, token=token, ports=ports)
@@ -214,6 +233,7 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None], faults: FaultP
     setup = _setup(config, log=log)
     group = processes_start(
         config=config,
+        channels=setup.plan,
         web_port=setup.ports["web"],
         workdir=setup.workdir,
         # The token is cakra_<prefix>_<secret> (cakra.api.services.apikey_create).
@@ -226,6 +246,9 @@ def bench_run(config: BenchConfig, *, log: Callable[[str], None], faults: FaultP
     sampler.start()
     try:
         driven = _drive(config, setup=setup, group=group, faults=faults, log=log)
+        driven.received = {
+            channel.name: run.received() for channel, run in zip(setup.channels, setup.runs, strict=True)
+        }
     finally:
         sampler.stop()
         group.stop()
@@ -252,7 +275,7 @@ def _drive(
     if faults is None:
         log("  measuring the loopback ceiling (bare client, no database, no queue)…")
         ceilings_before = _ceilings(setup.runs, config)
-        log(f"  loopback ceiling: {ceilings_before[0]:.0f} messages/s")
+        log(f"  loopback ceiling: {_per_channel(setup.plan, ceilings_before)} messages/s")
     region = Region.objects.get(code=REGION_CODE)
     cpu_before = {**group.cpu_seconds(), **servers_cpu_seconds(), "driver": proc_cpu_seconds(os.getpid())}
     started = time.monotonic()
@@ -278,7 +301,7 @@ def _drive(
         watch = _Watch(
             region=region,
             since=started_at,
-            final=final_filter(confirms=setup.confirms),
+            final=setup.final,
             expected=config.notices,
             stranded_after=_stranded_after(faults) if faults is not None else None,
         )
@@ -316,43 +339,68 @@ def _drive(
         # files is several times slower for minutes after a mass delete,
         # such as the previous run's clean-up), which would flatter the ratio.
         driven.ceilings_after = _ceilings(setup.runs, config)
-        log(f"  loopback ceiling after the run: {driven.ceilings_after[0]:.0f} messages/s")
+        log(f"  loopback ceiling after the run: {_per_channel(setup.plan, driven.ceilings_after)} messages/s")
     return driven
 
 
 def _collect(
     config: BenchConfig, *, setup: _Setup, driven: _Driven, sampler: _MemorySampler, faults: FaultPlan | None
 ) -> dict[str, Any]:
-    """The result line: the same keys for every run without faults."""
+    """The result line: the same keys for every run without faults.
+
+    ``messages_per_s`` counts every channel's messages (a notice that fell
+    back is two or three); ``notices_per_s`` the notices settled. ``lost``:
+    notices without a final outcome plus messages recorded as handed over
+    that no simulator received; ``duplicates``: copies a simulator received
+    beyond the first of a delivery (one notice on one channel), plus
+    deliveries with two successful attempts.
+    """
     confirms = setup.confirms
     region = Region.objects.get(code=REGION_CODE)
     notices = Notice.objects.filter(region=region, issued_at__gte=driven.started_at)
     latencies = latencies_ms(notices, confirms=confirms)
-    final = Delivery.objects.filter(notice__in=notices).filter(final_filter(confirms=confirms)).count()
+    final = Delivery.objects.filter(notice__in=notices).filter(setup.final).count()
     received: Counter[str] = Counter()
-    for run in setup.runs:
-        received.update(run.received())
+    for counts in driven.received.values():
+        received.update(counts)
     seconds = driven.seconds
+    messages = messages_by_channel(notices)
+    sent_twice = deliveries_sent_twice(notices)
+    tally = deliveries_tally(
+        expected=config.notices, final=final, succeeded=deliveries_succeeded(notices), received=received
+    )
     result: dict[str, Any] = {
         "notices": config.notices,
         "seconds": round(seconds, 1),
         "notices_per_s": round(final / seconds, 1) if seconds else 0.0,
-        "messages_per_s": round(final / seconds, 1) if seconds else 0.0,
+        "messages_per_s": round(messages.total() / seconds, 1) if seconds else 0.0,
         "p50_ms": round(percentile(latencies, 0.50)),
         "p99_ms": round(percentile(latencies, 0.99)),
-        "lost": config.notices - final,
-        "duplicates": copies_beyond_first(received) + deliveries_sent_twice(notices),
+        "lost": tally.lost,
+        "duplicates": tally.duplicates + sent_twice,
         "peak_rss_mb": round(sampler.peak_rss),
         "driver_peak_rss_mb": round(sampler.driver_peak),
         "db": connection.vendor,
         "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
     }
     if faults is None:
-        result |= _ceiling_result(setup=setup, driven=driven, messages=final)
+        result |= _ceiling_result(setup=setup, driven=driven, messages=messages)
     result |= {
+        "plan": list(setup.plan),
+        "channels": _channels_result(setup=setup, driven=driven, messages=messages, with_ceilings=faults is None),
+        "fallbacks": dict(fallbacks_audited(region_code=REGION_CODE, since=driven.started_at)),
+        "fallbacks_by_status": dict(fallbacks_by_status(notices, plan=setup.plan)),
+        "fallbacks_expected": dict(fallbacks_expected(config.notices, plan=setup.plan)),
+        "deliveries": {
+            "unfinished": tally.unfinished,
+            "unreceived": tally.unreceived,
+            "received_more_than_once": tally.duplicated,
+            "sent_twice_by_attempts": sent_twice,
+        },
         "confirmed_by": _confirmed_by(confirms),
         "intake": dict(driven.totals),
         "issued": notices.count(),
+        # Every simulator's messages of the run (the name is from when email was the only channel).
         "mail_received": sum(received.values()),
         "evidence_mean_kb": round(statistics.mean(len(p) for p in setup.pool) / 1024),
         # Where the time goes: CPU seconds per component during the measured run.
@@ -375,16 +423,21 @@ def _collect(
     return result
 
 
-def _ceiling_result(*, setup: _Setup, driven: _Driven, messages: int) -> dict[str, Any]:
-    """The first channel's ceiling and ratio (with one channel, email today, the
-    run's); every channel's ceilings apart when there are several."""
+def _ratio(messages: int, seconds: float, ceiling: float) -> float:
+    return round(messages / seconds / ceiling, 3) if seconds and ceiling else 0.0
+
+
+def _ceiling_result(*, setup: _Setup, driven: _Driven, messages: Counter[str]) -> dict[str, Any]:
+    """The first channel's ceiling and its own messages' ratio to it (with one
+    channel, the run's); every channel's ceilings apart when there are several
+    (and each channel's ratio in ``channels``)."""
     before, after = driven.ceilings_before, driven.ceilings_after
     ceiling = max(before[0], after[0])
     seconds = driven.seconds
     result: dict[str, Any] = {
         "loopback_ceiling_per_s": round(ceiling, 1),
         "loopback_ceilings_measured": [round(before[0], 1), round(after[0], 1)],
-        "ceiling_ratio": round(messages / seconds / ceiling, 3) if seconds and ceiling else 0.0,
+        "ceiling_ratio": _ratio(messages[setup.plan[0]], seconds, ceiling),
     }
     if len(setup.channels) > 1:
         result["loopback_ceilings_by_channel"] = {
@@ -392,6 +445,33 @@ def _ceiling_result(*, setup: _Setup, driven: _Driven, messages: int) -> dict[st
             for channel, first, second in zip(setup.channels, before, after, strict=True)
         }
     return result
+
+
+def _channels_result(
+    *, setup: _Setup, driven: _Driven, messages: Counter[str], with_ceilings: bool
+) -> dict[str, dict[str, Any]]:
+    """Per channel: its messages and their rate over the whole run, what its
+    simulator received, and (without faults) its own ceiling and the ratio.
+    In a run of several channels a fallback channel's rate is its share of
+    the plan's traffic, not its capacity (``cakra bench --channel`` measures that)."""
+    seconds = driven.seconds
+    channels: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(setup.plan):
+        sent = messages[name]
+        entry: dict[str, Any] = {
+            "messages": sent,
+            "messages_per_s": round(sent / seconds, 1) if seconds else 0.0,
+            "received": sum(driven.received.get(name, Counter()).values()),
+        }
+        if with_ceilings:
+            before, after = driven.ceilings_before[index], driven.ceilings_after[index]
+            entry |= {
+                "ceiling_per_s": round(max(before, after), 1),
+                "ceilings_measured": [round(before, 1), round(after, 1)],
+                "ceiling_ratio": _ratio(sent, seconds, max(before, after)),
+            }
+        channels[name] = entry
+    return channels
 
 
 def _confirmed_by(confirms: dict[str, bool]) -> str:

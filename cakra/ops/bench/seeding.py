@@ -1,5 +1,6 @@
 """Setup before the clock starts: room on disk, the bench region, its API key, and
-one registered vehicle per notice whose owner has a contact of every channel."""
+one registered vehicle per notice whose owner has a contact of every channel
+(one mobile number for the phone channels together)."""
 
 from __future__ import annotations
 
@@ -51,13 +52,14 @@ def disk_check(*, notices: int, pool: list[bytes], channels: Sequence[BenchChann
 
 
 def registry_seed(*, notices: int, channels: Sequence[BenchChannel], log: Callable[[str], None]) -> str:
-    """The bench region, a pre-validated key and one registered vehicle (its
-    owner with a contact of each channel) per notice; bulk inserts,
-    encryption included. Returns the key's token."""
+    """The bench region (its plan: ``channels`` in order), a pre-validated
+    key and one registered vehicle (its owner with a contact of each
+    channel) per notice; bulk inserts, encryption included. Returns the key's token."""
+    plan = tuple(channel.name for channel in channels)
     region_fields: dict[str, object] = {
         "name": "Bench region",
         "plate_prefixes": ["B"],
-        "channel_order": list(settings.CAKRA_ENABLED_CHANNELS),
+        "channel_order": list(plan),
         "letterhead": "BENCH",
         "signatory_name": "Bench",
         "signatory_title": "Bench",
@@ -65,6 +67,8 @@ def registry_seed(*, notices: int, channels: Sequence[BenchChannel], log: Callab
     for channel in channels:
         region_fields |= channel.region_fields()
     region, _ = Region.objects.update_or_create(code=REGION_CODE, defaults=region_fields)
+    for channel in channels:
+        channel.database_prepare()
     have = Vehicle.objects.filter(plate__startswith="B ").count()
     for start in range(have, notices, SEED_CHUNK):
         stop = min(notices, start + SEED_CHUNK)
@@ -73,15 +77,11 @@ def registry_seed(*, notices: int, channels: Sequence[BenchChannel], log: Callab
         contacts = []
         vehicles = []
         for i, owner in zip(range(start, stop), owners, strict=True):
-            for channel in channels:
-                value = channel.contact_value(i)
+            # Channels of one contact kind share the owner's contact (WhatsApp and SMS a number).
+            values = {(channel.contact_kind, channel.contact_value(i, plan=plan)) for channel in channels}
+            for kind, value in sorted(values):
                 contacts.append(
-                    ContactPoint(
-                        owner=owner,
-                        kind=channel.contact_kind,
-                        value=value,
-                        value_hash=contact_hash(kind=channel.contact_kind, value=value),
-                    )
+                    ContactPoint(owner=owner, kind=kind, value=value, value_hash=contact_hash(kind=kind, value=value))
                 )
             plate = plate_for_index(i)
             vehicles.append(

@@ -29,13 +29,16 @@ from cakra.ops.processes import process_groups_stop
 # their cost is measured, but with limits far above what the driver can send:
 # the bench measures throughput, not where a quota would cut in.
 BENCH_API_KEY_LIMITS = {"RATE_PER_SECOND": 1_000_000, "BURST": 1_000_000, "MAX_IN_FLIGHT": 10_000}
+PROVIDERS_VARIABLE = "CAKRA_PROVIDERS_JSON"
 
 
 class Simulator(Protocol):
     """A provider's simulator as a process of the system under test (a channel's run, channels/base.py)."""
 
     # Environment for every process of the system under test: the adapter's
-    # settings pointing at the simulator, and the simulator's own.
+    # settings pointing at the simulator, and the simulator's own. A
+    # ``CAKRA_PROVIDERS_JSON`` (changes to its providers' entries) is merged
+    # with the other simulators' by provider name.
     env: Mapping[str, str]
     # The simulator's processes by name, as argument lists run with ``env``.
     processes: Mapping[str, Sequence[str]]
@@ -162,9 +165,26 @@ def worker_ready() -> bool:
     return False
 
 
+def simulators_env(simulators: Sequence[Simulator], *, base: str = "") -> dict[str, str]:
+    """The simulators' environment together, their provider changes merged
+    (over ``base``, the caller's own ``CAKRA_PROVIDERS_JSON``) into one."""
+    env: dict[str, str] = {}
+    providers: dict[str, object] = json.loads(base) if base.strip() else {}
+    for simulator in simulators:
+        own = dict(simulator.env)
+        for name, entry in json.loads(own.pop(PROVIDERS_VARIABLE, "{}")).items():
+            current = providers.get(name)
+            providers[name] = {**current, **entry} if isinstance(current, dict) and isinstance(entry, dict) else entry
+        env.update(own)
+    if providers:
+        env[PROVIDERS_VARIABLE] = json.dumps(providers)
+    return env
+
+
 def processes_start(
     *,
     config: BenchConfig,
+    channels: Sequence[str],
     web_port: int,
     workdir: Path,
     api_key_prefix: str,
@@ -173,7 +193,10 @@ def processes_start(
     env_extra: Mapping[str, str] | None = None,
 ) -> ProcessGroup:
     """Start the simulators, the web server and the worker (and the scheduler,
-    when the run needs the sweeper); return once each of them takes work."""
+    when the run needs the sweeper); return once each of them takes work.
+
+    ``channels``: the run's plan; its processes enable those channels only.
+    """
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -184,9 +207,9 @@ def processes_start(
         "PORT": str(web_port),
         "CAKRA_LOG_LEVEL": "WARNING",
         "CAKRA_API_KEY_LIMITS_JSON": json.dumps({api_key_prefix: BENCH_API_KEY_LIMITS}),
+        "CAKRA_ENABLED_CHANNELS": ",".join(channels),
     }
-    for simulator in simulators:
-        env.update(simulator.env)
+    env.update(simulators_env(simulators, base=os.environ.get(PROVIDERS_VARIABLE, "")))
     env.update(env_extra or {})
     if not env["DATABASE_URL"]:
         env.pop("DATABASE_URL")
@@ -205,7 +228,7 @@ def processes_start(
         ],
         "worker": [
             *celery, "worker",
-            "--queues", ",".join(sorted({*settings.CAKRA_ENABLED_CHANNELS, "evidence", "celery"})),
+            "--queues", ",".join(sorted({*channels, "evidence", "celery"})),
             "--concurrency", str(config.worker_concurrency),
             "--prefetch-multiplier", "8",
             "--without-gossip", "--without-mingle",

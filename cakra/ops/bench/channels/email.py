@@ -155,11 +155,14 @@ class EmailChannel:
     port_names: tuple[str, ...] = ("smtp", "sink_http")
     stored_bytes_per_message: int = MAIL_BYTES_PER_NOTICE
 
-    def contact_value(self, index: int) -> str:
+    def contact_value(self, index: int, *, plan: tuple[str, ...]) -> str:
         return f"owner{index}@{RECIPIENT_DOMAIN}"
 
     def region_fields(self) -> dict[str, object]:
         return {"email_from_address": SENDER.address, "email_from_name": SENDER.display_name}
+
+    def database_prepare(self) -> None:
+        """Nothing: an email needs only the region's sender."""
 
     def run(self, *, place: RunPlace, ports: Mapping[str, int]) -> EmailRun:
         maildir = sink_maildir(place=place)

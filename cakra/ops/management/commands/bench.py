@@ -9,6 +9,12 @@ the evidence it wrote. Only what carries the bench's marker is ever removed
 (cakra.ops.bench.ownership). It refuses to run on a database that holds
 any other region's data.
 
+The plan is the enabled channels in order (WhatsApp, SMS, email by default
+outside production): every notice goes to WhatsApp first, and some owners'
+numbers make it fall back to SMS, then to email (cakra.ops.bench.channels.phone).
+``--channel whatsapp|sms|email`` sends every notice through that one
+channel alone, so its rate is measured against its ceiling at full load.
+
 ``--faults`` runs the pipeline with the scheduler and injects faults while
 it runs (cakra.ops.bench.faults): pool processes of the worker killed, the
 broker restarted once (``--no-faults-broker`` leaves it alone: the broker
@@ -32,6 +38,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from cakra.enforcement.models import Region
+from cakra.ops.bench.channels import BENCH_CHANNELS
 from cakra.ops.bench.config import REGION_CODE, BenchConfig
 from cakra.ops.bench.faults import FaultPlan
 from cakra.ops.bench.ownership import (
@@ -59,6 +66,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=0.0, help="seconds; 0 scales with --notices")
         parser.add_argument("--create-database", action="store_true", help="PostgreSQL: create, then drop")
         parser.add_argument("--keep", action="store_true", help="keep the bench data and logs afterwards")
+        parser.add_argument(
+            "--channel",
+            choices=[channel.name for channel in BENCH_CHANNELS],
+            default="",
+            help="every notice through this one channel alone (default: the plan of the enabled channels)",
+        )
         parser.add_argument(
             "--fast-paths",
             action="store_true",
@@ -133,6 +146,7 @@ class Command(BaseCommand):
             worker_concurrency=options["worker_concurrency"],
             timeout_seconds=options["timeout"],
             keep=options["keep"],
+            channels=(options["channel"],) if options["channel"] else (),
         )
         # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the child
         # processes are stopped, a stopped broker started again and the bench
