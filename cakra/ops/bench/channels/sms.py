@@ -1,9 +1,9 @@
 """SMS in the bench: SMPP to the SMSC simulator, its receipts, its ceiling and its counts.
 
 The system's SMPP adapter (``SmppSmsAdapter``, provider ``smpp``) binds to
-the simulator (``cakra smsc-sim``); receipts come back as ``deliver_sm`` on
-the workers' sessions and on the receipt listener's (``cakra smpp-receipts``),
-which runs as one of the system's processes. The HTTP SMS gateway is left
+the simulator (``cakra smsc-sim``) as a transmitter; receipts come back as
+``deliver_sm`` to the receipt listener (``cakra smpp-receipts``), which runs
+as one of the system's processes. The HTTP SMS gateway is left
 out of the run, so that every SMS goes over SMPP. The provider's sender rate
 limit is raised to the SMSC's throughput per connection (1,000 submit_sm
 per second; an operator sets both by contract), so that the pipeline, not
