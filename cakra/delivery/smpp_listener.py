@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from django.db import connections
 from django.utils.module_loading import import_string
 
 from cakra.delivery.channels.base import UnavailableProviderError
@@ -80,6 +81,13 @@ class ReceiptListener:
             self._thread = None
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            # Receipts were recorded from this thread: its database connections end with it.
+            connections.close_all()
+
+    def _run(self) -> None:
         backoff = self._backoff_first
         while not self._stopping.is_set():
             session = SmppSession(self.settings, on_deliver_sm=self._record)

@@ -50,7 +50,9 @@ def _row_counts() -> dict[str, int]:
 
 
 @pytest.fixture
-def own(region, settings, monkeypatch):
+def own(region, settings, monkeypatch, clock):
+    # The clock stands still: a sweep takes seconds, and a fixed window's
+    # boundary crossed meanwhile adds a counter row the row counts would see.
     # Limits far above what the sweep sends: it probes parsing, not throttling.
     settings.CAKRA_PORTAL_RATE_LIMITS = {
         name: (10**6, seconds) for name, (_n, seconds) in settings.CAKRA_PORTAL_RATE_LIMITS.items()
