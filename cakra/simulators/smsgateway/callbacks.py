@@ -183,17 +183,18 @@ class CallbackReporter:
                 logger.info("sms_gateway.callback_given_up", sid=callback.params.get("MessageSid"), status=status)
             if outcome != "retry":
                 self._done(callback)  # queued before this one stops counting as pending
-            with self._condition:
-                self._in_flight -= 1
-                self.counts[outcome] += 1
-                if status:
-                    self.counts[f"status_{status}"] += 1
-            if outcome == "retry":
+            else:
+                # Queued again before it stops counting as in flight: never idle in between.
                 backoff = min(CALLBACK_BACKOFF_MAX_SECONDS, CALLBACK_BACKOFF_SECONDS * 2 ** (callback.tries - 1))
                 if retry_after is not None:
                     backoff = min(CALLBACK_BACKOFF_MAX_SECONDS, max(backoff, float(retry_after)))
                 callback.due = time.monotonic() + backoff
                 self._schedule(callback)
+            with self._condition:
+                self._in_flight -= 1
+                self.counts[outcome] += 1
+                if status:
+                    self.counts[f"status_{status}"] += 1
 
     def _post(self, callback: Callback) -> tuple[int, int | None]:
         """(status, Retry-After seconds) of one post; status 0 when it got no answer."""
