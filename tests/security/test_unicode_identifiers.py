@@ -17,8 +17,8 @@ from cakra.backoffice import services as officer_services
 from cakra.backoffice.views.login import _device_pk
 from cakra.enforcement.numbers import notice_number_clean, notice_number_is_valid
 from cakra.security.identifiers import ascii_digits_check, ascii_int_parse, ascii_uuid_parse
+from cakra.simulators.loopback import list_limit
 from cakra.simulators.smtp.server import _mail_parameters_problem
-from cakra.simulators.smtp.web import _list_limit
 from tests.api.helpers import StoreSnapshot, assert_error, get
 from tests.factories import OFFICER_PASSWORD, make_violation
 
@@ -182,7 +182,7 @@ def test_a_content_length_in_other_digits_is_a_400(client, api_key, digits, path
 
 # --- development SMTP/HTTP sink -----------------------------------------------------------------
 def test_sink_numbers_in_other_digits(digits):
-    assert _list_limit(f"limit={digits[5]}") is None
-    assert _list_limit("limit=5") == 5
+    assert list_limit(f"limit={digits[5]}", default=200, maximum=10_000) is None
+    assert list_limit("limit=5", default=200, maximum=10_000) == 5
     assert _mail_parameters_problem({"SIZE": digits[2]}).startswith(b"501")
     assert _mail_parameters_problem({"SIZE": "2"}) == b""

@@ -15,17 +15,16 @@ import threading
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.utils import timezone
 
-from cakra.simulators.loopback import LOOPBACK
+from cakra.simulators.loopback import LOOPBACK, PAGE_CSP, PAGE_HEADERS, host_header_is_loopback, list_limit
 from cakra.simulators.magic import Magic, magic_number
 from cakra.simulators.smsc.store import SmscStore, SmsMessage
 
 LIST_LIMIT_DEFAULT = 200
 LIST_LIMIT_MAX = 10_000
-PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 _PHONE_PATH = re.compile(r"/phones/(\d{6,15})")
 MAGIC_ANSWERS = {
     Magic.TEMPORARY: "submit_sm_resp ESME_RSYSERR (temporary)",
@@ -65,16 +64,6 @@ class _SmscHTTPServer(ThreadingHTTPServer):
         super().__init__((LOOPBACK, port), _Handler)
 
 
-def _list_limit(query: str) -> int | None:
-    values = parse_qs(query).get("limit")
-    if not values:
-        return LIST_LIMIT_DEFAULT
-    value = values[-1]
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= LIST_LIMIT_MAX:
-        return None
-    return int(value)
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: _SmscHTTPServer
     server_version = "CakraSMSC"
@@ -82,9 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         # Loopback names only: a page that rebinds its domain to 127.0.0.1 must not read the texts.
-        host = self.headers.get("Host", "")
-        name, _, port = host.rpartition(":")
-        if (name if port.isdigit() else host) not in {LOOPBACK, "localhost"}:
+        if not host_header_is_loopback(self.headers.get("Host", "")):
             self._send(421, "text/plain; charset=utf-8", b"misdirected request")
             return
         url = urlsplit(self.path)
@@ -92,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/":
             self._send(200, "text/html; charset=utf-8", index_page(store).encode())
         elif url.path == "/messages.json":
-            limit = _list_limit(url.query)
+            limit = list_limit(url.query, default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
             if limit is None:
                 self._send(400, "text/plain; charset=utf-8", f"limit must be 1..{LIST_LIMIT_MAX}".encode())
                 return
@@ -109,10 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in PAGE_HEADERS:
+            self.send_header(name, value)
         self.send_header("Content-Security-Policy", PAGE_CSP)
         self.end_headers()
         self.wfile.write(body)

@@ -22,16 +22,14 @@ from socket import socket
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cakra.security.identifiers import ascii_digits_check, ascii_int_parse
-from cakra.simulators.loopback import LOOPBACK
+from cakra.security.identifiers import ascii_int_parse
+from cakra.simulators.loopback import LOOPBACK, PAGE_CSP, PAGE_HEADERS, host_header_is_loopback
 
 HTTP_POLL_SECONDS = 0.05
 # A kept-alive connection idle this long is closed, as real servers close them.
 IDLE_TIMEOUT_SECONDS = 15.0
 MAX_REQUEST_BYTES = 64 * 1024
 MESSAGES_PATH = "/2010-04-01/Accounts/{sid}/Messages.json"
-PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
-ALLOWED_HOSTS = frozenset({LOOPBACK, "localhost"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +150,7 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
     def _host_allowed(self) -> bool:
         # Loopback only, and only under a loopback name: a web page that
         # rebinds its own domain to 127.0.0.1 must not read the messages.
-        host_header = self.headers.get("Host", "")
-        name, _, port = host_header.rpartition(":")
-        return (name if ascii_digits_check(port) else host_header) in ALLOWED_HOSTS
+        return host_header_is_loopback(self.headers.get("Host", ""))
 
     def do_GET(self) -> None:
         if not self._host_allowed():
@@ -206,10 +202,8 @@ class _GatewayRequestHandler(BaseHTTPRequestHandler):
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in PAGE_HEADERS:
+            self.send_header(name, value)
         self.send_header("Content-Security-Policy", PAGE_CSP)
         for name, value in answer.headers.items():
             self.send_header(name, value)

@@ -15,12 +15,11 @@ from datetime import datetime
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from django.utils import timezone
 
-from cakra.security.identifiers import ascii_digits_check, ascii_int_parse
-from cakra.simulators.loopback import LOOPBACK
+from cakra.simulators.loopback import LOOPBACK, PAGE_CSP, PAGE_HEADERS, host_header_is_loopback, list_limit
 from cakra.simulators.smtp.dns import DkimVerdict
 from cakra.simulators.smtp.recipients import SIMULATED_RCPT_REPLIES, SIMULATED_REPORTS
 from cakra.simulators.smtp.store import MailStore, SinkMessage
@@ -28,7 +27,6 @@ from cakra.simulators.smtp.store import MailStore, SinkMessage
 LIST_LIMIT_DEFAULT = 200
 LIST_LIMIT_MAX = 10_000
 HTTP_POLL_SECONDS = 0.05  # how quickly stop() ends the HTTP thread
-PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 class WebServer:
@@ -75,15 +73,13 @@ class _SinkRequestHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         # Loopback only, and only under a loopback name: a web page that
         # rebinds its own domain to 127.0.0.1 must not read the messages.
-        host_header = self.headers.get("Host", "")
-        name, _, port = host_header.rpartition(":")
-        if (name if ascii_digits_check(port) else host_header) not in {LOOPBACK, "localhost"}:
+        if not host_header_is_loopback(self.headers.get("Host", "")):
             self._send(421, "text/plain; charset=utf-8", b"misdirected request")
             return
         url = urlsplit(self.path)
         path, store = url.path, self.server.store
         if path in {"/", "/messages.json"}:
-            limit = _list_limit(url.query)
+            limit = list_limit(url.query, default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
             if limit is None:
                 self._send(400, "text/plain; charset=utf-8", f"limit must be 1..{LIST_LIMIT_MAX}".encode())
             elif path == "/":
@@ -105,10 +101,8 @@ class _SinkRequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in PAGE_HEADERS:
+            self.send_header(name, value)
         self.send_header("Content-Security-Policy", PAGE_CSP)
         self.end_headers()
         self.wfile.write(body)
@@ -140,17 +134,6 @@ def _verdict_html(verdict: DkimVerdict) -> str:
 
 def _local(moment: datetime) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _list_limit(query: str) -> int | None:
-    """``?limit=N`` (newest N messages); None when it is not a number in range."""
-    values = parse_qs(query).get("limit")
-    if not values:
-        return LIST_LIMIT_DEFAULT
-    limit = ascii_int_parse(values[-1])
-    if limit is None or not 1 <= limit <= LIST_LIMIT_MAX:
-        return None
-    return limit
 
 
 def _index_page(server: _SinkHTTPServer, *, limit: int) -> str:

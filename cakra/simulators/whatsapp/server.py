@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from cakra.simulators.loopback import LOOPBACK
+from cakra.simulators.loopback import LOOPBACK, PAGE_HEADERS, PAGE_HOST_NAMES, host_header_is_loopback, list_limit
 from cakra.simulators.whatsapp import errors, web
 from cakra.simulators.whatsapp.api import CloudApi
 
@@ -40,7 +40,6 @@ HTTP_POLL_SECONDS = 0.05
 REQUEST_QUEUE_SIZE = 256
 _GRAPH_PATH = re.compile(r"/(v[0-9]{1,2}\.[0-9])/([0-9]{1,32})/(messages|message_templates)")
 _PHONE_PATH = re.compile(r"/phone/([0-9]{8,15})(/reply)?")
-_LOOPBACK_HOSTS = frozenset({LOOPBACK, "localhost"})
 
 
 class HttpServer:
@@ -77,16 +76,6 @@ class _SimHTTPServer(ThreadingHTTPServer):
         super().__init__((LOOPBACK, port), _Handler)
 
 
-def _list_limit(query: str) -> int | None:
-    values = parse_qs(query).get("limit")
-    if not values:
-        return LIST_LIMIT_DEFAULT
-    value = values[-1]
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= LIST_LIMIT_MAX:
-        return None
-    return int(value)
-
-
 class _Handler(BaseHTTPRequestHandler):
     server: _SimHTTPServer
     protocol_version = "HTTP/1.1"
@@ -101,15 +90,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _host_allowed(self) -> bool:
         # Loopback only, and only under a loopback name: a web page that
         # rebinds its own domain to 127.0.0.1 must not read the conversations.
-        host = self.headers.get("Host", "")
-        name, _, port = host.rpartition(":")
-        return (name if port.isascii() and port.isdigit() else host) in _LOOPBACK_HOSTS
+        return host_header_is_loopback(self.headers.get("Host", ""))
 
     def _same_origin(self) -> bool:
         """A form post from the simulator's own page, not from another site."""
         origin = self.headers.get("Origin")
         port = self.server.server_address[1]
-        if origin is not None and origin not in {f"http://{host}:{port}" for host in _LOOPBACK_HOSTS}:
+        if origin is not None and origin not in {f"http://{host}:{port}" for host in PAGE_HOST_NAMES}:
             return False
         return self.headers.get("Sec-Fetch-Site", "same-origin") in {"same-origin", "none"}
 
@@ -128,10 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in PAGE_HEADERS:
+            self.send_header(name, value)
         self.send_header("Content-Security-Policy", web.PAGE_CSP)
         for name, value in headers.items():
             self.send_header(name.replace("_", "-"), value)
@@ -161,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._send_json(*answer)
         elif url.path in {"/", "/messages.json"}:
-            limit = _list_limit(url.query)
+            limit = list_limit(url.query, default=LIST_LIMIT_DEFAULT, maximum=LIST_LIMIT_MAX)
             if limit is None:
                 self._send(400, "text/plain; charset=utf-8", f"limit must be 1..{LIST_LIMIT_MAX}".encode())
             elif url.path == "/":
