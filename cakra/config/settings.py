@@ -620,6 +620,15 @@ CAKRA_SMSC_SIM = {
     "RECEIPT_BEFORE_RESPONSE": _env_bool("CAKRA_SMSC_SIM_RECEIPT_BEFORE_RESPONSE", default=False),
 }
 
+# WhatsApp's three secrets, read (or, outside production, derived from
+# SECRET_KEY) once here: the provider's access token, the app secret that
+# signs webhooks and the handshake's verify token. The simulator checks and
+# signs with the same values, so the two sides agree with no set-up.
+_WHATSAPP_ACCESS_TOKEN = _receipt_secret("CAKRA_WHATSAPP_ACCESS_TOKEN", "whatsapp-sim-token")
+_WHATSAPP_APP_SECRET = _receipt_secret("CAKRA_WHATSAPP_APP_SECRET", "whatsapp-sim-app-secret")
+_WHATSAPP_VERIFY_TOKEN = _receipt_secret("CAKRA_WHATSAPP_VERIFY_TOKEN", "whatsapp-sim-verify-token")
+_WHATSAPP_SIM_PORT = int(os.environ.get("CAKRA_WHATSAPP_SIM_PORT", "8028"))
+
 # Outside production the phone channels' providers are the simulators
 # (`make run` starts them); a deployment adds its real ones with
 # CAKRA_PROVIDERS_JSON, secrets by variable name (docs/providers.md).
@@ -636,12 +645,9 @@ _PHONE_PROVIDER_DEFAULTS: dict[str, dict[str, object]] = (
             "RATE_PER_SECOND": 80,
             "BURST": 80,
             "OPTIONS": {
-                "BASE_URL": os.environ.get(
-                    "CAKRA_WHATSAPP_BASE_URL", f"http://127.0.0.1:{os.environ.get('CAKRA_WHATSAPP_SIM_PORT', '8028')}"
-                ),
+                "BASE_URL": os.environ.get("CAKRA_WHATSAPP_BASE_URL", f"http://127.0.0.1:{_WHATSAPP_SIM_PORT}"),
                 "API_VERSION": os.environ.get("CAKRA_WHATSAPP_API_VERSION", "v21.0"),
-                # The simulator checks it; derived from SECRET_KEY as its own copy is.
-                "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_ACCESS_TOKEN", "whatsapp-sim-token"),
+                "ACCESS_TOKEN": _WHATSAPP_ACCESS_TOKEN,
                 "TIMEOUT": 10,
             },
         },
@@ -731,12 +737,11 @@ CAKRA_SENDER_RATE_LIMITS = {
 # messages per second per number (130429 beyond), one message per recipient
 # every PAIR_RATE_SECONDS (131056; 0 = off), latency, a random share of sends
 # answered 131000, and the statuses' timing.
-_WHATSAPP_SIM_PORT = int(os.environ.get("CAKRA_WHATSAPP_SIM_PORT", "8028"))
 CAKRA_WHATSAPP_SIM: dict[str, object] = {
     "HTTP_PORT": _WHATSAPP_SIM_PORT,
-    "ACCESS_TOKEN": _receipt_secret("CAKRA_WHATSAPP_SIM_ACCESS_TOKEN", "whatsapp-sim-token"),
-    "APP_SECRET": _receipt_secret("CAKRA_WHATSAPP_SIM_APP_SECRET", "whatsapp-sim-app-secret"),
-    "VERIFY_TOKEN": _receipt_secret("CAKRA_WHATSAPP_SIM_VERIFY_TOKEN", "whatsapp-sim-verify-token"),
+    "ACCESS_TOKEN": _WHATSAPP_ACCESS_TOKEN,
+    "APP_SECRET": _WHATSAPP_APP_SECRET,
+    "VERIFY_TOKEN": _WHATSAPP_VERIFY_TOKEN,
     "WABA_ID": os.environ.get("CAKRA_WHATSAPP_SIM_WABA_ID", "102290129340398"),
     # The demo regions' official numbers by default (cakra.demo.regions): the
     # same ids the regions send from, with the names their phones show.
@@ -784,8 +789,6 @@ CAKRA_WHATSAPP_SIM: dict[str, object] = {
 # CAKRA_WHATSAPP_VERIFY_TOKEN (none: not configured, every request refused);
 # elsewhere they are derived from SECRET_KEY as the sink's receipt secret is,
 # so the web process and the WhatsApp simulator agree with no set-up.
-_WHATSAPP_APP_SECRET = _receipt_secret("CAKRA_WHATSAPP_APP_SECRET", "whatsapp-sim-app-secret")
-_WHATSAPP_VERIFY_TOKEN = _receipt_secret("CAKRA_WHATSAPP_VERIFY_TOKEN", "whatsapp-sim-verify-token")
 CAKRA_WHATSAPP_WEBHOOKS: dict[str, dict[str, str]] = {}
 if _WHATSAPP_APP_SECRET and _WHATSAPP_VERIFY_TOKEN:
     CAKRA_WHATSAPP_WEBHOOKS[os.environ.get("CAKRA_WHATSAPP_WEBHOOK_NAME", "whatsapp-sim")] = {
