@@ -17,10 +17,13 @@ ordinary number, so the channel carries the whole load.
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 from collections import Counter
 from fractions import Fraction
 
+from cakra.simulators.loopback import LOOPBACK
 from cakra.simulators.magic import Magic, magic_number
 
 # Owners are assigned by index in blocks of 50: 45 ordinary, 4 not on
@@ -73,3 +76,24 @@ def fallbacks_expected(notices: int, *, plan: tuple[str, ...]) -> Counter[str]:
         for before, after in list(itertools.pairwise(plan))[:steps]:
             expected[f"{before}>{after}"] += 1
     return expected
+
+
+# A simulator counts 100,000 messages in well under this; a slow answer is a stuck simulator.
+RECEIVED_TIMEOUT_SECONDS = 120.0
+HTTP_OK = 200
+
+
+def simulator_counts(port: int, *, simulator: str) -> object:
+    """The parsed ``/_sim/received.json`` of the phone simulator on ``port``
+    (copies per reference or per recipient, as that simulator counts them)."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=RECEIVED_TIMEOUT_SECONDS)
+    try:
+        connection.request("GET", "/_sim/received.json", headers={"Host": f"{LOOPBACK}:{port}"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != HTTP_OK:
+        msg = f"the {simulator} simulator answered {response.status} for its counts"
+        raise RuntimeError(msg)
+    return json.loads(body)

@@ -22,7 +22,6 @@ deliveries through the contact's lookup hash, with no decryption.
 from __future__ import annotations
 
 import functools
-import http.client
 import json
 import os
 import sys
@@ -37,7 +36,7 @@ from cakra.delivery.channels.smpp import SmppSmsAdapter
 from cakra.delivery.models import Delivery
 from cakra.ops.bench.ceiling import bare_client_rate
 from cakra.ops.bench.channels.base import RunPlace
-from cakra.ops.bench.channels.phone import MAGIC_SERIALS, owner_mobile
+from cakra.ops.bench.channels.phone import MAGIC_SERIALS, owner_mobile, simulator_counts
 from cakra.ops.bench.config import REGION_CODE
 from cakra.ops.bench.supervision import accepts, wait_for
 from cakra.registry.models import ContactPoint
@@ -50,8 +49,6 @@ CHANNEL = "sms"
 SENDER_ID = "ETLE-BENCH"
 # The provider's sender limit for the run, above what this machine reaches.
 THROUGHPUT_PER_SECOND = 1000
-RECEIVED_TIMEOUT_SECONDS = 120.0
-HTTP_OK = 200
 # A notice SMS is one GSM-7 segment of about this size (cakra.delivery.messages.sms_render).
 CEILING_TEXT = (
     f"{SENDER_ID}: Tilang ETLE B 1234 ABC tgl 07-12-2026. No ETLE/PMJ/2026/12/000123 kode K7Q2M9XD. "
@@ -126,17 +123,7 @@ def sms_deliveries(*, notices: int, plan: tuple[str, ...]) -> dict[str, str]:
 
 def simulator_received(port: int) -> Counter[str]:
     """Copies per recipient's digits, as the SMSC simulator's page reports them."""
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=RECEIVED_TIMEOUT_SECONDS)
-    try:
-        connection.request("GET", "/_sim/received.json", headers={"Host": f"{LOOPBACK}:{port}"})
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if response.status != HTTP_OK:
-        msg = f"the SMSC simulator answered {response.status} for its counts"
-        raise RuntimeError(msg)
-    return received_by_recipient(json.loads(body))
+    return received_by_recipient(simulator_counts(port, simulator="SMSC"))
 
 
 @dataclass

@@ -20,7 +20,6 @@ same purpose for email.)
 from __future__ import annotations
 
 import functools
-import http.client
 import json
 import os
 import sys
@@ -40,7 +39,7 @@ from cakra.delivery.message_templates import (
 from cakra.delivery.messages import WHATSAPP_LANGUAGE, WHATSAPP_NOTICE_TEMPLATE
 from cakra.ops.bench.ceiling import bare_client_rate
 from cakra.ops.bench.channels.base import RunPlace
-from cakra.ops.bench.channels.phone import owner_mobile
+from cakra.ops.bench.channels.phone import owner_mobile, simulator_counts
 from cakra.ops.bench.supervision import accepts, wait_for
 from cakra.registry.models import ContactPoint
 from cakra.simulators.loopback import LOOPBACK
@@ -54,8 +53,6 @@ API_VERSION = "v21.0"
 RATE_PER_SECOND = 1000
 WEBHOOK_PATH = "/api/v1/webhooks/whatsapp/whatsapp-sim"
 CEILING_REFERENCE_PREFIX = "ceiling-"
-RECEIVED_TIMEOUT_SECONDS = 120.0
-HTTP_OK = 200
 
 # The ceiling's message: the notice template with parameters of a real
 # notice's length, so that the request is the pipeline's size.
@@ -142,17 +139,7 @@ def received_parse(payload: object) -> Counter[str]:
 
 
 def simulator_received(port: int) -> Counter[str]:
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=RECEIVED_TIMEOUT_SECONDS)
-    try:
-        connection.request("GET", "/_sim/received.json", headers={"Host": f"{LOOPBACK}:{port}"})
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if response.status != HTTP_OK:
-        msg = f"the WhatsApp simulator answered {response.status} for its counts"
-        raise RuntimeError(msg)
-    return received_parse(json.loads(body))
+    return received_parse(simulator_counts(port, simulator="WhatsApp"))
 
 
 @dataclass
